@@ -1,0 +1,46 @@
+/**
+ * Pigeon Perch Sends: read config → open db → migrate → start HTTP and/or worker →
+ * stop gracefully on SIGTERM/SIGINT (exit 0).
+ */
+import { loadConfig } from "./src/config.ts";
+import { startService } from "./src/server.ts";
+
+if (import.meta.main) {
+  const config = loadConfig(Deno.env.toObject());
+  const service = await startService(config);
+  const { secrets } = service.deps;
+  console.log(`\nPigeon Perch Sends (${config.role}) listening on ${service.url}`);
+  if (service.seed) {
+    const s = service.seed;
+    console.log(`
+Dev data seeded (shown once):
+  API key      ${s.apiKey}
+  template id  ${s.templateId}
+  admin token  ${secrets.adminToken}
+  GraphiQL     ${service.url}/graphql
+
+Send your first email (it lands in ${config.dataDir}/outbox):
+curl -X POST ${service.url}/api/v1/sends \\
+-H "X-API-Key: ${s.apiKey}" \\
+-H "Content-Type: application/json" \\
+-d '{
+"templateId": "${s.templateId}",
+"to": "customer@example.com",
+"subject": "Your order has shipped!",
+"personalizations": {
+"order_id": "ORD-12345",
+"tracking_url": "https://track.example.com/abc"
+}
+}'
+`);
+  }
+  let stopping = false;
+  const stop = async () => {
+    if (stopping) return;
+    stopping = true;
+    await service.stop();
+    Deno.exit(0);
+  };
+  Deno.addSignalListener("SIGTERM", stop);
+  Deno.addSignalListener("SIGINT", stop);
+}

@@ -1,0 +1,83 @@
+/** SQL for accounts, API keys and monthly usage. Each function takes the db (or a transaction) first. */
+import { type Kysely, sql } from "kysely";
+import type { Database } from "../db/tables.ts";
+
+/** Inserts an account. */
+export function insertAccount(db: Kysely<Database>, name: string, monthlyLimit: number | null) {
+  return db.insertInto("accounts").values({ name, monthly_limit: monthlyLimit }).returningAll()
+    .executeTakeFirstOrThrow();
+}
+
+/** One account by id. */
+export function findAccount(db: Kysely<Database>, id: string) {
+  return db.selectFrom("accounts").selectAll().where("id", "=", id).executeTakeFirst();
+}
+
+/** Whether any account exists (the seed runs only on an empty database). */
+export async function anyAccount(db: Kysely<Database>): Promise<boolean> {
+  return (await db.selectFrom("accounts").select("id").limit(1).executeTakeFirst()) !== undefined;
+}
+
+/** Turns an account's sending on or off, recording why. */
+export function updateSending(db: Kysely<Database>, id: string, enabled: boolean, reason: string | null) {
+  return db.updateTable("accounts").set({ sending_enabled: enabled, paused_reason: reason, updated_at: sql`now()` })
+    .where("id", "=", id).returningAll().executeTakeFirst();
+}
+
+/** Inserts an API key row (hash and prefix only). */
+export function insertApiKey(
+  db: Kysely<Database>,
+  row: { account_id: string; mode: "live" | "test"; prefix: string; key_hash: string },
+) {
+  return db.insertInto("api_keys").values(row).returningAll().executeTakeFirstOrThrow();
+}
+
+/** The live (unrevoked) key with this hash, for authentication. */
+export function findActiveKeyByHash(db: Kysely<Database>, hash: string) {
+  return db.selectFrom("api_keys").select(["id", "account_id", "mode"])
+    .where("key_hash", "=", hash).where("revoked_at", "is", null).executeTakeFirst();
+}
+
+/** Marks a key revoked; returns it, or undefined when unknown. */
+export function revokeKey(db: Kysely<Database>, id: string) {
+  return db.updateTable("api_keys").set({ revoked_at: sql`coalesce(revoked_at, now())` })
+    .where("id", "=", id).returningAll().executeTakeFirst();
+}
+
+/** An account's keys, newest first. */
+export function listKeys(db: Kysely<Database>, accountId: string) {
+  return db.selectFrom("api_keys").selectAll().where("account_id", "=", accountId).orderBy("created_at", "desc")
+    .execute();
+}
+
+/**
+ * Reserves `n` units of this month's quota in one statement, or reserves nothing and
+ * returns undefined when the limit would be passed. The row lock of the upsert makes
+ * concurrent reservations queue, so the count can never pass the limit.
+ */
+export async function reserveUsage(db: Kysely<Database>, accountId: string, n: number, limit: number | null) {
+  const r = await sql<{ used: number }>`
+    insert into account_usage (account_id, month, used)
+    select ${accountId}, date_trunc('month', now() at time zone 'utc')::date, ${n}
+    where ${limit}::int is null or ${n} <= ${limit}::int
+    on conflict (account_id, month) do update set used = account_usage.used + excluded.used
+      where ${limit}::int is null or account_usage.used + excluded.used <= ${limit}::int
+    returning used`.execute(db);
+  return r.rows[0];
+}
+
+/** Gives `n` units back to the month they were taken from (cancelled sends). */
+export async function releaseUsage(db: Kysely<Database>, accountId: string, n: number, takenAt: Date) {
+  await sql`
+    update account_usage set used = greatest(used - ${n}, 0)
+    where account_id = ${accountId} and month = date_trunc('month', ${takenAt}::timestamptz at time zone 'utc')::date`
+    .execute(db);
+}
+
+/** Units used in the current UTC month. */
+export async function currentUsage(db: Kysely<Database>, accountId: string): Promise<{ month: string; used: number }> {
+  const r = await sql<{ month: string; used: number }>`
+    select to_char(m, 'YYYY-MM') as month, coalesce((select used from account_usage where account_id = ${accountId} and month = m), 0) as used
+    from (select date_trunc('month', now() at time zone 'utc')::date as m) x`.execute(db);
+  return r.rows[0];
+}

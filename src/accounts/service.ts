@@ -1,0 +1,146 @@
+/**
+ * Accounts, API keys and authentication. Keys are `pp_live_`/`pp_test_` + 40 base62
+ * characters; only their SHA-256 is stored. Key lookups are cached per process for
+ * KEY_CACHE_MS so that authentication costs no query on the hot path; a revoke clears
+ * this process's cache at once and other processes' within KEY_CACHE_MS.
+ */
+import type { Deps, Principal, Tenant } from "../context.ts";
+import { requireAdmin, requireTenant } from "../context.ts";
+import { AppError } from "../errors.ts";
+import { assertUuid, parseInput } from "../validation.ts";
+import { CreateAccountInput, CreateApiKeyInput } from "./inputs.ts";
+import * as repo from "./repo.ts";
+
+/** How long a key lookup is trusted in memory. */
+export const KEY_CACHE_MS = 10_000;
+
+const BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/** `n` random base62 characters from the system CSPRNG (rejection-sampled, unbiased). */
+export function randomBase62(n: number): string {
+  let out = "";
+  while (out.length < n) {
+    for (const b of crypto.getRandomValues(new Uint8Array(n * 2))) {
+      if (b < 248 && out.length < n) out += BASE62[b % 62];
+    }
+  }
+  return out;
+}
+
+/** Hex SHA-256 of a key. */
+export async function hashKey(key: string): Promise<string> {
+  const d = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(key));
+  return Array.from(new Uint8Array(d), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+const KEY_RE = /^pp_(live|test)_[0-9A-Za-z]{32,}$/;
+const keyCache = new Map<string, { tenant: Tenant | null; until: number }>();
+
+/**
+ * Resolves the credential of a request: an API key (`X-API-Key`, or `Authorization: Bearer
+ * pp_…`) gives a Tenant, the admin token gives Admin. Returns null when none was given;
+ * throws 401 when one was given and is unknown or revoked.
+ */
+export async function authenticate(deps: Deps, headers: Headers): Promise<Principal> {
+  const bearer = headers.get("authorization")?.match(/^Bearer\s+(.+)$/i)?.[1]?.trim();
+  const key = headers.get("x-api-key")?.trim() ?? bearer;
+  if (!key) return null;
+  if (!key.startsWith("pp_") && timingSafeEqual(key, deps.secrets.adminToken)) return { kind: "admin" };
+  if (!KEY_RE.test(key)) throw new AppError("unauthorized", "unknown or revoked API key");
+  const hash = await hashKey(key);
+  const now = Date.now();
+  let hit = keyCache.get(hash);
+  if (!hit || hit.until < now) {
+    const row = await repo.findActiveKeyByHash(deps.db, hash);
+    hit = {
+      tenant: row ? { kind: "tenant", accountId: row.account_id, apiKeyId: row.id, mode: row.mode } : null,
+      until: now + KEY_CACHE_MS,
+    };
+    if (keyCache.size > 10_000) keyCache.clear();
+    keyCache.set(hash, hit);
+  }
+  if (!hit.tenant) throw new AppError("unauthorized", "unknown or revoked API key");
+  return hit.tenant;
+}
+
+function timingSafeEqual(a: string, b: string): boolean {
+  const x = new TextEncoder().encode(a), y = new TextEncoder().encode(b);
+  let diff = x.length ^ y.length;
+  for (let i = 0; i < y.length; i++) diff |= (x[i] ?? 0) ^ y[i];
+  return diff === 0;
+}
+
+/** Ops: creates an account (sending enabled, `monthlyLimit` null = unlimited). */
+export async function createAccount(deps: Deps, p: Principal, input: unknown) {
+  requireAdmin(p);
+  const v = parseInput(CreateAccountInput, input);
+  const account = await repo.insertAccount(deps.db, v.name, v.monthlyLimit ?? null);
+  deps.log.info("account created", { accountId: account.id });
+  return account;
+}
+
+/** Ops: issues a key; the plain key is returned only here, never stored. */
+export async function createApiKey(deps: Deps, p: Principal, input: unknown) {
+  requireAdmin(p);
+  const v = parseInput(CreateApiKeyInput, input);
+  if (!(await repo.findAccount(deps.db, v.accountId))) throw new AppError("not_found", "account not found");
+  return await issueKey(deps, v.accountId, v.mode);
+}
+
+/** Creates a key row for an account and returns the plain key with it (seed and ops). */
+export async function issueKey(deps: Deps, accountId: string, mode: "live" | "test") {
+  const key = `pp_${mode}_${randomBase62(40)}`;
+  const apiKey = await repo.insertApiKey(deps.db, {
+    account_id: accountId,
+    mode,
+    prefix: key.slice(0, 12),
+    key_hash: await hashKey(key),
+  });
+  deps.log.info("api key created", { accountId, apiKeyId: apiKey.id, prefix: apiKey.prefix });
+  return { key, apiKey };
+}
+
+/** Ops: revokes a key; it stops working at once in this process. */
+export async function revokeApiKey(deps: Deps, p: Principal, id: string) {
+  requireAdmin(p);
+  const row = await repo.revokeKey(deps.db, assertUuid(id));
+  if (!row) throw new AppError("not_found", "API key not found");
+  keyCache.clear();
+  deps.log.info("api key revoked", { apiKeyId: id });
+  return row;
+}
+
+/** Ops: pauses or resumes an account's sending. */
+export async function setAccountSending(deps: Deps, p: Principal, accountId: string, enabled: boolean) {
+  requireAdmin(p);
+  const row = await repo.updateSending(deps.db, assertUuid(accountId), enabled, enabled ? null : "paused by ops");
+  if (!row) throw new AppError("not_found", "account not found");
+  deps.log.info(enabled ? "sending resumed" : "sending paused", { accountId });
+  return row;
+}
+
+/** The caller's own account. */
+export async function getOwnAccount(deps: Deps, p: Principal) {
+  const t = requireTenant(p);
+  const row = await repo.findAccount(deps.db, t.accountId);
+  if (!row) throw new AppError("unauthorized", "account no longer exists");
+  return row;
+}
+
+/** Ops: one account by id, or null. */
+export async function getAccount(deps: Deps, p: Principal, id: string) {
+  requireAdmin(p);
+  return (await repo.findAccount(deps.db, assertUuid(id))) ?? null;
+}
+
+/** This month's usage of an account. */
+export async function usageOf(deps: Deps, account: { id: string; monthly_limit: number | null }) {
+  const u = await repo.currentUsage(deps.db, account.id);
+  const limit = account.monthly_limit;
+  return { month: u.month, used: u.used, limit, remaining: limit === null ? null : Math.max(limit - u.used, 0) };
+}
+
+/** An account's keys (prefix only). */
+export function keysOf(deps: Deps, accountId: string) {
+  return repo.listKeys(deps.db, accountId);
+}

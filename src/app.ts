@@ -1,0 +1,89 @@
+/**
+ * The HTTP handler: `/healthz`, `/graphql` and the REST shim under `/api/v1`. It resolves
+ * the caller once per request and hands it to thin handlers; errors become problem+json
+ * (REST) or GraphQL errors with `extensions.code`.
+ */
+import { authenticate } from "./accounts/service.ts";
+import type { Deps, Principal } from "./context.ts";
+import { AppError } from "./errors.ts";
+import { createGraphQL } from "./graphql/yoga.ts";
+import { json, problemResponse } from "./rest/problem.ts";
+import * as sends from "./sends/rest.ts";
+
+type Handler = (deps: Deps, p: Principal, req: Request, params: Record<string, string>) => Promise<Response>;
+
+/** The REST routes: method, path pattern, handler. */
+const ROUTES: { method: string; pattern: URLPattern; handler: Handler }[] = [
+  {
+    method: "POST",
+    pattern: new URLPattern({ pathname: "/api/v1/sends" }),
+    handler: (d, p, r) => sends.postSend(d, p, r),
+  },
+  {
+    method: "GET",
+    pattern: new URLPattern({ pathname: "/api/v1/sends" }),
+    handler: (d, p, r) => sends.getSends(d, p, r),
+  },
+  {
+    method: "GET",
+    pattern: new URLPattern({ pathname: "/api/v1/sends/:id" }),
+    handler: (d, p, _r, a) => sends.getSend(d, p, a.id),
+  },
+  {
+    method: "POST",
+    pattern: new URLPattern({ pathname: "/api/v1/sends/:id/cancel" }),
+    handler: (d, p, _r, a) => sends.postCancel(d, p, a.id),
+  },
+];
+
+/** A fetch handler with a readiness flag for /healthz. */
+export interface App {
+  fetch(req: Request): Promise<Response>;
+}
+
+/** Builds the handler for role `api`/`all` (everything) or `worker` (health only). */
+export function createApp(deps: Deps, opts: { healthOnly?: boolean } = {}): App {
+  const graphql = createGraphQL(deps);
+
+  async function handle(req: Request): Promise<Response> {
+    const url = new URL(req.url);
+    if (url.pathname === "/healthz") return json({ status: "ok" });
+    if (opts.healthOnly) {
+      return json({ status: 404, code: "not_found", detail: "this process runs the worker only" }, 404);
+    }
+
+    if (url.pathname === "/graphql") {
+      let principal: Principal;
+      try {
+        principal = await authenticate(deps, req.headers);
+      } catch (err) {
+        if (!(err instanceof AppError)) throw err;
+        return json({ errors: [{ message: err.message, extensions: { code: err.code } }] }, err.status);
+      }
+      return await graphql.fetch(req, { principal });
+    }
+
+    if (url.pathname.startsWith("/api/")) {
+      try {
+        const candidates = ROUTES.filter((r) => r.pattern.test(url));
+        if (candidates.length === 0) throw new AppError("not_found", `no route for ${url.pathname}`);
+        const match = candidates.find((r) => r.method === req.method);
+        if (!match) {
+          const allow = candidates.map((r) => r.method).join(", ");
+          return json({ status: 405, title: "Method Not Allowed", detail: `use ${allow}` }, 405, { allow });
+        }
+        const principal = await authenticate(deps, req.headers);
+        if (!principal || principal.kind !== "tenant") {
+          throw new AppError("unauthorized", "a valid API key is required (X-API-Key or Authorization: Bearer)");
+        }
+        const params = match.pattern.exec(url)?.pathname.groups ?? {};
+        return await match.handler(deps, principal, req, params as Record<string, string>);
+      } catch (err) {
+        return problemResponse(err, deps.log, { method: req.method, path: url.pathname });
+      }
+    }
+    return problemResponse(new AppError("not_found", `no route for ${url.pathname}`), deps.log);
+  }
+
+  return { fetch: handle };
+}

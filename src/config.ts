@@ -1,0 +1,98 @@
+/**
+ * The one place that reads the environment. Everything else receives a frozen
+ * {@link Config}; tests build one with {@link loadConfig} and their own values.
+ */
+import { z } from "zod";
+
+const bool = z.enum(["true", "false", "1", "0"]).transform((v) => v === "true" || v === "1");
+
+const EnvSchema = z.object({
+  PORT: z.coerce.number().int().min(0).max(65535).default(8080),
+  HOST: z.string().min(1).default("127.0.0.1"),
+  DATABASE_URL: z.string().url().optional(),
+  PP_DATA_DIR: z.string().min(1).default("./.data"),
+  SMTP_URL: z.string().regex(/^smtps?:\/\//, "must start with smtp:// or smtps://").optional(),
+  PP_ROLE: z.enum(["api", "worker", "all"]).default("all"),
+  PP_PUBLIC_URL: z.string().url().optional(),
+  PP_ADMIN_TOKEN: z.string().min(16).optional(),
+  PP_SECRET: z.string().min(16).optional(),
+  PP_SEED: bool.optional(),
+  PP_DELIVERY_CONFIRMATION: z.enum(["smtp", "reports"]).default("smtp"),
+  PP_WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(200).default(10),
+  PP_WORKER_POLL_MS: z.coerce.number().int().min(50).default(500),
+  PP_SMTP_POOL_SIZE: z.coerce.number().int().min(1).max(100).default(5),
+  PP_SMTP_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(25).default(8),
+  PP_DB_POOL_SIZE: z.coerce.number().int().min(2).max(200).default(20),
+  PP_LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
+});
+
+/** Runtime configuration, parsed once at start. Defaults are those of API.md. */
+export interface Config {
+  /** HTTP port; 0 picks a free one. Default 8080. */
+  port: number;
+  /** Bind address. Default 127.0.0.1. */
+  host: string;
+  /** Postgres URL; undefined starts the embedded Postgres in `${dataDir}/postgres`. */
+  databaseUrl?: string;
+  /** Embedded database, outbox and generated secrets. Default ./.data. */
+  dataDir: string;
+  /** Relay for live mail; undefined writes `.eml` files to `${dataDir}/outbox`. */
+  smtpUrl?: string;
+  /** Which halves run in this process. Default all. */
+  role: "api" | "worker" | "all";
+  /** Base of tracking and unsubscribe links; undefined means http://HOST:PORT. */
+  publicUrl?: string;
+  /** Ops token; generated and saved in the data dir when unset. */
+  adminToken?: string;
+  /** HMAC key; generated and saved in the data dir when unset. */
+  secret?: string;
+  /** Seed the dev account on an empty database. Default: only when DATABASE_URL is unset. */
+  seed: boolean;
+  /** Whether SMTP 250 is also `delivered` (smtp, default) or reports decide (reports). */
+  deliveryConfirmation: "smtp" | "reports";
+  /** Jobs run at once per worker process. Default 10. */
+  workerConcurrency: number;
+  /** How often the worker looks for due scheduled jobs, ms. Default 500. */
+  workerPollMs: number;
+  /** Pooled SMTP connections per worker process. Default 5. */
+  smtpPoolSize: number;
+  /** Delivery attempts before a send is `failed` (4xx, dropped connections). Default 8. */
+  smtpMaxAttempts: number;
+  /** Postgres connections per process. Default 20. */
+  dbPoolSize: number;
+  /** Lowest log level written. Default info. */
+  logLevel: "debug" | "info" | "warn" | "error";
+}
+
+/**
+ * Parses an environment map (normally `Deno.env.toObject()`) into a frozen Config.
+ * Throws with every bad variable named when one does not parse.
+ */
+export function loadConfig(env: Record<string, string | undefined>): Readonly<Config> {
+  const clean = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ""));
+  const parsed = EnvSchema.safeParse(clean);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`);
+    throw new Error(`invalid configuration: ${lines.join("; ")}`);
+  }
+  const e = parsed.data;
+  return Object.freeze({
+    port: e.PORT,
+    host: e.HOST,
+    databaseUrl: e.DATABASE_URL,
+    dataDir: e.PP_DATA_DIR,
+    smtpUrl: e.SMTP_URL,
+    role: e.PP_ROLE,
+    publicUrl: e.PP_PUBLIC_URL,
+    adminToken: e.PP_ADMIN_TOKEN,
+    secret: e.PP_SECRET,
+    seed: e.PP_SEED ?? e.DATABASE_URL === undefined,
+    deliveryConfirmation: e.PP_DELIVERY_CONFIRMATION,
+    workerConcurrency: e.PP_WORKER_CONCURRENCY,
+    workerPollMs: e.PP_WORKER_POLL_MS,
+    smtpPoolSize: e.PP_SMTP_POOL_SIZE,
+    smtpMaxAttempts: e.PP_SMTP_MAX_ATTEMPTS,
+    dbPoolSize: e.PP_DB_POOL_SIZE,
+    logLevel: e.PP_LOG_LEVEL,
+  });
+}

@@ -1,0 +1,56 @@
+/** SQL for contacts. */
+import { type Kysely, sql } from "kysely";
+import type { ContactsTable, ContactStatus, Database } from "../db/tables.ts";
+import type { Insertable, Selectable } from "kysely";
+
+/** A stored contact row. */
+export type ContactRow = Selectable<ContactsTable>;
+
+/** Inserts a contact; undefined when the account already has this address (any case). */
+export function insertContact(db: Kysely<Database>, row: Insertable<ContactsTable>) {
+  return db.insertInto("contacts").values(row)
+    .onConflict((oc) => oc.expression(sql`account_id, lower(email)`).doNothing())
+    .returningAll().executeTakeFirst();
+}
+
+/**
+ * The account's contact for `email`, created as subscribed when there is none. One
+ * statement: the no-op update makes RETURNING give the existing row on conflict.
+ */
+export function upsertContactByEmail(db: Kysely<Database>, accountId: string, email: string) {
+  return db.insertInto("contacts").values({ account_id: accountId, email, updated_at: new Date() })
+    .onConflict((oc) => oc.expression(sql`account_id, lower(email)`).doUpdateSet({ email: sql`contacts.email` }))
+    .returningAll().executeTakeFirstOrThrow();
+}
+
+/** One of an account's contacts by id. */
+export function findContact(db: Kysely<Database>, accountId: string, id: string) {
+  return db.selectFrom("contacts").selectAll().where("id", "=", id).where("account_id", "=", accountId)
+    .executeTakeFirst();
+}
+
+/** One of an account's contacts by address, case-insensitive. */
+export function findContactByEmail(db: Kysely<Database>, accountId: string, email: string) {
+  return db.selectFrom("contacts").selectAll().where("account_id", "=", accountId)
+    .where(sql`lower(email)`, "=", email.toLowerCase()).executeTakeFirst();
+}
+
+/** A page of an account's contacts, newest first, after a (created_at, id) cursor. */
+export function listContacts(
+  db: Kysely<Database>,
+  accountId: string,
+  opts: { limit: number; status?: ContactStatus; after?: { createdAt: Date; id: string } },
+) {
+  let q = db.selectFrom("contacts").selectAll().where("account_id", "=", accountId);
+  if (opts.status) q = q.where("status", "=", opts.status);
+  if (opts.after) {
+    const a = opts.after;
+    q = q.where(sql<boolean>`(created_at, id) < (${a.createdAt}, ${a.id}::uuid)`);
+  }
+  return q.orderBy("created_at", "desc").orderBy("id", "desc").limit(opts.limit).execute();
+}
+
+/** Sets a contact's status (bounces, complaints, unsubscribes). */
+export function setContactStatus(db: Kysely<Database>, id: string, status: ContactStatus) {
+  return db.updateTable("contacts").set({ status, updated_at: sql`now()` }).where("id", "=", id).execute();
+}

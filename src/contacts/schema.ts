@@ -1,0 +1,69 @@
+/** GraphQL for contacts. */
+import { builder } from "../graphql/builder.ts";
+import { connectionType, toConnection } from "../graphql/connection.ts";
+import { encodeCursor } from "../pagination.ts";
+import type { ContactRow } from "./repo.ts";
+import * as service from "./service.ts";
+
+/** GraphQL `ContactStatus`: who may be mailed. */
+export const ContactStatus = builder.enumType("ContactStatus", {
+  values: {
+    SUBSCRIBED: { value: "subscribed" },
+    UNSUBSCRIBED: { value: "unsubscribed" },
+    BOUNCED: { value: "bounced" },
+    COMPLAINED: { value: "complained" },
+  } as const,
+});
+
+/** GraphQL `Contact`. */
+export const Contact = builder.objectRef<ContactRow>("Contact").implement({
+  fields: (t) => ({
+    id: t.exposeID("id"),
+    email: t.exposeString("email"),
+    firstName: t.exposeString("first_name", { nullable: true }),
+    lastName: t.exposeString("last_name", { nullable: true }),
+    company: t.exposeString("company", { nullable: true }),
+    fields: t.field({ type: "JSON", resolve: (c) => c.fields }),
+    status: t.field({ type: ContactStatus, resolve: (c) => c.status }),
+    createdAt: t.field({ type: "DateTime", resolve: (c) => c.created_at }),
+    updatedAt: t.field({ type: "DateTime", resolve: (c) => c.updated_at }),
+  }),
+});
+
+const ContactConnection = connectionType("Contact", Contact);
+
+const CreateContactInput = builder.inputType("CreateContactInput", {
+  fields: (t) => ({
+    email: t.string({ required: true }),
+    firstName: t.string(),
+    lastName: t.string(),
+    company: t.string(),
+    fields: t.field({ type: "JSON", description: "Custom fields, usable in templates as {{name}}." }),
+  }),
+});
+
+builder.queryField("contact", (t) =>
+  t.field({
+    type: Contact,
+    nullable: true,
+    args: { id: t.arg.id(), email: t.arg.string() },
+    resolve: (_, a, ctx) =>
+      service.getContact(ctx.deps, ctx.principal, { id: a.id ? String(a.id) : null, email: a.email }),
+  }));
+
+builder.queryField("contacts", (t) =>
+  t.field({
+    type: ContactConnection,
+    args: { first: t.arg.int(), after: t.arg.string(), status: t.arg({ type: ContactStatus }) },
+    resolve: async (_, a, ctx) => {
+      const page = await service.listContacts(ctx.deps, ctx.principal, a);
+      return toConnection(page.rows, page.hasMore, encodeCursor);
+    },
+  }));
+
+builder.mutationField("createContact", (t) =>
+  t.field({
+    type: Contact,
+    args: { input: t.arg({ type: CreateContactInput, required: true }) },
+    resolve: (_, a, ctx) => service.createContact(ctx.deps, ctx.principal, a.input),
+  }));

@@ -1,0 +1,57 @@
+/**
+ * What every service call receives: the shared handles (`Deps`) and who is calling
+ * (`Principal`). Built once per process (Deps) and once per request (Principal).
+ */
+import type { Kysely } from "kysely";
+import type pg from "pg";
+import type { Config } from "./config.ts";
+import type { Database } from "./db/tables.ts";
+import { AppError } from "./errors.ts";
+import type { Logger } from "./log.ts";
+
+/** Secrets resolved at start (from the environment or the data dir). */
+export interface Secrets {
+  adminToken: string;
+  secret: string;
+}
+
+/** Process-wide handles passed to services, resolvers and tasks. */
+export interface Deps {
+  db: Kysely<Database>;
+  pool: pg.Pool;
+  config: Readonly<Config>;
+  secrets: Secrets;
+  log: Logger;
+}
+
+/** A tenant authenticated by an API key. `mode: "test"` keys send to the outbox only. */
+export interface Tenant {
+  kind: "tenant";
+  accountId: string;
+  apiKeyId: string;
+  mode: "live" | "test";
+}
+
+/** The operator holding PP_ADMIN_TOKEN. */
+export interface Admin {
+  kind: "admin";
+}
+
+/** Who is calling; null when no credential was given. */
+export type Principal = Tenant | Admin | null;
+
+/** The tenant, or 401 `unauthorized`. */
+export function requireTenant(p: Principal): Tenant {
+  if (p?.kind !== "tenant") {
+    throw new AppError("unauthorized", "a valid API key is required (X-API-Key or Authorization: Bearer)");
+  }
+  return p;
+}
+
+/** Passes for the admin token, else 401 `unauthorized`. */
+export function requireAdmin(p: Principal): Admin {
+  if (p?.kind !== "admin") {
+    throw new AppError("unauthorized", "this operation needs the admin token (Authorization: Bearer <PP_ADMIN_TOKEN>)");
+  }
+  return p;
+}

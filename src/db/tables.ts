@@ -1,0 +1,154 @@
+/**
+ * Row types of every table, in one place (kysely's `Database` interface).
+ * `Generated<T>` marks columns the database fills when an insert leaves them out.
+ */
+import type { ColumnType, Generated } from "kysely";
+
+type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
+type NullableTimestamp = ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+type Json<T = Record<string, unknown>> = ColumnType<T, string | T | undefined, string | T>;
+
+/** A contact's deliverability status. */
+export type ContactStatus = "subscribed" | "unsubscribed" | "bounced" | "complained";
+/** A send's lifecycle status (API.md). */
+export type SendStatus =
+  | "scheduled"
+  | "queued"
+  | "sending"
+  | "sent"
+  | "delivered"
+  | "bounced"
+  | "failed"
+  | "cancelled"
+  | "suppressed";
+/** An email event's type (API.md). */
+export type EventType =
+  | "queued"
+  | "sent"
+  | "delivered"
+  | "opened"
+  | "clicked"
+  | "bounced"
+  | "complained"
+  | "unsubscribed"
+  | "failed"
+  | "cancelled"
+  | "suppressed";
+
+export interface AccountsTable {
+  id: Generated<string>;
+  name: string;
+  monthly_limit: number | null;
+  sending_enabled: Generated<boolean>;
+  paused_reason: string | null;
+  created_at: Generated<Date>;
+  updated_at: Generated<Date>;
+}
+
+export interface ApiKeysTable {
+  id: Generated<string>;
+  account_id: string;
+  mode: "live" | "test";
+  prefix: string;
+  key_hash: string;
+  created_at: Generated<Date>;
+  revoked_at: NullableTimestamp;
+}
+
+export interface DomainsTable {
+  id: Generated<string>;
+  account_id: string;
+  name: string;
+  status: Generated<"pending" | "verified">;
+  verification_token: string;
+  created_at: Generated<Date>;
+  verified_at: NullableTimestamp;
+}
+
+export interface TemplatesTable {
+  id: Generated<string>;
+  account_id: string;
+  name: string;
+  subject: string;
+  html: string | null;
+  text: string | null;
+  from_email: string | null;
+  from_name: string | null;
+  reply_to: string | null;
+  track_opens: Generated<boolean>;
+  track_clicks: Generated<boolean>;
+  created_at: Generated<Date>;
+  updated_at: Timestamp;
+}
+
+export interface ContactsTable {
+  id: Generated<string>;
+  account_id: string;
+  email: string;
+  first_name: string | null;
+  last_name: string | null;
+  company: string | null;
+  fields: Json;
+  status: ColumnType<ContactStatus, ContactStatus | undefined, ContactStatus>;
+  created_at: Generated<Date>;
+  updated_at: Timestamp;
+}
+
+export interface SendsTable {
+  id: string;
+  account_id: string;
+  contact_id: string;
+  template_id: string;
+  batch_id: string | null;
+  to_email: string;
+  subject: string;
+  rendered_subject: string | null;
+  from_email: string;
+  from_name: string | null;
+  reply_to: string | null;
+  personalizations: Json;
+  tags: Json<Record<string, string>>;
+  track_opens: boolean;
+  track_clicks: boolean;
+  sandbox: Generated<boolean>;
+  status: SendStatus;
+  message_id: string;
+  missing_variables: string[] | null;
+  error_code: string | null;
+  error_message: string | null;
+  scheduled_at: NullableTimestamp;
+  created_at: Generated<Date>;
+  updated_at: Timestamp;
+  sent_at: NullableTimestamp;
+  delivered_at: NullableTimestamp;
+  opened_at: NullableTimestamp;
+  clicked_at: NullableTimestamp;
+  bounced_at: NullableTimestamp;
+}
+
+export interface EmailEventsTable {
+  id: Generated<string>;
+  send_id: string;
+  account_id: string;
+  type: EventType;
+  occurred_at: Generated<Date>;
+  data: Json;
+}
+
+export interface AccountUsageTable {
+  account_id: string;
+  month: ColumnType<Date, string, string>;
+  used: number;
+}
+
+/** Every table the app reads or writes. */
+export interface Database {
+  accounts: AccountsTable;
+  api_keys: ApiKeysTable;
+  domains: DomainsTable;
+  templates: TemplatesTable;
+  contacts: ContactsTable;
+  sends: SendsTable;
+  email_events: EmailEventsTable;
+  account_usage: AccountUsageTable;
+}

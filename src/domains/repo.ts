@@ -1,0 +1,30 @@
+/** SQL for sending domains. */
+import { type Kysely, sql } from "kysely";
+import type { Database } from "../db/tables.ts";
+
+/** Adds a pending domain; undefined when the account already has it. */
+export function insertDomain(db: Kysely<Database>, accountId: string, name: string, token: string) {
+  return db.insertInto("domains").values({ account_id: accountId, name, verification_token: token })
+    .onConflict((oc) => oc.expression(sql`account_id, lower(name)`).doNothing())
+    .returningAll().executeTakeFirst();
+}
+
+/** Marks a domain verified (any account: ops). */
+export function markVerified(db: Kysely<Database>, id: string) {
+  return db.updateTable("domains").set({ status: "verified", verified_at: sql`coalesce(verified_at, now())` })
+    .where("id", "=", id).returningAll().executeTakeFirst();
+}
+
+/** An account's domains, by name. */
+export function listDomains(db: Kysely<Database>, accountId: string) {
+  return db.selectFrom("domains").selectAll().where("account_id", "=", accountId).orderBy("name").execute();
+}
+
+/** Whether `host` is a verified domain of the account or a subdomain of one. */
+export async function isVerifiedSender(db: Kysely<Database>, accountId: string, host: string): Promise<boolean> {
+  const r = await db.selectFrom("domains").select("id")
+    .where("account_id", "=", accountId).where("status", "=", "verified")
+    .where((eb) => eb.or([eb(sql`lower(name)`, "=", host), eb(sql`${host}`, "like", sql`'%.' || lower(name)`)]))
+    .limit(1).executeTakeFirst();
+  return r !== undefined;
+}

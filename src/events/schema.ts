@@ -1,0 +1,60 @@
+/** GraphQL for email events. */
+import type { Selectable } from "kysely";
+import type { EmailEventsTable } from "../db/tables.ts";
+import { builder } from "../graphql/builder.ts";
+import { connectionType, toConnection } from "../graphql/connection.ts";
+import * as service from "./service.ts";
+
+const TYPES = [
+  "queued",
+  "sent",
+  "delivered",
+  "opened",
+  "clicked",
+  "bounced",
+  "complained",
+  "unsubscribed",
+  "failed",
+  "cancelled",
+  "suppressed",
+] as const;
+
+/** GraphQL `EmailEventType`: the REST event types upper-cased. */
+export const EmailEventType = builder.enumType("EmailEventType", {
+  values: Object.fromEntries(TYPES.map((v) => [v.toUpperCase(), { value: v }])) as Record<
+    Uppercase<typeof TYPES[number]>,
+    { value: typeof TYPES[number] }
+  >,
+});
+
+type EventRow = Pick<Selectable<EmailEventsTable>, "id" | "send_id" | "type" | "occurred_at" | "data">;
+
+/** GraphQL `EmailEvent`. */
+export const EmailEvent = builder.objectRef<EventRow>("EmailEvent").implement({
+  fields: (t) => ({
+    id: t.exposeID("id"),
+    sendId: t.exposeID("send_id"),
+    type: t.field({ type: EmailEventType, resolve: (e) => e.type }),
+    occurredAt: t.field({ type: "DateTime", resolve: (e) => e.occurred_at }),
+    data: t.field({ type: "JSON", resolve: (e) => e.data }),
+  }),
+});
+
+const EmailEventConnection = connectionType("EmailEvent", EmailEvent);
+
+builder.queryField("events", (t) =>
+  t.field({
+    type: EmailEventConnection,
+    description: "A send's events, oldest first.",
+    args: {
+      sendId: t.arg.id({ required: true }),
+      type: t.arg({ type: EmailEventType }),
+      first: t.arg.int(),
+      after: t.arg.string(),
+    },
+    resolve: async (_, a, ctx) => {
+      const first = Math.min(Math.max(a.first ?? 100, 1), 1000);
+      const rows = await service.sendEvents(ctx.deps, ctx.principal, String(a.sendId), { ...a, first: first + 1 });
+      return toConnection(rows.slice(0, first), rows.length > first, (e) => String(e.id));
+    },
+  }));

@@ -1,0 +1,15 @@
+/** The GraphQL schema: every domain's schema.ts adds its types and root fields to the builder. */
+import type { GraphQLSchema } from "graphql";
+import { builder } from "./builder.ts";
+import "../accounts/schema.ts";
+import "../contacts/schema.ts";
+import "../domains/schema.ts";
+import "../events/schema.ts";
+import "../sends/schema.ts";
+import "../templates/schema.ts";
+
+builder.queryType({});
+builder.mutationType({});
+
+/** The built schema (once per process). */
+export const schema: GraphQLSchema = builder.toSchema({ sortSchema: true });

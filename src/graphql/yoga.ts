@@ -1,0 +1,48 @@
+/**
+ * The GraphQL endpoint: graphql-yoga over the Pothos schema, GraphiQL on GET from a
+ * browser. AppErrors keep their message and carry `extensions.code`; anything else is
+ * logged in full and masked.
+ */
+import { GraphQLError } from "graphql";
+import { createYoga } from "graphql-yoga";
+import type { Deps, Principal } from "../context.ts";
+import { AppError } from "../errors.ts";
+import type { GraphQLContext } from "./builder.ts";
+import { schema } from "./schema.ts";
+
+/** Server context passed per request by app.ts. */
+export interface ServerContext {
+  principal: Principal;
+}
+
+/** Builds the yoga handler; call `fetch(request, { principal })`. */
+export function createGraphQL(deps: Deps) {
+  return createYoga<ServerContext, GraphQLContext>({
+    schema,
+    graphqlEndpoint: "/graphql",
+    landingPage: false,
+    logging: false,
+    context: ({ principal }) => ({ deps, principal }),
+    maskedErrors: {
+      maskError(error) {
+        const original = error instanceof GraphQLError ? error.originalError : error;
+        if (original instanceof AppError) {
+          return new GraphQLError(original.message, {
+            nodes: error instanceof GraphQLError ? error.nodes : undefined,
+            path: error instanceof GraphQLError ? error.path : undefined,
+            extensions: { code: original.code, ...(original.errors ? { errors: original.errors } : {}) },
+          });
+        }
+        // Parse, validation and scalar errors are the client's and safe to show.
+        if (error instanceof GraphQLError && (!original || original instanceof GraphQLError)) return error;
+        deps.log.error("unexpected graphql error", {
+          err: original instanceof Error ? original : new Error(String(original)),
+        });
+        return new GraphQLError("Unexpected error.", {
+          path: error instanceof GraphQLError ? error.path : undefined,
+          extensions: { code: "internal" },
+        });
+      },
+    },
+  });
+}

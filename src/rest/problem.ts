@@ -1,0 +1,53 @@
+/**
+ * The one mapping from errors to REST answers: RFC 9457 problem+json with the `code`
+ * of API.md. Unexpected errors are logged in full and answered as a bare 500.
+ */
+import { AppError, ERROR_STATUS } from "../errors.ts";
+import type { Logger } from "../log.ts";
+
+const TITLES: Record<string, string> = {
+  400: "Bad Request",
+  401: "Unauthorized",
+  403: "Forbidden",
+  404: "Not Found",
+  409: "Conflict",
+  422: "Unprocessable Content",
+  429: "Too Many Requests",
+  500: "Internal Server Error",
+};
+
+/** A problem+json response for any thrown value. */
+export function problemResponse(err: unknown, log: Logger, context: Record<string, unknown> = {}): Response {
+  const e = err instanceof AppError ? err : null;
+  if (!e) log.error("unexpected error", { ...context, err });
+  const code = e?.code ?? "internal";
+  const status = ERROR_STATUS[code];
+  const body: Record<string, unknown> = {
+    type: `https://docs.pigeonperch.dev/errors/${code}`,
+    title: TITLES[status] ?? "Error",
+    status,
+    detail: e?.message ?? "An unexpected error occurred.",
+    code,
+  };
+  if (e?.errors) body.errors = e.errors;
+  const headers = new Headers({ "content-type": "application/problem+json" });
+  if (status === 401) headers.set("www-authenticate", 'Bearer realm="pigeon-perch"');
+  return new Response(JSON.stringify(body), { status, headers });
+}
+
+/** A JSON response. */
+export function json(body: unknown, status = 200, headers?: HeadersInit): Response {
+  const h = new Headers(headers);
+  h.set("content-type", "application/json");
+  return new Response(JSON.stringify(body), { status, headers: h });
+}
+
+/** Reads a JSON object body; 400 `invalid_json` for anything that is not JSON. */
+export async function readJson(req: Request): Promise<unknown> {
+  const text = await req.text();
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new AppError("invalid_json", "the request body is not valid JSON");
+  }
+}

@@ -1,0 +1,59 @@
+/**
+ * The dev seed: on the first start against an empty database (embedded default, or
+ * PP_SEED=true) it creates an account with the verified domain example.com, a
+ * `pp_test_` key and a sample order-shipped template, so the README's curl works at once.
+ */
+import { sql } from "kysely";
+import type { Deps } from "./context.ts";
+import * as accounts from "./accounts/repo.ts";
+import { issueKey } from "./accounts/service.ts";
+import { insertTemplate } from "./templates/repo.ts";
+
+/** What the seed made; the key is shown once. */
+export interface SeedResult {
+  accountId: string;
+  apiKey: string;
+  templateId: string;
+}
+
+const HTML = `<p>Hi {{ first_name or "there" }},</p>
+<p>Good news: your order <strong>{{ order_id }}</strong> is on its way.</p>
+<p><a href="{{ tracking_url }}">Track your parcel</a></p>
+<p>— The Example Shop</p>`;
+
+const TEXT = `Hi {{ first_name or "there" }},
+
+Good news: your order {{ order_id }} is on its way.
+Track your parcel: {{ tracking_url }}
+
+— The Example Shop`;
+
+/** Seeds the dev data when the database has no account; null when it already had one. */
+export async function seedIfEmpty(deps: Deps): Promise<SeedResult | null> {
+  return await deps.db.transaction().execute(async (trx) => {
+    // Two processes starting at once must not both seed.
+    await sql`select pg_advisory_xact_lock(7311)`.execute(trx);
+    if (await accounts.anyAccount(trx)) return null;
+    const account = await accounts.insertAccount(trx, "Dev account", null);
+    await trx.insertInto("domains").values({
+      account_id: account.id,
+      name: "example.com",
+      status: "verified",
+      verification_token: "seeded",
+      verified_at: new Date(),
+    }).execute();
+    const template = await insertTemplate(trx, {
+      account_id: account.id,
+      name: "Order shipped",
+      subject: "Your order {{ order_id }} has shipped",
+      html: HTML,
+      text: TEXT,
+      from_email: "orders@example.com",
+      from_name: "Example Shop",
+      updated_at: new Date(),
+    });
+    const { key } = await issueKey({ ...deps, db: trx }, account.id, "test");
+    deps.log.info("dev data seeded", { accountId: account.id, templateId: template.id });
+    return { accountId: account.id, apiKey: key, templateId: template.id };
+  });
+}

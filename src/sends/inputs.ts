@@ -1,0 +1,85 @@
+/**
+ * Send input shapes, written once and used by REST, GraphQL and the services.
+ * Unknown fields are dropped (zod's default), as API.md asks.
+ */
+import { z } from "zod";
+import { isEmail, isUuid, noLineBreaks } from "../validation.ts";
+import { templateError } from "../mail/render.ts";
+
+/** The most a send's personalizations may weigh, as JSON. */
+export const MAX_PERSONALIZATIONS_BYTES = 64 * 1024;
+
+/** A parsed `from`: `"Name <a@b.c>"` or `a@b.c`. */
+export interface Address {
+  name?: string;
+  address: string;
+}
+
+/** Parses `Name <a@b.c>`, `"Name" <a@b.c>` or `a@b.c`; null when it is neither. */
+export function parseAddress(v: string): Address | null {
+  const s = v.trim();
+  const m = s.match(/^(?:"?([^"<>]*?)"?\s*)?<([^<>\s]+)>$/);
+  if (m) {
+    const name = m[1]?.trim();
+    return isEmail(m[2]) ? { name: name || undefined, address: m[2] } : null;
+  }
+  return isEmail(s) ? { address: s } : null;
+}
+
+const jsonBytes = (v: unknown) => new TextEncoder().encode(JSON.stringify(v)).length;
+
+/** The fields a single send, a batch and a segment send share. */
+export const sharedSendFields = {
+  templateId: z.uuid("must be a template uuid"),
+  subject: z.string().trim().min(1).max(998).refine(...noLineBreaks)
+    .refine((v) => templateError(v) === null, "does not compile as a template").nullish(),
+  scheduledAt: z.iso.datetime({ offset: true, message: "must be ISO 8601 with a time zone offset" }).nullish(),
+  from: z.string().max(320).refine(...noLineBreaks)
+    .refine((v) => parseAddress(v) !== null, 'must be "Name <address>" or an address').nullish(),
+  replyTo: z.string().trim().refine(...noLineBreaks).refine(isEmail, "must be an email address").nullish(),
+  tags: z.record(z.string().min(1).max(100), z.string().max(500)).nullish()
+    .refine((v) => v == null || Object.keys(v).length <= 50, "at most 50 tags"),
+  trackOpens: z.boolean().nullish(),
+  trackClicks: z.boolean().nullish(),
+};
+
+/** `personalizations`: any JSON object up to 64 KB. */
+export const Personalizations = z.record(z.string(), z.unknown()).nullish()
+  .refine((v) => v == null || jsonBytes(v) <= MAX_PERSONALIZATIONS_BYTES, "must be at most 64 KB as JSON");
+
+/** A recipient: an email address or a contact uuid. */
+export const Recipient = z.string().trim().min(1, "is required")
+  .refine((v) => isUuid(v) || isEmail(v), "must be an email address or a contact uuid");
+
+/** Body of `POST /api/v1/sends` and `createSend`. */
+export const CreateSendInput = z.object({
+  ...sharedSendFields,
+  to: Recipient,
+  personalizations: Personalizations,
+});
+export type CreateSendInput = z.infer<typeof CreateSendInput>;
+
+/** Send statuses a list can filter on. */
+export const SendStatusFilter = z.enum([
+  "scheduled",
+  "queued",
+  "sending",
+  "sent",
+  "delivered",
+  "bounced",
+  "failed",
+  "cancelled",
+  "suppressed",
+]);
+
+/** Query of `GET /api/v1/sends` and arguments of `sends`. */
+export const ListSendsInput = z.object({
+  status: SendStatusFilter.nullish(),
+  batchId: z.uuid().nullish(),
+  limit: z.coerce.number().int().min(1).max(100).default(20),
+  cursor: z.string().max(200).nullish(),
+});
+export type ListSendsInput = z.infer<typeof ListSendsInput>;
+
+/** Payload of the `deliver_send` job. */
+export const DeliverSendPayload = z.object({ sendId: z.uuid() });

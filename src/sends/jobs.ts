@@ -1,0 +1,144 @@
+/**
+ * The `deliver_send` task: claim → render → mail → record. Safe to run twice: the claim
+ * only takes a send that is still pending (or `sending` after a crash), so a send that
+ * went out is never mailed again, and its Message-ID was fixed when it was created.
+ */
+import type { JobHelpers, Task } from "graphile-worker";
+import type { Deps } from "../context.ts";
+import type { EventType, SendsTable } from "../db/tables.ts";
+import type { Insertable } from "kysely";
+import * as accounts from "../accounts/repo.ts";
+import * as contacts from "../contacts/repo.ts";
+import * as events from "../events/repo.ts";
+import { render, renderContext } from "../mail/render.ts";
+import type { Mailer } from "../mail/transport.ts";
+import { findTemplateById } from "../templates/repo.ts";
+import { DeliverSendPayload } from "./inputs.ts";
+import * as repo from "./repo.ts";
+
+/** How long a send of a paused account waits before it looks again. */
+export const PAUSED_RECHECK_MS = 30_000;
+
+/** The SMTP reply code in a nodemailer error, if the server gave one. */
+function smtpCode(err: unknown): number | null {
+  const c = (err as { responseCode?: unknown })?.responseCode;
+  return typeof c === "number" ? c : null;
+}
+
+function errorText(err: unknown): string {
+  const e = err as { response?: string; message?: string };
+  return (e?.response ?? e?.message ?? String(err)).slice(0, 1000);
+}
+
+/** Builds the `deliver_send` task for a process's deps and mailer. */
+export function deliverSendTask(deps: Deps, mailer: Mailer): Task {
+  const { db, log, config } = deps;
+
+  async function finish(
+    send: repo.SendRow,
+    set: Partial<Insertable<SendsTable>>,
+    evs: { type: EventType; data?: Record<string, unknown> }[],
+    contactStatus?: "bounced",
+  ) {
+    await db.transaction().execute(async (trx) => {
+      await repo.updateSend(trx, send.id, set);
+      await events.insertEvents(trx, evs.map((e) => ({ ...e, send_id: send.id, account_id: send.account_id })));
+      if (contactStatus) await contacts.setContactStatus(trx, send.contact_id, contactStatus);
+    });
+  }
+
+  return async (payload: unknown, helpers: JobHelpers) => {
+    const { sendId } = DeliverSendPayload.parse(payload);
+    const send = await repo.claimForDelivery(db, sendId);
+    if (!send) {
+      log.debug("deliver_send: nothing to do", { sendId });
+      return;
+    }
+    const account = await accounts.findAccount(db, send.account_id);
+    if (!account?.sending_enabled) {
+      // Paused: the send waits, queued, and looks again later. Not lost, not failed.
+      await repo.updateSend(db, send.id, { status: "queued" });
+      await repo.queueDelivery(db, send.id, new Date(Date.now() + PAUSED_RECHECK_MS), config.smtpMaxAttempts);
+      log.info("send held: account paused", { sendId, accountId: send.account_id });
+      return;
+    }
+    const [template, contact] = await Promise.all([
+      findTemplateById(db, send.template_id),
+      contacts.findContact(db, send.account_id, send.contact_id),
+    ]);
+    if (!template || !contact) throw new Error(`send ${sendId} lost its template or contact`);
+
+    const rendered = render(template, send.subject, renderContext(contact, send.personalizations));
+    const missingVariables = rendered.missingVariables.length ? rendered.missingVariables : null;
+    const started = performance.now();
+    try {
+      const result = await mailer.send({
+        sendId: send.id,
+        from: { name: send.from_name ?? undefined, address: send.from_email },
+        to: send.to_email,
+        replyTo: send.reply_to ?? undefined,
+        subject: rendered.subject,
+        html: rendered.html,
+        text: rendered.text,
+        messageId: send.message_id,
+        headers: { "X-PP-Send-Id": send.id },
+      }, send.sandbox);
+      const now = new Date();
+      const confirmed = config.deliveryConfirmation === "smtp";
+      await finish(send, {
+        status: confirmed ? "delivered" : "sent",
+        sent_at: now,
+        delivered_at: confirmed ? now : null,
+        rendered_subject: rendered.subject,
+        missing_variables: missingVariables,
+        error_code: null,
+        error_message: null,
+      }, [
+        { type: "sent", data: { response: result.response.slice(0, 500), sandbox: send.sandbox } },
+        ...(confirmed ? [{ type: "delivered" as const, data: { via: "smtp" } }] : []),
+      ]);
+      log.info("send delivered", { sendId, accountId: send.account_id, ms: Math.round(performance.now() - started) });
+    } catch (err) {
+      const code = smtpCode(err);
+      const message = errorText(err);
+      if (code !== null && code >= 500) {
+        // A permanent refusal: a hard bounce, and the address is not mailed again.
+        await finish(
+          send,
+          {
+            status: "bounced",
+            bounced_at: new Date(),
+            rendered_subject: rendered.subject,
+            missing_variables: missingVariables,
+            error_code: `smtp_${code}`,
+            error_message: message,
+          },
+          [{ type: "bounced", data: { bounceType: "hard", smtpCode: code, response: message } }],
+          "bounced",
+        );
+        log.warn("send bounced", { sendId, accountId: send.account_id, smtpCode: code });
+        return;
+      }
+      const { attempts, max_attempts } = helpers.job;
+      if (attempts >= max_attempts) {
+        await finish(send, {
+          status: "failed",
+          missing_variables: missingVariables,
+          error_code: code ? `smtp_${code}` : "delivery_failed",
+          error_message: message,
+        }, [{ type: "failed", data: { attempts, smtpCode: code, response: message } }]);
+        log.warn("send failed", { sendId, accountId: send.account_id, attempts, smtpCode: code });
+        return;
+      }
+      // Temporary (4xx, dropped connection): back to queued with the reason; graphile-worker
+      // retries with exponential backoff.
+      await repo.updateSend(db, send.id, {
+        status: "queued",
+        error_code: code ? `smtp_${code}` : "delivery_deferred",
+        error_message: message,
+      });
+      log.info("send deferred", { sendId, accountId: send.account_id, attempts, smtpCode: code });
+      throw err;
+    }
+  };
+}

@@ -1,0 +1,75 @@
+/**
+ * Starting and stopping the whole service: config → database (embedded when no
+ * DATABASE_URL) → migrations → secrets → seed → HTTP and/or worker. main.ts and the
+ * tests both start it this way.
+ */
+import { join, resolve } from "node:path";
+import type { Runner } from "graphile-worker";
+import { createApp } from "./app.ts";
+import type { Config } from "./config.ts";
+import type { Deps } from "./context.ts";
+import { openDb } from "./db/database.ts";
+import { type EmbeddedDb, startEmbeddedPostgres } from "./db/embedded.ts";
+import { migrate } from "./db/migrate.ts";
+import { startWorker } from "./jobs/worker.ts";
+import { createLogger } from "./log.ts";
+import { createMailer } from "./mail/transport.ts";
+import { resolveSecrets } from "./secrets.ts";
+import { seedIfEmpty, type SeedResult } from "./seed.ts";
+
+/** A running service. */
+export interface Service {
+  deps: Deps;
+  /** Where HTTP listens, e.g. http://127.0.0.1:8080. */
+  url: string;
+  /** What the dev seed created on this start, if it ran. */
+  seed: SeedResult | null;
+  /** Graceful stop: no new requests or jobs, in-flight work finishes, then the database closes. */
+  stop(): Promise<void>;
+}
+
+/** Starts everything `config.role` asks for; resolves once /healthz would answer 200. */
+export async function startService(config: Readonly<Config>): Promise<Service> {
+  const log = createLogger(config.logLevel);
+  const t0 = performance.now();
+  let embedded: EmbeddedDb | null = null;
+  let databaseUrl = config.databaseUrl;
+  if (!databaseUrl) {
+    embedded = await startEmbeddedPostgres(resolve(config.dataDir, "postgres"));
+    databaseUrl = embedded.url;
+    log.info("embedded postgres started", { ms: Math.round(performance.now() - t0) });
+  }
+  const { db, pool, close } = openDb(databaseUrl, config.dbPoolSize);
+  await migrate(db, pool);
+  const secrets = await resolveSecrets(config);
+  const deps: Deps = { db, pool, config, secrets, log };
+  const seed = config.seed ? await seedIfEmpty(deps) : null;
+
+  const mailer = createMailer({
+    smtpUrl: config.smtpUrl,
+    outboxDir: join(config.dataDir, "outbox"),
+    poolSize: config.smtpPoolSize,
+  });
+  let runner: Runner | null = null;
+  if (config.role !== "api") runner = await startWorker(deps, mailer);
+
+  const app = createApp(deps, { healthOnly: config.role === "worker" });
+  const server = Deno.serve({ port: config.port, hostname: config.host, onListen: () => {} }, app.fetch);
+  const addr = server.addr as Deno.NetAddr;
+  const url = `http://${addr.hostname}:${addr.port}`;
+  log.info("service started", { role: config.role, url, ms: Math.round(performance.now() - t0) });
+
+  return {
+    deps,
+    url,
+    seed,
+    async stop() {
+      await server.shutdown();
+      await runner?.stop();
+      mailer.close();
+      await close();
+      await embedded?.stop();
+      log.info("service stopped");
+    },
+  };
+}

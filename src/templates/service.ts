@@ -1,0 +1,76 @@
+/** Templates: stored nunjucks subject/HTML/text with sender defaults. Syntax is checked on save. */
+import type { Deps, Principal } from "../context.ts";
+import { requireTenant } from "../context.ts";
+import { AppError } from "../errors.ts";
+import { isUuid, parseInput } from "../validation.ts";
+import { CreateTemplateInput, UpdateTemplateInput } from "./inputs.ts";
+import * as repo from "./repo.ts";
+
+function columns(v: Partial<CreateTemplateInput>) {
+  const out: Record<string, unknown> = {};
+  const map: Record<string, string> = {
+    name: "name",
+    subject: "subject",
+    html: "html",
+    text: "text",
+    fromEmail: "from_email",
+    fromName: "from_name",
+    replyTo: "reply_to",
+    trackOpens: "track_opens",
+    trackClicks: "track_clicks",
+  };
+  for (const [k, col] of Object.entries(map)) {
+    const val = (v as Record<string, unknown>)[k];
+    if (val === undefined) continue;
+    // Tracking flags are not nullable: null means "back to the default" (on).
+    out[col] = val === null && (k === "trackOpens" || k === "trackClicks") ? true : val;
+  }
+  return out;
+}
+
+/** Creates a template for the caller's account. */
+export async function createTemplate(deps: Deps, p: Principal, input: unknown) {
+  const t = requireTenant(p);
+  const v = parseInput(CreateTemplateInput, input);
+  const row = await repo.insertTemplate(deps.db, {
+    ...(columns(v) as { name: string; subject: string }),
+    account_id: t.accountId,
+    updated_at: new Date(),
+  });
+  deps.log.info("template created", { accountId: t.accountId, templateId: row.id });
+  return row;
+}
+
+/** Changes the given fields of one of the caller's templates; sends not yet rendered use the new version. */
+export async function updateTemplate(deps: Deps, p: Principal, id: string, input: unknown) {
+  const t = requireTenant(p);
+  const v = parseInput(UpdateTemplateInput, input);
+  const set = columns(v);
+  if (!isUuid(id)) throw new AppError("not_found", "template not found");
+  // One transaction: an update that would leave neither html nor text is rolled back.
+  const row = await deps.db.transaction().execute(async (trx) => {
+    const r = await repo.updateTemplate(trx, t.accountId, id, set);
+    if (!r) throw new AppError("not_found", "template not found");
+    if (!r.html && !r.text) {
+      throw new AppError("validation_failed", "html: html or text is required", [{
+        path: "html",
+        message: "html or text is required",
+      }]);
+    }
+    return r;
+  });
+  deps.log.info("template updated", { accountId: t.accountId, templateId: id });
+  return row;
+}
+
+/** One of the caller's templates, or null. */
+export async function getTemplate(deps: Deps, p: Principal, id: string) {
+  const t = requireTenant(p);
+  return isUuid(id) ? (await repo.findTemplate(deps.db, t.accountId, id)) ?? null : null;
+}
+
+/** The caller's templates, newest first. */
+export function listTemplates(deps: Deps, p: Principal, first = 100) {
+  const t = requireTenant(p);
+  return repo.listTemplates(deps.db, t.accountId, Math.min(Math.max(first, 1), 500));
+}
