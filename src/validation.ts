@@ -10,6 +10,8 @@ import { AppError, type FieldError } from "./errors.ts";
  * (`path` dotted, e.g. `recipients.3.to`).
  */
 export function parseInput<S extends z.ZodType>(schema: S, input: unknown): z.output<S> {
+  const bad = unstorableString(input, []);
+  if (bad) throw new AppError("validation_failed", `${bad.path}: ${bad.message}`, [bad]);
   const r = schema.safeParse(input);
   if (r.success) return r.data;
   const errors: FieldError[] = r.error.issues.map((i) => ({
@@ -18,6 +20,29 @@ export function parseInput<S extends z.ZodType>(schema: S, input: unknown): z.ou
   }));
   const summary = errors.map((e) => `${e.path}: ${e.message}`).join("; ");
   throw new AppError("validation_failed", summary, errors);
+}
+
+/**
+ * Postgres cannot store NUL in text or jsonb, nor a lone UTF-16 surrogate in jsonb: find
+ * the first such string (key or value) anywhere in the input, so it is a 422, not a 500.
+ */
+function unstorableString(v: unknown, path: string[]): FieldError | null {
+  const bad = (s: string) => s.includes("\u0000") || !s.isWellFormed();
+  const message = "must not contain NUL characters or invalid Unicode";
+  if (typeof v === "string") return bad(v) ? { path: path.join(".") || "(body)", message } : null;
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) {
+      const r = unstorableString(v[i], [...path, String(i)]);
+      if (r) return r;
+    }
+  } else if (v !== null && typeof v === "object") {
+    for (const [k, x] of Object.entries(v)) {
+      if (bad(k)) return { path: [...path, k.replace(/[^\x20-\x7e]/g, "?")].join("."), message };
+      const r = unstorableString(x, [...path, k]);
+      if (r) return r;
+    }
+  }
+  return null;
 }
 
 /** Refinement for header-bound text: CR or LF would let a caller inject headers. */
@@ -32,7 +57,16 @@ export const EMAIL_RE =
 
 /** True for a plain address like `a@b.co` (no display name, at most 254 characters). */
 export function isEmail(v: string): boolean {
-  return v.length <= 254 && EMAIL_RE.test(v);
+  return v.length <= 254 && !hasControlChar(v) && EMAIL_RE.test(v);
+}
+
+/** True when `v` has an ASCII control character (U+0000–U+001F, U+007F). */
+export function hasControlChar(v: string): boolean {
+  for (let i = 0; i < v.length; i++) {
+    const c = v.charCodeAt(i);
+    if (c < 0x20 || c === 0x7f) return true;
+  }
+  return false;
 }
 
 /** The domain of an address, lower-cased. */

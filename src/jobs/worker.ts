@@ -18,7 +18,11 @@ import { deliverSendTask } from "../sends/jobs.ts";
 export async function startWorker(deps: Deps, mailer: Mailer): Promise<Runner> {
   const { config, log } = deps;
   const logger = new Logger(() => (level, message) => {
-    if (level === "error") log.error(message, { scope: "graphile-worker" });
+    // A failed attempt is often a planned retry (SMTP 4xx), already logged by the task;
+    // keep its first line as a warning instead of a stack trace at error level.
+    if (level === "error" && message.startsWith("Failed task")) {
+      log.warn(message.split("\n")[0], { scope: "graphile-worker" });
+    } else if (level === "error") log.error(message, { scope: "graphile-worker" });
     else if (level === "warning") log.warn(message, { scope: "graphile-worker" });
     else log.debug(message, { scope: "graphile-worker" });
   });

@@ -8,6 +8,7 @@ import type { Deps, Principal, Tenant } from "../context.ts";
 import { requireTenant } from "../context.ts";
 import type { Database, SendStatus } from "../db/tables.ts";
 import { AppError, invalid } from "../errors.ts";
+import { uuidv7 } from "../ids.ts";
 import { decodeCursor } from "../pagination.ts";
 import { assertUuid, domainOf, isUuid, parseInput } from "../validation.ts";
 import * as accounts from "../accounts/repo.ts";
@@ -83,7 +84,7 @@ export async function createSend(deps: Deps, p: Principal, input: unknown) {
       const ok = await accounts.reserveUsage(trx, t.accountId, 1, prep.monthlyLimit);
       if (!ok) throw new AppError("quota_exceeded", "the monthly email limit of this account is reached");
     }
-    const id = crypto.randomUUID();
+    const id = uuidv7();
     const status: SendStatus = suppressed ? "suppressed" : deferred ? "scheduled" : "queued";
     const row = await repo.insertSend(trx, {
       id,

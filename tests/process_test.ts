@@ -1,0 +1,77 @@
+/**
+ * main.ts as a real process: roles (an `api` process accepts but never delivers; a
+ * `worker` process serves only /healthz and delivers), and SIGTERM exits 0.
+ */
+import { assertEquals, assertMatch } from "./assert.ts";
+import { ADMIN_TOKEN, opts, startStack, waitFor, waitForStatus } from "./helpers.ts";
+
+/** Spawns main.ts and resolves with its URL once it says it listens. */
+async function spawnMain(env: Record<string, string>) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("../main.ts", import.meta.url).pathname],
+    env: { PORT: "0", PP_LOG_LEVEL: "warn", PP_ADMIN_TOKEN: ADMIN_TOKEN, ...env },
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let out = "";
+  while (!/listening on (\S+)/.test(out)) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`main.ts exited before listening: ${out}`);
+    out += value;
+  }
+  // Keep draining stdout so the child never blocks on a full pipe.
+  (async () => {
+    while (!(await reader.read()).done) { /* drain */ }
+  })();
+  return { child, url: out.match(/listening on (\S+)/)![1] };
+}
+
+Deno.test("process: api role accepts, worker role delivers, SIGTERM exits 0", opts, async (t) => {
+  const stack = await startStack({ env: { PP_ROLE: "api" } });
+  const tenant = await stack.tenant();
+  let worker: Awaited<ReturnType<typeof spawnMain>> | null = null;
+  try {
+    const r = await stack.api("POST", "/api/v1/sends", {
+      key: tenant.key,
+      body: { templateId: tenant.templateId, to: "ops@example.test", personalizations: { order_id: "A1" } },
+    });
+    assertEquals(r.status, 202);
+
+    await t.step("an api-only process queues but does not deliver", async () => {
+      await new Promise((res) => setTimeout(res, 700));
+      const s = await stack.api("GET", `/api/v1/sends/${r.body.id}`, { key: tenant.key });
+      assertEquals(s.body.status, "queued");
+      assertEquals(stack.sink.messages.length, 0);
+    });
+
+    await t.step("a worker process delivers it and serves only /healthz", async () => {
+      const dataDir = await Deno.makeTempDir();
+      worker = await spawnMain({
+        DATABASE_URL: stack.databaseUrl,
+        PP_ROLE: "worker",
+        SMTP_URL: stack.sink.url,
+        PP_DATA_DIR: dataDir,
+      });
+      const health = await fetch(`${worker.url}/healthz`);
+      assertEquals(await health.json(), { status: "ok" });
+      const gql = await fetch(`${worker.url}/graphql`, { method: "POST" });
+      assertEquals(gql.status, 404);
+      await gql.body?.cancel();
+      const send = await waitForStatus(stack, tenant.key, r.body.id, ["delivered"], 10_000);
+      assertEquals(send.to, "ops@example.test");
+      assertEquals(stack.sink.messages.length, 1);
+      assertMatch(stack.sink.messages[0].subject, /A1/);
+    });
+
+    await t.step("SIGTERM stops the process with exit code 0", async () => {
+      worker!.child.kill("SIGTERM");
+      const status = await waitFor(() => worker!.child.status, 15_000, "worker exit");
+      assertEquals(status.code, 0);
+      worker = null;
+    });
+  } finally {
+    if (worker) (worker as { child: Deno.ChildProcess }).child.kill("SIGKILL");
+    await stack.stop();
+  }
+});
