@@ -10,6 +10,9 @@ if (import.meta.main) {
   const service = await startService(config);
   const { secrets } = service.deps;
   console.log(`\nPigeon Perch Sends (${config.role}) listening on ${service.url}`);
+  if (service.adminTokenGenerated && !service.seed) {
+    console.log(`Admin token (generated now, kept in ${config.dataDir}/secrets.json): ${secrets.adminToken}`);
+  }
   if (service.seed) {
     const s = service.seed;
     console.log(`

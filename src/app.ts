@@ -49,7 +49,7 @@ export function createApp(deps: Deps, opts: { healthOnly?: boolean } = {}): App 
     const url = new URL(req.url);
     if (url.pathname === "/healthz") return json({ status: "ok" });
     if (opts.healthOnly) {
-      return json({ status: 404, code: "not_found", detail: "this process runs the worker only" }, 404);
+      return problemResponse(new AppError("not_found", "this process runs the worker only"), deps.log);
     }
 
     if (url.pathname === "/graphql") {
@@ -70,7 +70,12 @@ export function createApp(deps: Deps, opts: { healthOnly?: boolean } = {}): App 
         const match = candidates.find((r) => r.method === req.method);
         if (!match) {
           const allow = candidates.map((r) => r.method).join(", ");
-          return json({ status: 405, title: "Method Not Allowed", detail: `use ${allow}` }, 405, { allow });
+          const res = problemResponse(
+            new AppError("method_not_allowed", `${req.method} is not allowed here; use ${allow}`),
+            deps.log,
+          );
+          res.headers.set("allow", allow);
+          return res;
         }
         const principal = await authenticate(deps, req.headers);
         if (!principal || principal.kind !== "tenant") {

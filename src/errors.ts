@@ -11,6 +11,7 @@ export const ERROR_STATUS = {
   forbidden: 403,
   sending_paused: 403,
   not_found: 404,
+  method_not_allowed: 405,
   not_cancellable: 409,
   idempotency_conflict: 409,
   validation_failed: 422,

@@ -7,8 +7,11 @@ import type { Config } from "./config.ts";
 import type { Secrets } from "./context.ts";
 import { randomBase62 } from "./accounts/service.ts";
 
-/** Resolves both secrets from the environment, else the data dir, else new ones (saved). */
-export async function resolveSecrets(config: Readonly<Config>): Promise<Secrets> {
+/**
+ * Resolves both secrets from the environment, else the data dir, else new ones (saved).
+ * `adminTokenGenerated` is true on the start that made the admin token (main.ts prints it then).
+ */
+export async function resolveSecrets(config: Readonly<Config>): Promise<Secrets & { adminTokenGenerated: boolean }> {
   const file = join(config.dataDir, "secrets.json");
   let saved: Partial<Secrets> = {};
   try {
@@ -24,5 +27,9 @@ export async function resolveSecrets(config: Readonly<Config>): Promise<Secrets>
     await Deno.mkdir(config.dataDir, { recursive: true });
     await Deno.writeTextFile(file, JSON.stringify(kept), { mode: 0o600 });
   }
-  return { adminToken: config.adminToken ?? kept.adminToken, secret: config.secret ?? kept.secret };
+  return {
+    adminToken: config.adminToken ?? kept.adminToken,
+    secret: config.secret ?? kept.secret,
+    adminTokenGenerated: !config.adminToken && !saved.adminToken,
+  };
 }

@@ -24,6 +24,8 @@ export interface Service {
   url: string;
   /** What the dev seed created on this start, if it ran. */
   seed: SeedResult | null;
+  /** True when this start generated the admin token (it is printed once). */
+  adminTokenGenerated: boolean;
   /** Graceful stop: no new requests or jobs, in-flight work finishes, then the database closes. */
   stop(): Promise<void>;
 }
@@ -41,7 +43,7 @@ export async function startService(config: Readonly<Config>): Promise<Service> {
   }
   const { db, pool, close } = openDb(databaseUrl, config.dbPoolSize);
   await migrate(db, pool);
-  const secrets = await resolveSecrets(config);
+  const { adminTokenGenerated, ...secrets } = await resolveSecrets(config);
   const deps: Deps = { db, pool, config, secrets, log };
   const seed = config.seed ? await seedIfEmpty(deps) : null;
 
@@ -63,6 +65,7 @@ export async function startService(config: Readonly<Config>): Promise<Service> {
     deps,
     url,
     seed,
+    adminTokenGenerated,
     async stop() {
       await server.shutdown();
       await runner?.stop();

@@ -37,7 +37,8 @@ function unstorableString(v: unknown, path: string[]): FieldError | null {
     }
   } else if (v !== null && typeof v === "object") {
     for (const [k, x] of Object.entries(v)) {
-      if (bad(k)) return { path: [...path, k.replace(/[^\x20-\x7e]/g, "?")].join("."), message };
+      // A bad key cannot be named safely; the object holding it is.
+      if (bad(k)) return { path: path.join(".") || "(body)", message: `has a key that ${message}` };
       const r = unstorableString(x, [...path, k]);
       if (r) return r;
     }

@@ -498,3 +498,20 @@ Deno.test("delivery without SMTP_URL: LIVE mail is written to the outbox", opts,
     await stack.stop();
   }
 });
+
+Deno.test("a relay refusing the sender (5xx to MAIL FROM) fails the send, not the contact", opts, async () => {
+  const stack = await startStack();
+  try {
+    const tenant = await stack.tenant();
+    stack.sink.replyMailFrom = () => ({ code: 553, message: "5.7.1 Sender address rejected: not owned by user" });
+    const accepted = await send(stack, tenant.key, { templateId: tenant.templateId, to: "innocent@example.test" });
+    const s = await waitForStatus(stack, tenant.key, accepted.id, ["failed", "bounced"]);
+    assertEquals(s.status, "failed");
+    assertEquals(s.error.code, "smtp_553");
+    assertEquals(types(s), ["queued", "failed"]);
+    assertEquals((await contactByEmail(stack, tenant.key, "innocent@example.test")).status, "SUBSCRIBED");
+    assertEquals(stack.sink.messages.length, 0);
+  } finally {
+    await stack.stop();
+  }
+});

@@ -52,6 +52,24 @@ export async function freshDatabase(): Promise<string> {
   return u.toString();
 }
 
+/** Drops a database made by freshDatabase (test databases do not pile up on a shared server). */
+async function dropDatabase(url: string): Promise<void> {
+  const name = new URL(url).pathname.slice(1);
+  const client = new pg.Client({ connectionString: await testServerUrl() });
+  await client.connect();
+  // pool.end() returns before the server has closed every backend; wait for them rather than
+  // killing them (a killed connection's error would surface in the test run).
+  for (let i = 0; i < 100; i++) {
+    const r = await client.query("select count(*)::int as n from pg_stat_activity where datname = $1", [name]);
+    if (r.rows[0].n === 0) break;
+    await new Promise((res) => setTimeout(res, 20));
+  }
+  await client.query(`drop database if exists ${name}`).catch(() =>
+    client.query(`drop database if exists ${name} with (force)`)
+  );
+  await client.end();
+}
+
 /** A message the sink accepted. */
 export interface ReceivedMail {
   from: string;
@@ -70,6 +88,8 @@ export interface SmtpSink {
   messages: ReceivedMail[];
   /** Rejects RCPT for matching recipients; the function sees the address and the attempt number (1-based). */
   reply: (rcpt: string, attempt: number) => { code: number; message: string } | null;
+  /** Refuses MAIL FROM when it returns a reply (a relay refusing the sender). */
+  replyMailFrom: (from: string) => { code: number; message: string } | null;
   close(): Promise<void>;
 }
 
@@ -80,12 +100,18 @@ export async function startSmtpSink(): Promise<SmtpSink> {
     url: "",
     messages: [],
     reply: () => null,
+    replyMailFrom: () => null,
     close: () => new Promise((r) => server.close(() => r())),
   };
   const server = new SMTPServer({
     authOptional: true,
     disabledCommands: ["STARTTLS"],
     logger: false,
+    onMailFrom(address, _session, cb) {
+      const r = sink.replyMailFrom(address.address);
+      if (!r) return cb();
+      cb(Object.assign(new Error(r.message), { responseCode: r.code }));
+    },
     onRcptTo(address, _session, cb) {
       const n = (attempts.get(address.address) ?? 0) + 1;
       attempts.set(address.address, n);
@@ -193,6 +219,7 @@ export async function startStack(opts: { smtp?: boolean; env?: Record<string, st
   });
   const service = await startService(config);
   const pool = new pg.Pool({ connectionString: databaseUrl, max: 3 });
+  pool.on("error", () => {}); // idle clients closing at the end of a test are not failures
   const url = service.url;
 
   const api: Stack["api"] = async (method, path, o = {}) => {
@@ -284,6 +311,7 @@ export async function startStack(opts: { smtp?: boolean; env?: Record<string, st
       await service.stop();
       await pool.end();
       await sink.close();
+      await dropDatabase(databaseUrl);
       await Deno.remove(dataDir, { recursive: true }).catch(() => {});
     },
   };

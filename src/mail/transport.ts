@@ -23,8 +23,10 @@ export interface OutgoingMessage {
 
 /** What a transport answered. */
 export interface DeliveryResult {
-  /** The relay's final reply (`250 …`) or `outbox:<file>`. */
+  /** The relay's final reply (`250 …`), or `outbox:<sendId>.eml`. */
   response: string;
+  /** True when the message was written to the outbox instead of a relay. */
+  outbox: boolean;
 }
 
 /** Sends messages; `close` ends pooled connections. */
@@ -49,14 +51,15 @@ export function createMailer(opts: { smtpUrl?: string; outboxDir: string; poolSi
     const info = await outbox.sendMail(mailOptions(msg));
     const file = join(opts.outboxDir, `${msg.sendId}.eml`);
     await Deno.writeFile(file, info.message as Uint8Array);
-    return { response: `outbox:${file}` };
+    // The file name only: tenants need not learn the server's paths.
+    return { response: `outbox:${msg.sendId}.eml`, outbox: true };
   }
 
   return {
     async send(msg, sandbox) {
       if (sandbox || !smtp) return await toOutbox(msg);
       const info = await smtp.sendMail(mailOptions(msg));
-      return { response: info.response };
+      return { response: info.response, outbox: false };
     },
     close() {
       smtp?.close();

@@ -10,6 +10,7 @@ const TITLES: Record<string, string> = {
   401: "Unauthorized",
   403: "Forbidden",
   404: "Not Found",
+  405: "Method Not Allowed",
   409: "Conflict",
   422: "Unprocessable Content",
   429: "Too Many Requests",

@@ -25,6 +25,16 @@ function smtpCode(err: unknown): number | null {
   return typeof c === "number" ? c : null;
 }
 
+/**
+ * Whether a permanent (5xx) refusal is about the recipient or the message (RCPT TO, DATA):
+ * a hard bounce. A 5xx to AUTH or MAIL FROM is the relay refusing us (bad credentials,
+ * unauthorised sender): the send fails, and the recipient is not blamed.
+ */
+function isRecipientRefusal(err: unknown): boolean {
+  const command = String((err as { command?: unknown })?.command ?? "");
+  return command === "RCPT TO" || command === "DATA";
+}
+
 function errorText(err: unknown): string {
   const e = err as { response?: string; message?: string };
   return (e?.response ?? e?.message ?? String(err)).slice(0, 1000);
@@ -95,13 +105,13 @@ export function deliverSendTask(deps: Deps, mailer: Mailer): Task {
         error_message: null,
       }, [
         { type: "sent", data: { response: result.response.slice(0, 500), sandbox: send.sandbox } },
-        ...(confirmed ? [{ type: "delivered" as const, data: { via: "smtp" } }] : []),
+        ...(confirmed ? [{ type: "delivered" as const, data: { via: result.outbox ? "outbox" : "smtp" } }] : []),
       ]);
       log.info("send delivered", { sendId, accountId: send.account_id, ms: Math.round(performance.now() - started) });
     } catch (err) {
       const code = smtpCode(err);
       const message = errorText(err);
-      if (code !== null && code >= 500) {
+      if (code !== null && code >= 500 && isRecipientRefusal(err)) {
         // A permanent refusal: a hard bounce, and the address is not mailed again.
         await finish(
           send,
@@ -120,9 +130,11 @@ export function deliverSendTask(deps: Deps, mailer: Mailer): Task {
         return;
       }
       const { attempts, max_attempts } = helpers.job;
-      if (attempts >= max_attempts) {
+      const permanent = code !== null && code >= 500;
+      if (permanent || attempts >= max_attempts) {
         await finish(send, {
           status: "failed",
+          rendered_subject: rendered.subject,
           missing_variables: missingVariables,
           error_code: code ? `smtp_${code}` : "delivery_failed",
           error_message: message,
