@@ -8,6 +8,7 @@ import type { Deps, Principal } from "./context.ts";
 import { AppError } from "./errors.ts";
 import { createGraphQL } from "./graphql/yoga.ts";
 import { json, problemResponse } from "./rest/problem.ts";
+import * as batches from "./batches/rest.ts";
 import * as sends from "./sends/rest.ts";
 
 type Handler = (deps: Deps, p: Principal, req: Request, params: Record<string, string>) => Promise<Response>;
@@ -25,6 +26,11 @@ const ROUTES: { method: string; pattern: URLPattern; handler: Handler }[] = [
     handler: (d, p, r) => sends.getSends(d, p, r),
   },
   {
+    method: "POST",
+    pattern: new URLPattern({ pathname: "/api/v1/sends/batch" }),
+    handler: (d, p, r) => batches.postBatch(d, p, r),
+  },
+  {
     method: "GET",
     pattern: new URLPattern({ pathname: "/api/v1/sends/:id" }),
     handler: (d, p, _r, a) => sends.getSend(d, p, a.id),
@@ -33,6 +39,16 @@ const ROUTES: { method: string; pattern: URLPattern; handler: Handler }[] = [
     method: "POST",
     pattern: new URLPattern({ pathname: "/api/v1/sends/:id/cancel" }),
     handler: (d, p, _r, a) => sends.postCancel(d, p, a.id),
+  },
+  {
+    method: "GET",
+    pattern: new URLPattern({ pathname: "/api/v1/batches/:id" }),
+    handler: (d, p, _r, a) => batches.getBatch(d, p, a.id),
+  },
+  {
+    method: "POST",
+    pattern: new URLPattern({ pathname: "/api/v1/batches/:id/cancel" }),
+    handler: (d, p, _r, a) => batches.postCancelBatch(d, p, a.id),
   },
 ];
 

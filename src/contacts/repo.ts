@@ -1,7 +1,8 @@
 /** SQL for contacts. */
 import { type Kysely, sql } from "kysely";
-import type { ContactsTable, ContactStatus, Database } from "../db/tables.ts";
-import type { Insertable, Selectable } from "kysely";
+import type { ContactsTable, ContactStatus, Database, SegmentRule } from "../db/tables.ts";
+import type { Insertable, Selectable, Updateable } from "kysely";
+import { escapeLike, segmentWhere } from "../segments/rules.ts";
 
 /** A stored contact row. */
 export type ContactRow = Selectable<ContactsTable>;
@@ -35,14 +36,37 @@ export function findContactByEmail(db: Kysely<Database>, accountId: string, emai
     .where(sql`lower(email)`, "=", email.toLowerCase()).executeTakeFirst();
 }
 
-/** A page of an account's contacts, newest first, after a (created_at, id) cursor. */
+/**
+ * A page of an account's contacts, newest first, after a (created_at, id) cursor; optionally
+ * only a status, those with `search` in their address, names or company (any case), or a
+ * segment's members. The filters narrow the rows, the cursor stays the same, so keyset pages
+ * stay stable under them.
+ */
 export function listContacts(
   db: Kysely<Database>,
   accountId: string,
-  opts: { limit: number; status?: ContactStatus; after?: { createdAt: Date; id: string } },
+  opts: {
+    limit: number;
+    status?: ContactStatus;
+    search?: string;
+    segmentRules?: readonly SegmentRule[];
+    after?: { createdAt: Date; id: string };
+  },
 ) {
   let q = db.selectFrom("contacts").selectAll().where("account_id", "=", accountId);
   if (opts.status) q = q.where("status", "=", opts.status);
+  if (opts.search) {
+    const pattern = `%${escapeLike(opts.search)}%`;
+    q = q.where((eb) =>
+      eb.or([
+        eb("email", "ilike", pattern),
+        eb("first_name", "ilike", pattern),
+        eb("last_name", "ilike", pattern),
+        eb("company", "ilike", pattern),
+      ])
+    );
+  }
+  if (opts.segmentRules) q = q.where(segmentWhere(opts.segmentRules));
   if (opts.after) {
     const a = opts.after;
     q = q.where(sql<boolean>`(created_at, id) < (${a.createdAt}, ${a.id}::uuid)`);
@@ -50,7 +74,11 @@ export function listContacts(
   return q.orderBy("created_at", "desc").orderBy("id", "desc").limit(opts.limit).execute();
 }
 
-/** Sets a contact's status (bounces, complaints, unsubscribes). */
-export function setContactStatus(db: Kysely<Database>, id: string, status: ContactStatus) {
-  return db.updateTable("contacts").set({ status, updated_at: sql`now()` }).where("id", "=", id).execute();
+/**
+ * Sets the given columns of an account's contact; undefined when it is not theirs. Throws
+ * the unique violation `contacts_account_email` when the new address is another contact's.
+ */
+export function updateContact(db: Kysely<Database>, accountId: string, id: string, set: Updateable<ContactsTable>) {
+  return db.updateTable("contacts").set({ ...set, updated_at: sql`now()` })
+    .where("id", "=", id).where("account_id", "=", accountId).returningAll().executeTakeFirst();
 }

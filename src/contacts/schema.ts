@@ -42,6 +42,17 @@ const CreateContactInput = builder.inputType("CreateContactInput", {
   }),
 });
 
+const UpdateContactInput = builder.inputType("UpdateContactInput", {
+  fields: (t) => ({
+    email: t.string(),
+    firstName: t.string({ description: "null clears it." }),
+    lastName: t.string({ description: "null clears it." }),
+    company: t.string({ description: "null clears it." }),
+    fields: t.field({ type: "JSON", description: "Replaces every custom field; null clears them." }),
+    status: t.field({ type: ContactStatus, description: "SUBSCRIBED lifts a suppression." }),
+  }),
+});
+
 builder.queryField("contact", (t) =>
   t.field({
     type: Contact,
@@ -54,9 +65,19 @@ builder.queryField("contact", (t) =>
 builder.queryField("contacts", (t) =>
   t.field({
     type: ContactConnection,
-    args: { first: t.arg.int(), after: t.arg.string(), status: t.arg({ type: ContactStatus }) },
+    description: "Newest first.",
+    args: {
+      first: t.arg.int(),
+      after: t.arg.string(),
+      status: t.arg({ type: ContactStatus }),
+      search: t.arg.string({ description: "Part of the address, a name or the company, any case." }),
+      segmentId: t.arg.id({ description: "Only the segment's members." }),
+    },
     resolve: async (_, a, ctx) => {
-      const page = await service.listContacts(ctx.deps, ctx.principal, a);
+      const page = await service.listContacts(ctx.deps, ctx.principal, {
+        ...a,
+        segmentId: a.segmentId == null ? a.segmentId : String(a.segmentId),
+      });
       return toConnection(page.rows, page.hasMore, encodeCursor);
     },
   }));
@@ -66,4 +87,11 @@ builder.mutationField("createContact", (t) =>
     type: Contact,
     args: { input: t.arg({ type: CreateContactInput, required: true }) },
     resolve: (_, a, ctx) => service.createContact(ctx.deps, ctx.principal, a.input),
+  }));
+
+builder.mutationField("updateContact", (t) =>
+  t.field({
+    type: Contact,
+    args: { id: t.arg.id({ required: true }), input: t.arg({ type: UpdateContactInput, required: true }) },
+    resolve: (_, a, ctx) => service.updateContact(ctx.deps, ctx.principal, String(a.id), a.input),
   }));

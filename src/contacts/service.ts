@@ -1,11 +1,13 @@
 /** Contacts: one per address and account (case-insensitive), created explicitly or by a send. */
 import type { Deps, Principal } from "../context.ts";
 import { requireTenant } from "../context.ts";
-import type { ContactStatus } from "../db/tables.ts";
+import type { Updateable } from "kysely";
+import type { ContactsTable, ContactStatus } from "../db/tables.ts";
 import { AppError, invalid } from "../errors.ts";
 import { decodeCursor } from "../pagination.ts";
 import { isUuid, parseInput } from "../validation.ts";
-import { CreateContactInput } from "./inputs.ts";
+import { requireSegment } from "../segments/service.ts";
+import { ContactFilters, CreateContactInput, UpdateContactInput } from "./inputs.ts";
 import * as repo from "./repo.ts";
 
 /** Creates a subscribed contact; 422 when the address already has one. */
@@ -37,18 +39,68 @@ export async function getContact(deps: Deps, p: Principal, by: { id?: string | n
   }]);
 }
 
-/** A page of the caller's contacts, newest first. */
+/**
+ * Changes the given fields of one of the caller's contacts. 404 `not_found` for an unknown or
+ * foreign id; 422 `validation_failed` (path `email`) when another of the account's contacts
+ * has the new address, in any case. Setting `status` back to subscribed is allowed: it is
+ * how an operator lifts a suppression.
+ */
+export async function updateContact(deps: Deps, p: Principal, id: string, input: unknown) {
+  const t = requireTenant(p);
+  const v = parseInput(UpdateContactInput, input);
+  if (!isUuid(id)) throw new AppError("not_found", "contact not found");
+  const set: Updateable<ContactsTable> = {};
+  if (v.email !== undefined) set.email = v.email;
+  if (v.firstName !== undefined) set.first_name = v.firstName;
+  if (v.lastName !== undefined) set.last_name = v.lastName;
+  if (v.company !== undefined) set.company = v.company;
+  if (v.fields !== undefined) set.fields = JSON.stringify(v.fields ?? {});
+  if (v.status !== undefined) set.status = v.status;
+  const row = Object.keys(set).length === 0
+    ? await repo.findContact(deps.db, t.accountId, id)
+    : await repo.updateContact(deps.db, t.accountId, id, set).catch((err) => {
+      if (isUniqueViolation(err, "contacts_account_email")) {
+        throw invalid("email", "another contact has this email");
+      }
+      throw err;
+    });
+  if (!row) throw new AppError("not_found", "contact not found");
+  deps.log.info("contact updated", { accountId: t.accountId, contactId: id, status: v.status });
+  return row;
+}
+
+function isUniqueViolation(err: unknown, constraint: string): boolean {
+  const e = err as { code?: unknown; constraint?: unknown } | null;
+  return e?.code === "23505" && e.constraint === constraint;
+}
+
+/**
+ * A page of the caller's contacts, newest first (`first` 1–100, default 20), optionally
+ * filtered by status, by `search` (case-insensitive substring of the address, names or
+ * company) and by membership of a segment (422 `segment_not_found` when it is not theirs).
+ */
 export async function listContacts(
   deps: Deps,
   p: Principal,
-  opts: { first?: number | null; after?: string | null; status?: ContactStatus | null },
+  opts: {
+    first?: number | null;
+    after?: string | null;
+    status?: ContactStatus | null;
+    search?: string | null;
+    segmentId?: string | null;
+  },
 ) {
   const t = requireTenant(p);
+  const f = parseInput(ContactFilters, { search: opts.search, segmentId: opts.segmentId });
   const limit = Math.min(Math.max(opts.first ?? 20, 1), 100);
+  const after = opts.after ? decodeCursor(opts.after, "after") : undefined;
+  const segment = f.segmentId != null ? await requireSegment(deps.db, t.accountId, f.segmentId) : undefined;
   const rows = await repo.listContacts(deps.db, t.accountId, {
     limit: limit + 1,
     status: opts.status ?? undefined,
-    after: opts.after ? decodeCursor(opts.after, "after") : undefined,
+    search: f.search || undefined,
+    segmentRules: segment?.rules,
+    after,
   });
   return { rows: rows.slice(0, limit), hasMore: rows.length > limit };
 }

@@ -141,6 +141,41 @@ export interface AccountUsageTable {
   used: number;
 }
 
+/** A saved contact filter: rules ANDed (src/segments/rules.ts). */
+export interface SegmentsTable {
+  id: Generated<string>;
+  account_id: string;
+  name: string;
+  rules: Json<SegmentRule[]>;
+  created_at: Generated<Date>;
+  updated_at: Timestamp;
+}
+
+/** One segment rule as stored. */
+export interface SegmentRule {
+  field: string;
+  op: "EQ" | "NEQ" | "CONTAINS" | "EXISTS";
+  value?: string | null;
+}
+
+/** The status of a batch (recipients or segment). */
+export type BatchStatus = "expanding" | "accepted" | "failed" | "cancelled";
+
+export interface BatchesTable {
+  id: string;
+  account_id: string;
+  template_id: string;
+  segment_id: string | null;
+  status: BatchStatus;
+  count: Generated<number>;
+  request: Json;
+  expand_cursor: string | null;
+  error_code: string | null;
+  error_message: string | null;
+  created_at: Generated<Date>;
+  updated_at: Timestamp;
+}
+
 /** Every table the app reads or writes. */
 export interface Database {
   accounts: AccountsTable;
@@ -151,4 +186,6 @@ export interface Database {
   sends: SendsTable;
   email_events: EmailEventsTable;
   account_usage: AccountUsageTable;
+  segments: SegmentsTable;
+  batches: BatchesTable;
 }

@@ -2,9 +2,11 @@
 import type { GraphQLSchema } from "graphql";
 import { builder } from "./builder.ts";
 import "../accounts/schema.ts";
+import "../batches/schema.ts";
 import "../contacts/schema.ts";
 import "../domains/schema.ts";
 import "../events/schema.ts";
+import "../segments/schema.ts";
 import "../sends/schema.ts";
 import "../templates/schema.ts";
 

@@ -7,12 +7,8 @@ import type { JobHelpers, Task } from "graphile-worker";
 import type { Deps } from "../context.ts";
 import type { EventType, SendsTable } from "../db/tables.ts";
 import type { Insertable } from "kysely";
-import * as accounts from "../accounts/repo.ts";
-import * as contacts from "../contacts/repo.ts";
-import * as events from "../events/repo.ts";
 import { render, renderContext } from "../mail/render.ts";
 import type { Mailer } from "../mail/transport.ts";
-import { findTemplateById } from "../templates/repo.ts";
 import { DeliverSendPayload } from "./inputs.ts";
 import * as repo from "./repo.ts";
 
@@ -44,39 +40,28 @@ function errorText(err: unknown): string {
 export function deliverSendTask(deps: Deps, mailer: Mailer): Task {
   const { db, log, config } = deps;
 
-  async function finish(
+  const finish = (
     send: repo.SendRow,
     set: Partial<Insertable<SendsTable>>,
     evs: { type: EventType; data?: Record<string, unknown> }[],
     contactStatus?: "bounced",
-  ) {
-    await db.transaction().execute(async (trx) => {
-      await repo.updateSend(trx, send.id, set);
-      await events.insertEvents(trx, evs.map((e) => ({ ...e, send_id: send.id, account_id: send.account_id })));
-      if (contactStatus) await contacts.setContactStatus(trx, send.contact_id, contactStatus);
-    });
-  }
+  ) => repo.recordOutcome(db, send, set, evs, contactStatus);
 
   return async (payload: unknown, helpers: JobHelpers) => {
     const { sendId } = DeliverSendPayload.parse(payload);
-    const send = await repo.claimForDelivery(db, sendId);
-    if (!send) {
+    const claimed = await repo.claimForDelivery(db, sendId);
+    if (!claimed) {
       log.debug("deliver_send: nothing to do", { sendId });
       return;
     }
-    const account = await accounts.findAccount(db, send.account_id);
-    if (!account?.sending_enabled) {
+    const { send, template, contact } = claimed;
+    if (!claimed.sendingEnabled) {
       // Paused: the send waits, queued, and looks again later. Not lost, not failed.
       await repo.updateSend(db, send.id, { status: "queued" });
-      await repo.queueDelivery(db, send.id, new Date(Date.now() + PAUSED_RECHECK_MS), config.smtpMaxAttempts);
+      await repo.queueDeliveries(db, [send.id], new Date(Date.now() + PAUSED_RECHECK_MS), config.smtpMaxAttempts);
       log.info("send held: account paused", { sendId, accountId: send.account_id });
       return;
     }
-    const [template, contact] = await Promise.all([
-      findTemplateById(db, send.template_id),
-      contacts.findContact(db, send.account_id, send.contact_id),
-    ]);
-    if (!template || !contact) throw new Error(`send ${sendId} lost its template or contact`);
 
     const rendered = render(template, send.subject, renderContext(contact, send.personalizations));
     const missingVariables = rendered.missingVariables.length ? rendered.missingVariables : null;

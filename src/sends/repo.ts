@@ -1,6 +1,6 @@
 /** SQL for sends and their jobs. */
 import { type Insertable, type Kysely, type Selectable, sql } from "kysely";
-import type { Database, SendsTable, SendStatus } from "../db/tables.ts";
+import type { ContactStatus, Database, EventType, SendsTable, SendStatus } from "../db/tables.ts";
 import type { Cursor } from "../pagination.ts";
 
 /** A stored send row. */
@@ -9,30 +9,87 @@ export type SendRow = Selectable<SendsTable>;
 /** Statuses from which a send may still be cancelled or delivered. */
 export const PENDING: SendStatus[] = ["scheduled", "queued"];
 
-/** The graphile-worker job key of a send's delivery: cancelling removes it by this key. */
-export function deliveryJobKey(sendId: string): string {
-  return `send:${sendId}`;
+// A send's delivery job has the job key `send:<sendId>`: cancelling removes it by that key.
+
+/** What the sends created together (one request, one page of a segment) share. */
+export interface SendCommon {
+  account_id: string;
+  template_id: string;
+  batch_id: string | null;
+  subject: string;
+  from_email: string;
+  from_name: string | null;
+  reply_to: string | null;
+  tags: string;
+  track_opens: boolean;
+  track_clicks: boolean;
+  sandbox: boolean;
+  scheduled_at: Date | null;
 }
 
-/** Inserts a send row. */
-export function insertSend(db: Kysely<Database>, row: Insertable<SendsTable>) {
-  return db.insertInto("sends").values(row).returningAll().executeTakeFirstOrThrow();
+/** What differs per send. `personalizations` is JSON text. */
+export interface SendItem {
+  id: string;
+  contact_id: string;
+  to_email: string;
+  personalizations: string;
+  status: SendStatus;
+  message_id: string;
 }
 
 /**
- * Queues the delivery job in the caller's transaction, so the send and its job commit or
- * roll back together. `runAt` null means now.
+ * Inserts many sends in one statement (`unnest` of per-send arrays). A send whose
+ * (batch, contact) already exists is skipped, so a re-run segment page adds nothing;
+ * the rows actually inserted are returned.
  */
-export async function queueDelivery(db: Kysely<Database>, sendId: string, runAt: Date | null, maxAttempts: number) {
-  await sql`select graphile_worker.add_job(
-    'deliver_send', json_build_object('sendId', ${sendId}::text),
-    run_at := ${runAt}::timestamptz, max_attempts := ${maxAttempts}::int, job_key := ${deliveryJobKey(sendId)})`
-    .execute(db);
+export async function insertSends(db: Kysely<Database>, common: SendCommon, items: SendItem[]): Promise<SendRow[]> {
+  if (items.length === 0) return [];
+  const col = <K extends keyof SendItem>(k: K) => items.map((i) => i[k]);
+  const r = await sql<SendRow>`
+    insert into sends (id, contact_id, to_email, personalizations, status, message_id,
+      account_id, template_id, batch_id, subject, from_email, from_name, reply_to, tags,
+      track_opens, track_clicks, sandbox, scheduled_at)
+    select u.id, u.contact_id, u.to_email, u.personalizations::jsonb, u.status, u.message_id,
+      ${common.account_id}::uuid, ${common.template_id}::uuid, ${common.batch_id}::uuid, ${common.subject},
+      ${common.from_email}, ${common.from_name}, ${common.reply_to}, ${common.tags}::jsonb,
+      ${common.track_opens}, ${common.track_clicks}, ${common.sandbox}, ${common.scheduled_at}::timestamptz
+    from unnest(${col("id")}::uuid[], ${col("contact_id")}::uuid[], ${col("to_email")}::text[],
+      ${col("personalizations")}::text[], ${col("status")}::text[], ${col("message_id")}::text[])
+      as u(id, contact_id, to_email, personalizations, status, message_id)
+    on conflict (batch_id, contact_id) where batch_id is not null do nothing
+    returning *`.execute(db);
+  return r.rows;
+}
+
+/**
+ * Queues the delivery jobs of many sends in one statement (graphile-worker's add_jobs), in
+ * the caller's transaction, so sends and jobs commit or roll back together. `runAt` null
+ * means now.
+ */
+export async function queueDeliveries(
+  db: Kysely<Database>,
+  sendIds: string[],
+  runAt: Date | null,
+  maxAttempts: number,
+) {
+  if (sendIds.length === 0) return;
+  await sql`select 1 from graphile_worker.add_jobs(array(
+    select (
+      'deliver_send', json_build_object('sendId', id::text), null, ${runAt}::timestamptz,
+      ${maxAttempts}::smallint, 'send:' || id::text, null, null
+    )::graphile_worker.job_spec
+    from unnest(${sendIds}::uuid[]) as id))`.execute(db);
 }
 
 /** Removes a send's pending job (a job already running is left; it sees the new status). */
 export async function removeDelivery(db: Kysely<Database>, sendId: string) {
-  await sql`select graphile_worker.remove_job(${deliveryJobKey(sendId)})`.execute(db);
+  await removeDeliveries(db, [sendId]);
+}
+
+/** Removes the pending jobs of many sends in one statement. */
+export async function removeDeliveries(db: Kysely<Database>, sendIds: string[]) {
+  if (sendIds.length === 0) return;
+  await sql`select graphile_worker.remove_job('send:' || id::text) from unnest(${sendIds}::uuid[]) as id`.execute(db);
 }
 
 /** One of an account's sends. */
@@ -65,14 +122,92 @@ export function cancelPending(db: Kysely<Database>, accountId: string, id: strin
     .returningAll().executeTakeFirst();
 }
 
+/** What a delivery needs, read in the same statement that claims the send. */
+export interface Claimed {
+  send: SendRow;
+  template: { id: string; updated_at: Date; html: string | null; text: string | null };
+  contact: {
+    email: string;
+    first_name: string | null;
+    last_name: string | null;
+    company: string | null;
+    fields: Record<string, unknown>;
+  };
+  sendingEnabled: boolean;
+}
+
 /**
- * Claims a send for delivery: pending (or `sending` after a crashed attempt) becomes
- * `sending`. Undefined when it is already past that, so a re-run job mails nothing.
+ * Claims a send for delivery and reads its template, contact and account state, in one
+ * statement: pending (or `sending` after a crashed attempt) becomes `sending`. Undefined
+ * when the send is already past that, so a re-run job mails nothing.
  */
-export function claimForDelivery(db: Kysely<Database>, id: string) {
-  return db.updateTable("sends").set({ status: "sending", updated_at: sql`now()` })
-    .where("id", "=", id).where("status", "in", [...PENDING, "sending"])
-    .returningAll().executeTakeFirst();
+export async function claimForDelivery(db: Kysely<Database>, id: string): Promise<Claimed | undefined> {
+  const r = await sql<SendRow & Record<string, unknown>>`
+    with claimed as (
+      update sends set status = 'sending', updated_at = now()
+      where id = ${id} and status in ('scheduled', 'queued', 'sending')
+      returning *)
+    select c.*, t.updated_at as tpl_updated_at, t.html as tpl_html, t.text as tpl_text,
+      ct.email as ct_email, ct.first_name as ct_first_name, ct.last_name as ct_last_name,
+      ct.company as ct_company, ct.fields as ct_fields, a.sending_enabled as acct_sending_enabled
+    from claimed c
+    join templates t on t.id = c.template_id
+    join contacts ct on ct.id = c.contact_id
+    join accounts a on a.id = c.account_id`.execute(db);
+  const row = r.rows[0];
+  if (!row) return undefined;
+  return {
+    send: row,
+    template: {
+      id: row.template_id,
+      updated_at: row.tpl_updated_at as Date,
+      html: row.tpl_html as string | null,
+      text: row.tpl_text as string | null,
+    },
+    contact: {
+      email: row.ct_email as string,
+      first_name: row.ct_first_name as string | null,
+      last_name: row.ct_last_name as string | null,
+      company: row.ct_company as string | null,
+      fields: row.ct_fields as Record<string, unknown>,
+    },
+    sendingEnabled: row.acct_sending_enabled as boolean,
+  };
+}
+
+/**
+ * Records a delivery outcome in one statement: the send's new state, its events and, for
+ * a hard bounce, the contact's status (data-modifying CTEs commit together).
+ */
+export async function recordOutcome(
+  db: Kysely<Database>,
+  send: { id: string; account_id: string; contact_id: string },
+  set: Partial<Insertable<SendsTable>>,
+  evs: { type: EventType; data?: Record<string, unknown> }[],
+  contactStatus?: ContactStatus,
+): Promise<void> {
+  const rows = evs.map((e) => ({
+    send_id: send.id,
+    account_id: send.account_id,
+    type: e.type,
+    data: JSON.stringify(e.data ?? {}),
+  }));
+  const withSend = db.with(
+    "s",
+    (d) => d.updateTable("sends").set({ ...set, updated_at: sql`now()` }).where("id", "=", send.id),
+  );
+  const q = contactStatus
+    ? withSend.with(
+      "c",
+      (d) =>
+        d.updateTable("contacts").set({ status: contactStatus, updated_at: sql`now()` }).where(
+          "id",
+          "=",
+          send.contact_id,
+        ),
+    )
+    : withSend;
+  await q.insertInto("email_events").values(rows).execute();
 }
 
 /** Updates a send's delivery outcome. */

@@ -2,6 +2,8 @@
 import type { Deps, Principal } from "../context.ts";
 import type { EmailEventsTable } from "../db/tables.ts";
 import type { Selectable } from "kysely";
+import { createSegmentSend } from "../batches/service.ts";
+import { AppError } from "../errors.ts";
 import { sendEvents } from "../events/service.ts";
 import { encodeCursor } from "../pagination.ts";
 import { json, readJson } from "../rest/problem.ts";
@@ -44,9 +46,22 @@ function eventJson(e: Pick<Selectable<EmailEventsTable>, "type" | "occurred_at" 
   return { type: e.type, occurredAt: e.occurred_at.toISOString(), data: e.data };
 }
 
-/** POST /api/v1/sends → 202 Send. */
+/**
+ * POST /api/v1/sends → 202 Send; with `segmentId` instead of `to`, a segment send:
+ * 202 {batchId, segmentId, status: "queued"}. Both, or neither, is a 422.
+ */
 export async function postSend(deps: Deps, p: Principal, req: Request): Promise<Response> {
-  const send = await service.createSend(deps, p, await readJson(req));
+  const body = await readJson(req);
+  const b = (body ?? {}) as Record<string, unknown>;
+  if (b.segmentId != null) {
+    if (b.to != null) {
+      throw new AppError("validation_failed", "give either to or segmentId, not both", [
+        { path: "segmentId", message: "give either to or segmentId, not both" },
+      ]);
+    }
+    return json(await createSegmentSend(deps, p, body), 202);
+  }
+  const send = await service.createSend(deps, p, body);
   return json(sendJson(send), 202);
 }
 

@@ -20,7 +20,7 @@ import { type Address, CreateSendInput, ListSendsInput, parseAddress } from "./i
 import * as repo from "./repo.ts";
 
 /** What every send needs from its template and sender, checked before any write. */
-interface Prepared {
+export interface Prepared {
   template: templates.TemplateRow;
   from: Address;
   replyTo: string | null;
@@ -62,6 +62,43 @@ export async function prepareSend(
   return { template, from, replyTo: v.replyTo ?? template.reply_to ?? null, monthlyLimit: account.monthly_limit };
 }
 
+/** The options a send request shares with its siblings (batch or segment page). */
+export interface SendOptions {
+  subject?: string | null;
+  tags?: Record<string, string> | null;
+  trackOpens?: boolean | null;
+  trackClicks?: boolean | null;
+}
+
+/** The columns sends created by one request share. */
+export function sendCommon(
+  t: Tenant,
+  prep: Prepared,
+  v: SendOptions,
+  batchId: string | null,
+  scheduledAt: Date | null,
+): repo.SendCommon {
+  return {
+    account_id: t.accountId,
+    template_id: prep.template.id,
+    batch_id: batchId,
+    subject: v.subject ?? prep.template.subject,
+    from_email: prep.from.address,
+    from_name: prep.from.name ?? null,
+    reply_to: prep.replyTo,
+    tags: JSON.stringify(v.tags ?? {}),
+    track_opens: v.trackOpens ?? prep.template.track_opens,
+    track_clicks: v.trackClicks ?? prep.template.track_clicks,
+    sandbox: t.mode === "test",
+    scheduled_at: scheduledAt,
+  };
+}
+
+/** A send's Message-ID, fixed at creation: `<sendId@from-domain>`. */
+export function messageId(sendId: string, from: string): string {
+  return `<${sendId}@${domainOf(from)}>`;
+}
+
 /**
  * Accepts one send. The contact upsert, the quota unit, the send row, its first event
  * and its delivery job are one transaction: all are written or none. A contact that
@@ -86,34 +123,21 @@ export async function createSend(deps: Deps, p: Principal, input: unknown) {
     }
     const id = uuidv7();
     const status: SendStatus = suppressed ? "suppressed" : deferred ? "scheduled" : "queued";
-    const row = await repo.insertSend(trx, {
+    const [row] = await repo.insertSends(trx, sendCommon(t, prep, v, null, scheduledAt), [{
       id,
-      account_id: t.accountId,
       contact_id: contact.id,
-      template_id: prep.template.id,
-      batch_id: null,
       to_email: contact.email,
-      subject: v.subject ?? prep.template.subject,
-      from_email: prep.from.address,
-      from_name: prep.from.name ?? null,
-      reply_to: prep.replyTo,
       personalizations: JSON.stringify(v.personalizations ?? {}),
-      tags: JSON.stringify(v.tags ?? {}),
-      track_opens: v.trackOpens ?? prep.template.track_opens,
-      track_clicks: v.trackClicks ?? prep.template.track_clicks,
-      sandbox: t.mode === "test",
       status,
-      message_id: `<${id}@${domainOf(prep.from.address)}>`,
-      scheduled_at: scheduledAt,
-      updated_at: new Date(),
-    });
+      message_id: messageId(id, prep.from.address),
+    }]);
     await events.insertEvents(trx, [{
       send_id: id,
       account_id: t.accountId,
       type: suppressed ? "suppressed" : "queued",
       data: suppressed ? { reason: contact.status } : deferred ? { scheduledAt: scheduledAt!.toISOString() } : {},
     }]);
-    if (!suppressed) await repo.queueDelivery(trx, id, scheduledAt, deps.config.smtpMaxAttempts);
+    if (!suppressed) await repo.queueDeliveries(trx, [id], scheduledAt, deps.config.smtpMaxAttempts);
     return row;
   });
   deps.log.info("send accepted", {

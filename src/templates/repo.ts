@@ -28,8 +28,3 @@ export function listTemplates(db: Kysely<Database>, accountId: string, limit: nu
   return db.selectFrom("templates").selectAll().where("account_id", "=", accountId)
     .orderBy("created_at", "desc").orderBy("id", "desc").limit(limit).execute();
 }
-
-/** A template by id, any account (the worker, which trusts the send row). */
-export function findTemplateById(db: Kysely<Database>, id: string) {
-  return db.selectFrom("templates").selectAll().where("id", "=", id).executeTakeFirst();
-}

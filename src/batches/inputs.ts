@@ -1,0 +1,30 @@
+/** Input shapes of batch sends and segment sends, shared by REST, GraphQL and jobs. */
+import { z } from "zod";
+import { Personalizations, Recipient, sharedSendFields } from "../sends/inputs.ts";
+
+/** The most recipients one batch may have. */
+export const MAX_BATCH = 1000;
+
+/** One recipient of a batch: an address or a contact uuid, with its own values. */
+export const BatchRecipient = z.object({ to: Recipient, personalizations: Personalizations });
+
+/** Body of `POST /api/v1/sends/batch` and `createBatchSend`. */
+export const CreateBatchInput = z.object({
+  ...sharedSendFields,
+  recipients: z.array(BatchRecipient).min(1, "at least one recipient is required"),
+});
+export type CreateBatchInput = z.infer<typeof CreateBatchInput>;
+
+/** Body of a segment send (`POST /api/v1/sends` with `segmentId`, `createSegmentSend`). */
+export const CreateSegmentSendInput = z.object({
+  ...sharedSendFields,
+  segmentId: z.uuid("must be a segment uuid"),
+  personalizations: Personalizations,
+});
+export type CreateSegmentSendInput = z.infer<typeof CreateSegmentSendInput>;
+
+/** A segment send's request as kept on its batch for the expansion job. */
+export const SegmentSendRequest = CreateSegmentSendInput.extend({ sandbox: z.boolean().default(false) });
+
+/** Payload of the `expand_segment` job. */
+export const ExpandSegmentPayload = z.object({ batchId: z.uuid() });

@@ -1,0 +1,83 @@
+/** SQL for batches, and the set-wise contact statements that batches need. */
+import { type Insertable, type Kysely, sql } from "kysely";
+import type { BatchesTable, ContactStatus, Database, SendStatus } from "../db/tables.ts";
+
+/** A contact as a batch needs it. */
+export interface BatchContact {
+  id: string;
+  email: string;
+  status: ContactStatus;
+}
+
+/**
+ * The account's contacts for these addresses, created as subscribed where missing: one
+ * statement for the whole list (the addresses must be distinct, case-insensitively).
+ */
+export async function upsertContactsByEmail(db: Kysely<Database>, accountId: string, emails: string[]) {
+  if (emails.length === 0) return [];
+  const r = await sql<BatchContact>`
+    insert into contacts (account_id, email, updated_at)
+    select ${accountId}::uuid, e, now() from unnest(${emails}::text[]) as e
+    on conflict (account_id, lower(email)) do update set email = contacts.email
+    returning id, email, status`.execute(db);
+  return r.rows;
+}
+
+/** The account's contacts with these ids (foreign or unknown ids are simply absent). */
+export function findContactsByIds(db: Kysely<Database>, accountId: string, ids: string[]) {
+  if (ids.length === 0) return Promise.resolve([] as BatchContact[]);
+  return db.selectFrom("contacts").select(["id", "email", "status"])
+    .where("account_id", "=", accountId).where("id", "in", ids).execute();
+}
+
+/** Inserts a batch row. */
+export function insertBatch(db: Kysely<Database>, row: Insertable<BatchesTable>) {
+  return db.insertInto("batches").values(row).returningAll().executeTakeFirstOrThrow();
+}
+
+/** One of an account's batches. */
+export function findBatch(db: Kysely<Database>, accountId: string, id: string) {
+  return db.selectFrom("batches").selectAll().where("id", "=", id).where("account_id", "=", accountId)
+    .executeTakeFirst();
+}
+
+/** A batch by id, locked for the caller's transaction (the expansion job). */
+export function lockBatch(db: Kysely<Database>, id: string) {
+  return db.selectFrom("batches").selectAll().where("id", "=", id).forUpdate().executeTakeFirst();
+}
+
+/** Updates a batch. */
+export function updateBatch(db: Kysely<Database>, id: string, set: Partial<Insertable<BatchesTable>>) {
+  return db.updateTable("batches").set({ ...set, updated_at: sql`now()` }).where("id", "=", id).execute();
+}
+
+/** Adds `n` sends to a batch's count and moves its expansion cursor. */
+export function advanceBatch(db: Kysely<Database>, id: string, n: number, cursor: string) {
+  return db.updateTable("batches")
+    .set({ count: sql`count + ${n}`, expand_cursor: cursor, updated_at: sql`now()` })
+    .where("id", "=", id).execute();
+}
+
+/** How many of a batch's sends are in each status. */
+export async function countByStatus(db: Kysely<Database>, batchId: string) {
+  const rows = await db.selectFrom("sends").select(["status", (eb) => eb.fn.countAll<string>().as("n")])
+    .where("batch_id", "=", batchId).groupBy("status").execute();
+  return rows.map((r) => ({ status: r.status as SendStatus, count: Number(r.n) }));
+}
+
+/** Cancels every still-pending send of a batch in one statement; returns their ids and ages. */
+export function cancelPendingOfBatch(db: Kysely<Database>, accountId: string, batchId: string) {
+  return db.updateTable("sends").set({ status: "cancelled", updated_at: sql`now()` })
+    .where("batch_id", "=", batchId).where("account_id", "=", accountId)
+    .where("status", "in", ["scheduled", "queued"])
+    .returning(["id", "created_at"]).execute();
+}
+
+/**
+ * Queues (or re-queues) a segment expansion. Its job key `batch:<id>` keeps one job per
+ * batch; `runAt` null means now.
+ */
+export async function queueExpansion(db: Kysely<Database>, batchId: string, runAt: Date | null) {
+  await sql`select graphile_worker.add_job('expand_segment', json_build_object('batchId', ${batchId}::text),
+    run_at := ${runAt}::timestamptz, job_key := ${"batch:" + batchId})`.execute(db);
+}

@@ -1,0 +1,35 @@
+/** REST handlers for batches: `POST /api/v1/sends/batch`, `GET /api/v1/batches/:id`, `POST …/cancel`. */
+import type { Deps, Principal } from "../context.ts";
+import { json, readJson } from "../rest/problem.ts";
+import * as service from "./service.ts";
+
+/** A batch as REST shows it, with its counts by status. */
+export function batchJson(b: Awaited<ReturnType<typeof service.getBatch>>) {
+  return {
+    id: b.id,
+    status: b.status,
+    templateId: b.template_id,
+    segmentId: b.segment_id,
+    count: b.count,
+    counts: Object.fromEntries(b.counts.map((c) => [c.status, c.count])),
+    error: b.error_code ? { code: b.error_code, message: b.error_message ?? "" } : null,
+    createdAt: b.created_at.toISOString(),
+    updatedAt: b.updated_at.toISOString(),
+  };
+}
+
+/** POST /api/v1/sends/batch → 202 {batchId, count, sends}. */
+export async function postBatch(deps: Deps, p: Principal, req: Request): Promise<Response> {
+  return json(await service.createBatchSend(deps, p, await readJson(req)), 202);
+}
+
+/** GET /api/v1/batches/:id → 200 batch with counts. */
+export async function getBatch(deps: Deps, p: Principal, id: string): Promise<Response> {
+  return json(batchJson(await service.getBatch(deps, p, id)));
+}
+
+/** POST /api/v1/batches/:id/cancel → 200 batch with counts and `cancelled`. */
+export async function postCancelBatch(deps: Deps, p: Principal, id: string): Promise<Response> {
+  const b = await service.cancelBatch(deps, p, id);
+  return json({ ...batchJson(b), cancelled: b.cancelled });
+}

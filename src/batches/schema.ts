@@ -1,0 +1,142 @@
+/** GraphQL for batches: `batch(id)` with progress counts, `createBatchSend`, `createSegmentSend`, `cancelBatch`. */
+import { builder } from "../graphql/builder.ts";
+import { SendStatus } from "../sends/schema.ts";
+import * as service from "./service.ts";
+
+type BatchView = Awaited<ReturnType<typeof service.getBatch>> & { cancelled?: number };
+
+const BatchStatus = builder.enumType("BatchStatus", {
+  description:
+    "ACCEPTED: every send exists. EXPANDING: a segment send still creating its sends. FAILED: stopped (see error).",
+  values: {
+    EXPANDING: { value: "expanding" },
+    ACCEPTED: { value: "accepted" },
+    FAILED: { value: "failed" },
+    CANCELLED: { value: "cancelled" },
+  } as const,
+});
+
+const StatusCount = builder.objectRef<{ status: string; count: number }>("StatusCount").implement({
+  fields: (t) => ({
+    status: t.field({ type: SendStatus, resolve: (c) => c.status as never }),
+    count: t.exposeInt("count"),
+  }),
+});
+
+const BatchError = builder.objectRef<{ code: string; message: string }>("BatchError").implement({
+  fields: (t) => ({ code: t.exposeString("code"), message: t.exposeString("message") }),
+});
+
+const Batch = builder.objectRef<BatchView>("Batch").implement({
+  fields: (t) => ({
+    id: t.exposeID("id"),
+    status: t.field({ type: BatchStatus, resolve: (b) => b.status }),
+    templateId: t.exposeID("template_id"),
+    segmentId: t.exposeID("segment_id", { nullable: true }),
+    count: t.exposeInt("count", { description: "Sends created so far." }),
+    counts: t.field({
+      type: [StatusCount],
+      description: "Sends by status: the progress view.",
+      resolve: (b) => b.counts,
+    }),
+    error: t.field({
+      type: BatchError,
+      nullable: true,
+      resolve: (b) => (b.error_code ? { code: b.error_code, message: b.error_message ?? "" } : null),
+    }),
+    createdAt: t.field({ type: "DateTime", resolve: (b) => b.created_at }),
+    updatedAt: t.field({ type: "DateTime", resolve: (b) => b.updated_at }),
+  }),
+});
+
+const BatchSendItem = builder.objectRef<{ id: string; to: string; status: string }>("BatchSendItem").implement({
+  fields: (t) => ({
+    id: t.exposeID("id"),
+    to: t.exposeString("to"),
+    status: t.field({ type: SendStatus, resolve: (s) => s.status as never }),
+  }),
+});
+
+const BatchSendPayload = builder.objectRef<service.BatchAccepted>("BatchSendPayload").implement({
+  fields: (t) => ({
+    batchId: t.exposeID("batchId"),
+    count: t.exposeInt("count"),
+    sends: t.field({ type: [BatchSendItem], resolve: (b) => b.sends }),
+  }),
+});
+
+const SegmentSendPayload = builder.objectRef<{ batchId: string; segmentId: string; status: "queued" }>(
+  "SegmentSendPayload",
+).implement({
+  fields: (t) => ({
+    batchId: t.exposeID("batchId"),
+    segmentId: t.exposeID("segmentId"),
+    status: t.exposeString("status", { description: "`queued`: the expansion job will create the sends." }),
+  }),
+});
+
+const BatchRecipientInput = builder.inputType("BatchRecipientInput", {
+  fields: (t) => ({
+    to: t.string({ required: true, description: "An email address or a contact uuid." }),
+    personalizations: t.field({ type: "JSON" }),
+  }),
+});
+
+const CreateBatchSendInput = builder.inputType("CreateBatchSendInput", {
+  fields: (t) => ({
+    templateId: t.id({ required: true }),
+    recipients: t.field({ type: [BatchRecipientInput], required: true, description: "1 to 1,000." }),
+    subject: t.string(),
+    scheduledAt: t.field({ type: "DateTime" }),
+    from: t.string(),
+    replyTo: t.string(),
+    tags: t.field({ type: "JSON" }),
+    trackOpens: t.boolean(),
+    trackClicks: t.boolean(),
+  }),
+});
+
+const CreateSegmentSendInput = builder.inputType("CreateSegmentSendInput", {
+  fields: (t) => ({
+    templateId: t.id({ required: true }),
+    segmentId: t.id({ required: true }),
+    subject: t.string(),
+    personalizations: t.field({ type: "JSON", description: "The same values for every member." }),
+    scheduledAt: t.field({ type: "DateTime" }),
+    from: t.string(),
+    replyTo: t.string(),
+    tags: t.field({ type: "JSON" }),
+    trackOpens: t.boolean(),
+    trackClicks: t.boolean(),
+  }),
+});
+
+builder.queryField("batch", (t) =>
+  t.field({
+    type: Batch,
+    nullable: true,
+    args: { id: t.arg.id({ required: true }) },
+    resolve: (_, a, ctx) => service.findBatch(ctx.deps, ctx.principal, String(a.id)),
+  }));
+
+builder.mutationField("createBatchSend", (t) =>
+  t.field({
+    type: BatchSendPayload,
+    args: { input: t.arg({ type: CreateBatchSendInput, required: true }) },
+    resolve: (_, a, ctx) => service.createBatchSend(ctx.deps, ctx.principal, a.input),
+  }));
+
+builder.mutationField("createSegmentSend", (t) =>
+  t.field({
+    type: SegmentSendPayload,
+    args: { input: t.arg({ type: CreateSegmentSendInput, required: true }) },
+    resolve: (_, a, ctx) => service.createSegmentSend(ctx.deps, ctx.principal, a.input),
+  }));
+
+builder.mutationField("cancelBatch", (t) =>
+  t.field({
+    type: Batch,
+    description: "Cancels every send of the batch that is still scheduled or queued.",
+    args: { id: t.arg.id({ required: true }) },
+    resolve: (_, a, ctx) => service.cancelBatch(ctx.deps, ctx.principal, String(a.id)),
+  }));
