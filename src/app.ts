@@ -9,6 +9,7 @@ import { AppError } from "./errors.ts";
 import { createGraphQL } from "./graphql/yoga.ts";
 import { json, problemResponse } from "./rest/problem.ts";
 import * as batches from "./batches/rest.ts";
+import * as tracking from "./events/tracking_http.ts";
 import * as sends from "./sends/rest.ts";
 
 type Handler = (deps: Deps, p: Principal, req: Request, params: Record<string, string>) => Promise<Response>;
@@ -52,20 +53,49 @@ const ROUTES: { method: string; pattern: URLPattern; handler: Handler }[] = [
   },
 ];
 
-/** A fetch handler with a readiness flag for /healthz. */
+/** The HTTP handler; `info` (from Deno.serve) gives the client's address to tracking. */
 export interface App {
-  fetch(req: Request): Promise<Response>;
+  fetch(req: Request, info?: Deno.ServeHandlerInfo): Promise<Response>;
 }
 
-/** Builds the handler for role `api`/`all` (everything) or `worker` (health only). */
-export function createApp(deps: Deps, opts: { healthOnly?: boolean } = {}): App {
+const TRACKING = new URLPattern({ pathname: "/:kind(t/o|t/c|u)/:token" });
+
+/**
+ * Builds the handler for role `api`/`all` (everything) or `worker` (health only). `/healthz`
+ * answers 503 until `ready()` says the process is fully started.
+ */
+export function createApp(deps: Deps, opts: { healthOnly?: boolean; ready?: () => boolean } = {}): App {
   const graphql = createGraphQL(deps);
 
-  async function handle(req: Request): Promise<Response> {
+  async function handle(req: Request, info?: Deno.ServeHandlerInfo): Promise<Response> {
     const url = new URL(req.url);
-    if (url.pathname === "/healthz") return json({ status: "ok" });
+    if (url.pathname === "/healthz") {
+      return opts.ready && !opts.ready() ? json({ status: "starting" }, 503) : json({ status: "ok" });
+    }
     if (opts.healthOnly) {
       return problemResponse(new AppError("not_found", "this process runs the worker only"), deps.log);
+    }
+
+    const tracked = TRACKING.exec(url)?.pathname.groups;
+    if (tracked) {
+      const remote = info?.remoteAddr as Deno.NetAddr | undefined;
+      const token = tracked.token!;
+      try {
+        if (tracked.kind === "t/o" && (req.method === "GET" || req.method === "HEAD")) {
+          return await tracking.openPixel(deps, token, req, remote);
+        }
+        if (tracked.kind === "t/c" && (req.method === "GET" || req.method === "HEAD")) {
+          return await tracking.clickRedirect(deps, token, req, remote);
+        }
+        if (tracked.kind === "u" && req.method === "GET") return tracking.unsubscribePage(deps, token);
+        if (tracked.kind === "u" && req.method === "POST") {
+          return await tracking.unsubscribePost(deps, token, req, remote);
+        }
+        return new Response("Method not allowed\n", { status: 405 });
+      } catch (err) {
+        deps.log.error("tracking endpoint failed", { path: url.pathname.slice(0, 4), err });
+        return new Response("Temporarily unavailable\n", { status: 503 });
+      }
     }
 
     if (url.pathname === "/graphql") {

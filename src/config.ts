@@ -24,6 +24,9 @@ const EnvSchema = z.object({
   PP_SMTP_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(25).default(8),
   PP_DB_POOL_SIZE: z.coerce.number().int().min(2).max(200).default(20),
   PP_LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
+  PP_BOUNCE_DOMAIN: z.string().regex(/^[A-Za-z0-9.-]+$/, "must be a domain name").optional(),
+  PP_INBOUND_SMTP_PORT: z.coerce.number().int().min(0).max(65535).optional(),
+  PP_INBOUND_SECRET: z.string().min(16).optional(),
 });
 
 /** Runtime configuration, parsed once at start. Defaults are those of API.md. */
@@ -62,6 +65,12 @@ export interface Config {
   dbPoolSize: number;
   /** Lowest log level written. Default info. */
   logLevel: "debug" | "info" | "warn" | "error";
+  /** VERP return-path domain (`bounces+<token>@domain`); unset: the from address is the return path. */
+  bounceDomain?: string;
+  /** Port of the inbound SMTP listener for DSNs and ARF reports (roles all/worker); unset: no listener. */
+  inboundSmtpPort?: number;
+  /** HMAC key of `POST /api/v1/events/inbound`; unset: that endpoint answers 401. */
+  inboundSecret?: string;
 }
 
 /**
@@ -94,5 +103,8 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     smtpMaxAttempts: e.PP_SMTP_MAX_ATTEMPTS,
     dbPoolSize: e.PP_DB_POOL_SIZE,
     logLevel: e.PP_LOG_LEVEL,
+    bounceDomain: e.PP_BOUNCE_DOMAIN,
+    inboundSmtpPort: e.PP_INBOUND_SMTP_PORT,
+    inboundSecret: e.PP_INBOUND_SECRET,
   });
 }

@@ -22,6 +22,8 @@ export interface Deps {
   config: Readonly<Config>;
   secrets: Secrets;
   log: Logger;
+  /** Base of tracking and unsubscribe links: PP_PUBLIC_URL, else http://HOST:PORT as bound. */
+  publicUrl: string;
 }
 
 /** A tenant authenticated by an API key. `mode: "test"` keys send to the outbox only. */

@@ -44,8 +44,24 @@ export async function startService(config: Readonly<Config>): Promise<Service> {
   const { db, pool, close } = openDb(databaseUrl, config.dbPoolSize);
   await migrate(db, pool);
   const { adminTokenGenerated, ...secrets } = await resolveSecrets(config);
-  const deps: Deps = { db, pool, config, secrets, log };
+  const deps: Deps = {
+    db,
+    pool,
+    config,
+    secrets,
+    log,
+    publicUrl: config.publicUrl ?? `http://${config.host}:${config.port}`,
+  };
   const seed = config.seed ? await seedIfEmpty(deps) : null;
+
+  // Listen first (PORT=0 learns its port here, and the default public URL with it), but
+  // answer /healthz 503 until the worker runs too.
+  let ready = false;
+  const app = createApp(deps, { healthOnly: config.role === "worker", ready: () => ready });
+  const server = Deno.serve({ port: config.port, hostname: config.host, onListen: () => {} }, app.fetch);
+  const addr = server.addr as Deno.NetAddr;
+  const url = `http://${addr.hostname}:${addr.port}`;
+  if (!config.publicUrl) deps.publicUrl = url;
 
   const mailer = createMailer({
     smtpUrl: config.smtpUrl,
@@ -54,11 +70,7 @@ export async function startService(config: Readonly<Config>): Promise<Service> {
   });
   let runner: Runner | null = null;
   if (config.role !== "api") runner = await startWorker(deps, mailer);
-
-  const app = createApp(deps, { healthOnly: config.role === "worker" });
-  const server = Deno.serve({ port: config.port, hostname: config.host, onListen: () => {} }, app.fetch);
-  const addr = server.addr as Deno.NetAddr;
-  const url = `http://${addr.hostname}:${addr.port}`;
+  ready = true;
   log.info("service started", { role: config.role, url, ms: Math.round(performance.now() - t0) });
 
   return {

@@ -277,6 +277,10 @@ export async function startStack(opts: { smtp?: boolean; env?: Record<string, st
           text: "Hi {{ first_name }}, order {{ order_id }}",
           fromEmail: `orders@${domain}`,
           fromName: "Shop",
+          // Tracking rewrites the HTML; tests that compare bodies exactly keep it off, and the
+          // tracking tests turn it on (template or per send).
+          trackOpens: false,
+          trackClicks: false,
           ...t.template,
         },
       },

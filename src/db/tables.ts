@@ -124,11 +124,14 @@ export interface SendsTable {
   opened_at: NullableTimestamp;
   clicked_at: NullableTimestamp;
   bounced_at: NullableTimestamp;
+  links: string[] | null;
 }
 
 export interface EmailEventsTable {
   id: Generated<string>;
-  send_id: string;
+  /** Null for contact events without a send (a suppression lifted by ops). */
+  send_id: string | null;
+  contact_id: string | null;
   account_id: string;
   type: EventType;
   occurred_at: Generated<Date>;

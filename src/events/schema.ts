@@ -27,13 +27,16 @@ export const EmailEventType = builder.enumType("EmailEventType", {
   >,
 });
 
-type EventRow = Pick<Selectable<EmailEventsTable>, "id" | "send_id" | "type" | "occurred_at" | "data">;
+type EventRow = Pick<Selectable<EmailEventsTable>, "id" | "send_id" | "type" | "occurred_at" | "data"> & {
+  contact_id?: string | null;
+};
 
 /** GraphQL `EmailEvent`. */
 export const EmailEvent = builder.objectRef<EventRow>("EmailEvent").implement({
   fields: (t) => ({
     id: t.exposeID("id"),
-    sendId: t.exposeID("send_id"),
+    sendId: t.exposeID("send_id", { nullable: true }),
+    contactId: t.exposeID("contact_id", { nullable: true }),
     type: t.field({ type: EmailEventType, resolve: (e) => e.type }),
     occurredAt: t.field({ type: "DateTime", resolve: (e) => e.occurred_at }),
     data: t.field({ type: "JSON", resolve: (e) => e.data }),

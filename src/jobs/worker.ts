@@ -13,6 +13,7 @@ import { Logger, run, type Runner } from "graphile-worker";
 import type { Deps } from "../context.ts";
 import type { Mailer } from "../mail/transport.ts";
 import { expandSegmentTask } from "../batches/jobs.ts";
+import { recordEventTask } from "../events/jobs.ts";
 import { deliverSendTask } from "../sends/jobs.ts";
 
 /** Starts the runner with every task; resolves once it is listening for jobs. */
@@ -47,6 +48,7 @@ export async function startWorker(deps: Deps, mailer: Mailer): Promise<Runner> {
     taskList: {
       deliver_send: deliverSendTask(deps, mailer),
       expand_segment: expandSegmentTask(deps),
+      record_event: recordEventTask(deps),
     },
   });
 }

@@ -65,7 +65,11 @@ export function templateError(src: string): string | null {
   }
 }
 
-/** The render context: contact fields, then custom fields, then the send's personalizations (which win). */
+/**
+ * The render context: contact fields, then custom fields, then the send's personalizations
+ * (which win over both), then `extra` — values the service owns, such as `unsubscribe_url`,
+ * which a personalization must not replace.
+ */
 export function renderContext(
   contact: {
     email: string;
@@ -81,7 +85,7 @@ export function renderContext(
   if (contact.first_name != null) base.first_name = contact.first_name;
   if (contact.last_name != null) base.last_name = contact.last_name;
   if (contact.company != null) base.company = contact.company;
-  return { ...base, ...contact.fields, ...extra, ...personalizations };
+  return { ...base, ...contact.fields, ...personalizations, ...extra };
 }
 
 /** Renders `subjectSrc` (the send's, fixed at acceptance) and the template's HTML and text with `context`. */

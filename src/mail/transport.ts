@@ -19,6 +19,8 @@ export interface OutgoingMessage {
   /** Fixed at send creation, with angle brackets. */
   messageId: string;
   headers?: Record<string, string>;
+  /** SMTP envelope, when the return path differs from From (VERP bounces). */
+  envelope?: { from: string; to: string[] };
 }
 
 /** What a transport answered. */
@@ -78,6 +80,7 @@ function mailOptions(msg: OutgoingMessage) {
     text: msg.text,
     messageId: msg.messageId,
     headers: msg.headers,
+    envelope: msg.envelope,
   };
 }
 

@@ -8,6 +8,7 @@ import type { Deps } from "../context.ts";
 import type { EventType, SendsTable } from "../db/tables.ts";
 import type { Insertable } from "kysely";
 import { render, renderContext } from "../mail/render.ts";
+import { rewriteHtml, signToken, trackingUrls } from "../mail/tracking.ts";
 import type { Mailer } from "../mail/transport.ts";
 import { DeliverSendPayload } from "./inputs.ts";
 import * as repo from "./repo.ts";
@@ -63,7 +64,15 @@ export function deliverSendTask(deps: Deps, mailer: Mailer): Task {
       return;
     }
 
-    const rendered = render(template, send.subject, renderContext(contact, send.personalizations));
+    const urls = trackingUrls(deps.publicUrl, deps.secrets.secret, send.id);
+    const rendered = render(
+      template,
+      send.subject,
+      renderContext(contact, send.personalizations, { unsubscribe_url: urls.unsubscribe }),
+    );
+    const tracked = rendered.html
+      ? rewriteHtml(rendered.html, { trackClicks: send.track_clicks, trackOpens: send.track_opens, urls })
+      : { html: undefined, links: [] };
     const missingVariables = rendered.missingVariables.length ? rendered.missingVariables : null;
     const started = performance.now();
     try {
@@ -73,10 +82,22 @@ export function deliverSendTask(deps: Deps, mailer: Mailer): Task {
         to: send.to_email,
         replyTo: send.reply_to ?? undefined,
         subject: rendered.subject,
-        html: rendered.html,
+        html: tracked.html,
         text: rendered.text,
         messageId: send.message_id,
-        headers: { "X-PP-Send-Id": send.id },
+        headers: {
+          "X-PP-Send-Id": send.id,
+          // RFC 8058: mailbox providers show an unsubscribe button that POSTs here.
+          "List-Unsubscribe": `<${urls.unsubscribe}>`,
+          "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        },
+        // VERP: a bounce report to bounces+<token>@PP_BOUNCE_DOMAIN names its send.
+        envelope: config.bounceDomain
+          ? {
+            from: `bounces+${signToken(deps.secrets.secret, "bounce", send.id)}@${config.bounceDomain}`,
+            to: [send.to_email],
+          }
+          : undefined,
       }, send.sandbox);
       const now = new Date();
       const confirmed = config.deliveryConfirmation === "smtp";
@@ -86,6 +107,7 @@ export function deliverSendTask(deps: Deps, mailer: Mailer): Task {
         delivered_at: confirmed ? now : null,
         rendered_subject: rendered.subject,
         missing_variables: missingVariables,
+        links: tracked.links.length ? tracked.links : null,
         error_code: null,
         error_message: null,
       }, [

@@ -1,6 +1,7 @@
 /** SQL for sends and their jobs. */
 import { type Insertable, type Kysely, type Selectable, sql } from "kysely";
 import type { ContactStatus, Database, EventType, SendsTable, SendStatus } from "../db/tables.ts";
+import { notifySelect } from "../events/repo.ts";
 import type { Cursor } from "../pagination.ts";
 
 /** A stored send row. */
@@ -186,28 +187,23 @@ export async function recordOutcome(
   evs: { type: EventType; data?: Record<string, unknown> }[],
   contactStatus?: ContactStatus,
 ): Promise<void> {
-  const rows = evs.map((e) => ({
-    send_id: send.id,
-    account_id: send.account_id,
-    type: e.type,
-    data: JSON.stringify(e.data ?? {}),
-  }));
-  const withSend = db.with(
-    "s",
-    (d) => d.updateTable("sends").set({ ...set, updated_at: sql`now()` }).where("id", "=", send.id),
+  const data = evs.map((e) => JSON.stringify(e.data ?? {}));
+  const types = evs.map((e) => e.type);
+  const setSql = Object.entries({ ...set, updated_at: new Date() }).map(([k, v]) =>
+    sql`${sql.ref(k)} = ${Array.isArray(v) ? sql`${v}::text[]` : v}`
   );
-  const q = contactStatus
-    ? withSend.with(
-      "c",
-      (d) =>
-        d.updateTable("contacts").set({ status: contactStatus, updated_at: sql`now()` }).where(
-          "id",
-          "=",
-          send.contact_id,
-        ),
-    )
-    : withSend;
-  await q.insertInto("email_events").values(rows).execute();
+  await sql`
+    with upd_send as (
+      update sends set ${sql.join(setSql)} where id = ${send.id}),
+    upd_contact as (
+      update contacts set status = ${contactStatus ?? null}, updated_at = now()
+      where ${contactStatus ?? null}::text is not null and id = ${send.contact_id}),
+    ins as (
+      insert into email_events (send_id, account_id, type, data)
+      select ${send.id}::uuid, ${send.account_id}::uuid, t, d::jsonb
+      from unnest(${types}::text[], ${data}::text[]) as u(t, d)
+      returning id, send_id, account_id, type)
+    ${notifySelect}`.execute(db);
 }
 
 /** Updates a send's delivery outcome. */

@@ -1,0 +1,19 @@
+/** Shapes of recorded events: the `record_event` job payload, shared by every source. */
+import { z } from "zod";
+
+/** Event types that arrive after the send (tracking endpoints, reports, webhooks). */
+export const RecordedEventType = z.enum(["delivered", "opened", "clicked", "bounced", "complained", "unsubscribed"]);
+export type RecordedEventType = z.infer<typeof RecordedEventType>;
+
+/**
+ * Payload of the `record_event` job. `data` is free-form detail kept on the event
+ * (user agent, URL, bounce type and diagnostic, report source…); for `bounced`,
+ * `data.bounceType` is `hard` (the default) or `soft`.
+ */
+export const RecordEventPayload = z.object({
+  sendId: z.uuid(),
+  type: RecordedEventType,
+  occurredAt: z.iso.datetime({ offset: true }),
+  data: z.record(z.string(), z.unknown()).default({}),
+});
+export type RecordEventPayload = z.infer<typeof RecordEventPayload>;

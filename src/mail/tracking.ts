@@ -1,0 +1,101 @@
+/**
+ * Tracking tokens and the HTML rewrite. A token names a send, what it is for (open pixel,
+ * click on link N, unsubscribe, bounce return-path) and carries an HMAC-SHA256 (PP_SECRET),
+ * so it cannot be forged or moved to another send. A click token holds only the link's
+ * index: the redirect target is the URL stored for that send, never one from the request.
+ */
+import { createHmac, timingSafeEqual } from "node:crypto";
+import { Buffer } from "node:buffer";
+
+/** What a token is for. */
+export type TokenKind = "open" | "click" | "unsubscribe" | "bounce";
+
+const KIND_BYTE: Record<TokenKind, number> = { open: 1, click: 2, unsubscribe: 3, bounce: 4 };
+const KIND_OF = new Map(Object.entries(KIND_BYTE).map(([k, v]) => [v, k as TokenKind]));
+const MAC_BYTES = 12;
+
+/** A verified token's contents. */
+export interface TokenClaims {
+  kind: TokenKind;
+  sendId: string;
+  /** The link index, for clicks. */
+  link: number;
+}
+
+function uuidBytes(id: string): Buffer {
+  return Buffer.from(id.replaceAll("-", ""), "hex");
+}
+
+function uuidString(b: Uint8Array): string {
+  const h = Buffer.from(b).toString("hex");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+function mac(secret: string, body: Uint8Array): Buffer {
+  return createHmac("sha256", secret).update(body).digest().subarray(0, MAC_BYTES);
+}
+
+/** A URL-safe token for `kind` on `sendId` (and link `link` for clicks). */
+export function signToken(secret: string, kind: TokenKind, sendId: string, link = 0): string {
+  const body = Buffer.alloc(19);
+  body[0] = KIND_BYTE[kind];
+  uuidBytes(sendId).copy(body, 1);
+  body.writeUInt16BE(link, 17);
+  return Buffer.concat([body, mac(secret, body)]).toString("base64url");
+}
+
+/** The claims of a genuine token of `kind`, or null for anything tampered, truncated or foreign. */
+export function verifyToken(secret: string, token: string, kind: TokenKind): TokenClaims | null {
+  if (!/^[A-Za-z0-9_-]{42}$/.test(token)) return null;
+  const raw = Buffer.from(token, "base64url");
+  if (raw.length !== 19 + MAC_BYTES) return null;
+  const body = raw.subarray(0, 19);
+  if (!timingSafeEqual(raw.subarray(19), mac(secret, body))) return null;
+  if (KIND_OF.get(body[0]) !== kind) return null;
+  return { kind, sendId: uuidString(body.subarray(1, 17)), link: body.readUInt16BE(17) };
+}
+
+/** The public URLs of one send's tracking endpoints. */
+export function trackingUrls(publicUrl: string, secret: string, sendId: string) {
+  const base = publicUrl.replace(/\/+$/, "");
+  return {
+    open: `${base}/t/o/${signToken(secret, "open", sendId)}`,
+    click: (i: number) => `${base}/t/c/${signToken(secret, "click", sendId, i)}`,
+    unsubscribe: `${base}/u/${signToken(secret, "unsubscribe", sendId)}`,
+  };
+}
+
+const MAX_LINKS = 500;
+
+function decodeEntities(v: string): string {
+  return v.replace(
+    /&(amp|quot|#39|#x27|lt|gt);/g,
+    (_, e: string) => ({ amp: "&", quot: '"', "#39": "'", "#x27": "'", lt: "<", gt: ">" })[e]!,
+  );
+}
+
+/**
+ * Rewrites every absolute http(s) link of `<a href>` through the click endpoint and adds
+ * the open pixel. Other schemes (mailto:, tel:, javascript:) and relative URLs are left as
+ * they are; so is the unsubscribe link. Returns the HTML and the original URLs, by index.
+ */
+export function rewriteHtml(
+  html: string,
+  opts: { trackClicks: boolean; trackOpens: boolean; urls: ReturnType<typeof trackingUrls> },
+): { html: string; links: string[] } {
+  const links: string[] = [];
+  let out = html;
+  if (opts.trackClicks) {
+    out = out.replace(/(<a\b[^>]*?\bhref\s*=\s*)(["'])([^"']*)\2/gi, (whole, pre: string, q: string, value: string) => {
+      const url = decodeEntities(value.trim());
+      if (!/^https?:\/\//i.test(url) || url === opts.urls.unsubscribe || links.length >= MAX_LINKS) return whole;
+      links.push(url);
+      return `${pre}${q}${opts.urls.click(links.length - 1)}${q}`;
+    });
+  }
+  if (opts.trackOpens) {
+    const pixel = `<img src="${opts.urls.open}" width="1" height="1" alt="" style="display:none" />`;
+    out = /<\/body>/i.test(out) ? out.replace(/<\/body>/i, `${pixel}</body>`) : out + pixel;
+  }
+  return { html: out, links };
+}
