@@ -9,6 +9,7 @@ import { AppError } from "./errors.ts";
 import { createGraphQL } from "./graphql/yoga.ts";
 import { json, problemResponse } from "./rest/problem.ts";
 import * as batches from "./batches/rest.ts";
+import { handleInbound } from "./inbound/webhook.ts";
 import * as tracking from "./events/tracking_http.ts";
 import * as sends from "./sends/rest.ts";
 
@@ -107,6 +108,11 @@ export function createApp(deps: Deps, opts: { healthOnly?: boolean; ready?: () =
         return json({ errors: [{ message: err.message, extensions: { code: err.code } }] }, err.status);
       }
       return await graphql.fetch(req, { principal });
+    }
+
+    // Relays' bounce/complaint reports: authenticated by X-PP-Signature, not by an API key.
+    if (url.pathname === "/api/v1/events/inbound" || url.pathname === "/api/v1/events/inbound/ses") {
+      return await handleInbound(deps, req, url.pathname.endsWith("/ses") ? "ses" : "json");
     }
 
     if (url.pathname.startsWith("/api/")) {

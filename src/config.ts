@@ -27,6 +27,8 @@ const EnvSchema = z.object({
   PP_BOUNCE_DOMAIN: z.string().regex(/^[A-Za-z0-9.-]+$/, "must be a domain name").optional(),
   PP_INBOUND_SMTP_PORT: z.coerce.number().int().min(0).max(65535).optional(),
   PP_INBOUND_SECRET: z.string().min(16).optional(),
+  PP_TRUST_PROXY: bool.optional(),
+  PP_DNS_SERVER: z.string().regex(/^[^:\s]+:\d{1,5}$/, "must be host:port").optional(),
 });
 
 /** Runtime configuration, parsed once at start. Defaults are those of API.md. */
@@ -71,6 +73,10 @@ export interface Config {
   inboundSmtpPort?: number;
   /** HMAC key of `POST /api/v1/events/inbound`; unset: that endpoint answers 401. */
   inboundSecret?: string;
+  /** Behind a reverse proxy: take the client address from X-Forwarded-For. Default false. */
+  trustProxy: boolean;
+  /** DNS server for domain verification (`host:port`); unset: the system resolver. */
+  dnsServer?: { ipAddr: string; port: number };
 }
 
 /**
@@ -106,5 +112,9 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     bounceDomain: e.PP_BOUNCE_DOMAIN,
     inboundSmtpPort: e.PP_INBOUND_SMTP_PORT,
     inboundSecret: e.PP_INBOUND_SECRET,
+    trustProxy: e.PP_TRUST_PROXY ?? false,
+    dnsServer: e.PP_DNS_SERVER
+      ? { ipAddr: e.PP_DNS_SERVER.split(":")[0], port: Number(e.PP_DNS_SERVER.split(":")[1]) }
+      : undefined,
   });
 }

@@ -11,7 +11,9 @@ import type { Deps } from "./context.ts";
 import { openDb } from "./db/database.ts";
 import { type EmbeddedDb, startEmbeddedPostgres } from "./db/embedded.ts";
 import { migrate } from "./db/migrate.ts";
+import { stopLiveEvents } from "./events/live.ts";
 import { startWorker } from "./jobs/worker.ts";
+import { type InboundSmtp, startInboundSmtp } from "./inbound/smtp.ts";
 import { createLogger } from "./log.ts";
 import { createMailer } from "./mail/transport.ts";
 import { resolveSecrets } from "./secrets.ts";
@@ -26,6 +28,8 @@ export interface Service {
   seed: SeedResult | null;
   /** True when this start generated the admin token (it is printed once). */
   adminTokenGenerated: boolean;
+  /** The inbound SMTP listener's port (DSN/ARF reports), when PP_INBOUND_SMTP_PORT started one. */
+  inboundSmtpPort?: number;
   /** Graceful stop: no new requests or jobs, in-flight work finishes, then the database closes. */
   stop(): Promise<void>;
 }
@@ -70,6 +74,11 @@ export async function startService(config: Readonly<Config>): Promise<Service> {
   });
   let runner: Runner | null = null;
   if (config.role !== "api") runner = await startWorker(deps, mailer);
+  // Bounce and complaint reports by mail: a worker-side input, like the job runner.
+  let inbound: InboundSmtp | null = null;
+  if (config.role !== "api" && config.inboundSmtpPort !== undefined) {
+    inbound = await startInboundSmtp(deps, config.inboundSmtpPort);
+  }
   ready = true;
   log.info("service started", { role: config.role, url, ms: Math.round(performance.now() - t0) });
 
@@ -78,8 +87,15 @@ export async function startService(config: Readonly<Config>): Promise<Service> {
     url,
     seed,
     adminTokenGenerated,
+    inboundSmtpPort: inbound?.port,
     async stop() {
-      await server.shutdown();
+      // Live subscriptions never end on their own: end them (their streams complete) while
+      // the server drains, or the drain would wait for them forever.
+      const drained = server.shutdown();
+      await stopLiveEvents(deps);
+      await drained;
+      // Before the database closes: reports being read still queue their events.
+      await inbound?.close();
       await runner?.stop();
       mailer.close();
       await close();

@@ -285,6 +285,8 @@ Deno.test("batch sends and segment sends", opts, async (t) => {
           i: {
             templateId: a.templateId,
             tags: { campaign: "gql" },
+            from: "Deals <deals@shop.test>",
+            subject: "Deal {{ order_id }} for {{ first_name }}",
             recipients: [
               { to: gina, personalizations: { order_id: "G-1" } },
               { to: "gql-two@example.test", personalizations: { order_id: "G-2", first_name: "Tom" } },
@@ -309,11 +311,13 @@ Deno.test("batch sends and segment sends", opts, async (t) => {
       assertEquals(g.counts, [{ status: "DELIVERED", count: 2 }]);
       const [m1] = mailsTo(stack, "gina@example.test");
       assertEquals(mailsTo(stack, "gina@example.test").length, 1);
-      assertEquals(m1.subject, "Order G-1 confirmed");
+      assertEquals(m1.subject, "Deal G-1 for Gina", "the batch's subject, rendered per recipient");
       assertEquals(m1.html, "<p>Hi Gina  of GCo (gina@example.test), order G-1</p>");
+      assertEquals(m1.from, "deals@shop.test", "the batch's from, not the template's");
+      assert(/^From: Deals <deals@shop\.test>\r?$/m.test(m1.raw), "From header");
       const [m2] = mailsTo(stack, "gql-two@example.test");
       assertEquals(mailsTo(stack, "gql-two@example.test").length, 1);
-      assertEquals(m2.subject, "Order G-2 confirmed");
+      assertEquals(m2.subject, "Deal G-2 for Tom");
       assertEquals(m2.text.trim(), "Hi Tom, order G-2");
       const s = await stack.api("GET", `/api/v1/sends/${p.sends[0].id}`, { key: a.key });
       assertEquals(s.body.contactId, gina);
@@ -398,6 +402,26 @@ Deno.test("batch sends and segment sends", opts, async (t) => {
         assertEquals(okr.status, 202, JSON.stringify(okr.body).slice(0, 500));
         const c = await stack.api("POST", `/api/v1/batches/${okr.body.batchId}/cancel`, { key: a.key });
         assertEquals(c.status, 200);
+      });
+
+      await t.step("unknown template, unverified from: 422 and nothing created", async () => {
+        const r1 = await createsNothing(
+          stack,
+          () => postBatch(stack, a, { templateId: crypto.randomUUID(), recipients: many(3) }),
+        );
+        assertProblem(r1, 422, "template_not_found");
+        const r2 = await createsNothing(
+          stack,
+          () => postBatch(stack, a, { from: "Spoof <x@unverified.test>", recipients: many(3) }),
+        );
+        assertProblem(r2, 422, "domain_not_verified");
+        // Another tenant's template is unknown here.
+        const r3 = await createsNothing(
+          stack,
+          () => postBatch(stack, b, { templateId: a.templateId, recipients: many(3) }),
+        );
+        assertProblem(r3, 422, "template_not_found");
+        assertEquals(await fresh(), 0);
       });
 
       await t.step("the quota is checked for the whole batch", async () => {
@@ -529,9 +553,13 @@ Deno.test("batch sends and segment sends", opts, async (t) => {
         body: { templateId: c.templateId, to: "x@example.test", scheduledAt: at },
       });
       assertEquals(await used(stack, c.key), 1);
-      const again = await stack.api("POST", `/api/v1/batches/${batchId}/cancel`, { key: c.key });
-      assert(again.status === 200 || again.status === 409, `second cancel: ${again.status}`);
+      const again = await gql(stack, c.key, `mutation($id: ID!) { cancelBatch(id: $id) { id counts { status } } }`, {
+        id: batchId,
+      });
+      assertEquals(again.cancelBatch.id, batchId);
       assertEquals(await used(stack, c.key), 1, "no unit is given back twice");
+      const foreignGql = await stack.gql(`mutation($id: ID!) { cancelBatch(id: $id) { id } }`, { id: batchId }, b.key);
+      assertEquals(foreignGql.body.errors?.[0]?.extensions?.code, "not_found", JSON.stringify(foreignGql.body));
       assertEquals((await getBatch(stack, c.key, batchId)).counts, { cancelled: 3, suppressed: 1 });
       await sleep(100);
       assertEquals(recipients.flatMap((x) => mailsTo(stack, x.to)).length, 0, "nobody was mailed");
@@ -608,6 +636,10 @@ Deno.test("batch sends and segment sends", opts, async (t) => {
       const mailsBefore = stack.sink.messages.length;
       const usedBefore = await used(stack, seg.key);
       assertEquals(sendsBefore, 2);
+      // While it is expanding, another tenant can neither see nor stop it.
+      await stack.pg.query(`update batches set status = 'expanding' where id = $1`, [segBatch]);
+      assertProblem(await stack.api("POST", `/api/v1/batches/${segBatch}/cancel`, { key: b.key }), 404, "not_found");
+      assertEquals((await getBatch(stack, seg.key, segBatch)).status, "expanding");
       await rerunExpansion(stack, seg.key, segBatch);
       await settle(stack);
       await sleep(200);
@@ -618,6 +650,39 @@ Deno.test("batch sends and segment sends", opts, async (t) => {
       assertEquals(await stack.count(`select count(*) from sends where batch_id = $1`, [segBatch]), sendsBefore);
       assertEquals(stack.sink.messages.length, mailsBefore, "no new mail");
       assertEquals(await used(stack, seg.key), usedBefore, "no quota used");
+    });
+
+    await t.step("a re-run at the monthly limit adds nothing and does not fail the batch", async () => {
+      // Every member already has its send: the re-run needs no quota, so a full month must not stop it.
+      const capped = await stack.tenant({ domain: "capped.test", monthlyLimit: 2 });
+      for (const e of ["cap-1@example.test", "cap-2@example.test"]) {
+        await createContact(stack, capped, { email: e, fields: { tier: "gold" } });
+      }
+      const segment = await createSegment(stack, capped, [{ field: "tier", op: "EQ", value: "gold" }]);
+      const r = await stack.api("POST", "/api/v1/sends", {
+        key: capped.key,
+        body: { templateId: capped.templateId, segmentId: segment, personalizations: { order_id: "CAP" } },
+      });
+      assertEquals(r.status, 202, JSON.stringify(r.body));
+      const first = await waitForBatch(
+        stack,
+        capped.key,
+        r.body.batchId,
+        (x) => x.status !== "expanding" && x.counts.delivered === 2,
+        "expanded and delivered",
+        15_000,
+      );
+      assertEquals([first.status, first.count], ["accepted", 2]);
+      assertEquals(await used(stack, capped.key), 2, "the month is now full");
+      await rerunExpansion(stack, capped.key, r.body.batchId);
+      const after = await getBatch(stack, capped.key, r.body.batchId);
+      assertEquals(
+        { status: after.status, count: after.count, error: after.error },
+        { status: "accepted", count: 2, error: null },
+        "a re-run that creates nothing must not fail the batch",
+      );
+      assertEquals(await used(stack, capped.key), 2);
+      assertEquals(mailsTo(stack, "cap-1@example.test").length, 1);
     });
 
     await t.step("GraphQL createSegmentSend", async () => {
@@ -754,6 +819,44 @@ Deno.test("batch sends and segment sends", opts, async (t) => {
       assertEquals(x.body.counts, { cancelled: 2500 });
       assertEquals(await deliveryJobsOfBatch(stack, batchId), 0);
       assertEquals(await used(stack, big.key), 0);
+
+      // Cancel while it expands: the job is held on its first page (the account's usage row is
+      // locked here), the cancel waits behind the job's lock on the batch, then both go on.
+      const lock = await stack.pg.connect();
+      let cancelling: Promise<JsonResponse> | null = null;
+      let second = "";
+      const waiting = () =>
+        stack.count(
+          `select count(*) from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`,
+        );
+      try {
+        await lock.query("begin");
+        await lock.query("select used from account_usage where account_id = $1 for update", [big.accountId]);
+        const r2 = await stack.api("POST", "/api/v1/sends", {
+          key: big.key,
+          body: { templateId: big.templateId, segmentId: segment, scheduledAt: at },
+        });
+        assertEquals(r2.status, 202, JSON.stringify(r2.body));
+        second = r2.body.batchId;
+        await waitFor(async () => (await waiting()) >= 1, 10_000, "the expansion to wait on the usage row");
+        cancelling = stack.api("POST", `/api/v1/batches/${second}/cancel`, { key: big.key });
+        await waitFor(async () => (await waiting()) >= 2, 10_000, "the cancel to wait on the batch");
+      } finally {
+        await lock.query("commit").catch(() => {});
+        lock.release();
+      }
+      const cancelled = await cancelling!;
+      assertEquals(cancelled.status, 200, JSON.stringify(cancelled.body));
+      await waitFor(async () => (await jobsOf(stack, "expand_segment")) === 0, 10_000, "the expansion to stop");
+      await sleep(300);
+      const stopped = await getBatch(stack, big.key, second);
+      const n = await stack.count(`select count(*) from sends where batch_id = $1`, [second]);
+      assertEquals(stopped.status, "cancelled");
+      assert(n < 2500, `the expansion stopped after the cancel (${n} sends)`);
+      assertEquals(stopped.count, n);
+      assertEquals(stopped.counts, n ? { cancelled: n } : {}, "every send it made is cancelled");
+      assertEquals(await deliveryJobsOfBatch(stack, second), 0);
+      assertEquals(await used(stack, big.key), 0, "and its quota given back");
     });
   } finally {
     await stack.stop();

@@ -47,11 +47,13 @@ Deno.test("process: api role accepts, worker role delivers, SIGTERM exits 0", op
 
     await t.step("a worker process delivers it and serves only /healthz", async () => {
       const dataDir = await Deno.makeTempDir();
+      // Every process of one deployment shares PP_SECRET (tracking tokens, DKIM keys at rest).
       worker = await spawnMain({
         DATABASE_URL: stack.databaseUrl,
         PP_ROLE: "worker",
         SMTP_URL: stack.sink.url,
         PP_DATA_DIR: dataDir,
+        PP_SECRET: stack.service.deps.secrets.secret,
       });
       const health = await fetch(`${worker.url}/healthz`);
       assertEquals(await health.json(), { status: "ok" });

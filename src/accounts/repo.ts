@@ -18,10 +18,30 @@ export async function anyAccount(db: Kysely<Database>): Promise<boolean> {
   return (await db.selectFrom("accounts").select("id").limit(1).executeTakeFirst()) !== undefined;
 }
 
-/** Turns an account's sending on or off, recording why. */
+/**
+ * Turns an account's sending on or off (ops), recording why. Resuming restarts the
+ * reputation window, so the account is judged on what it sends from now on.
+ */
 export function updateSending(db: Kysely<Database>, id: string, enabled: boolean, reason: string | null) {
-  return db.updateTable("accounts").set({ sending_enabled: enabled, paused_reason: reason, updated_at: sql`now()` })
-    .where("id", "=", id).returningAll().executeTakeFirst();
+  return db.updateTable("accounts").set({
+    sending_enabled: enabled,
+    paused_reason: reason,
+    paused_by: enabled ? null : "ops",
+    ...(enabled ? { reputation_since: sql`now()` } : {}),
+    updated_at: sql`now()`,
+  }).where("id", "=", id).returningAll().executeTakeFirst();
+}
+
+/**
+ * Brings the held delivery jobs of an account's queued sends forward to now (after a
+ * resume), instead of waiting for their next paused-account recheck.
+ */
+export async function releaseHeldSends(db: Kysely<Database>, accountId: string): Promise<void> {
+  await sql`select graphile_worker.reschedule_jobs(array(
+      select j.id from graphile_worker._private_jobs j
+      join sends s on j.key = 'send:' || s.id::text
+      where s.account_id = ${accountId} and s.status = 'queued' and j.locked_at is null),
+    run_at := now())`.execute(db);
 }
 
 /** Inserts an API key row (hash and prefix only). */

@@ -2,6 +2,7 @@
 import type { Selectable } from "kysely";
 import type { AccountsTable, ApiKeysTable } from "../db/tables.ts";
 import { builder } from "../graphql/builder.ts";
+import { type Reputation, reputationOf } from "./reputation.ts";
 import * as service from "./service.ts";
 
 const ApiKeyMode = builder.enumType("ApiKeyMode", {
@@ -33,6 +34,23 @@ export const ApiKey = builder.objectRef<Selectable<ApiKeysTable>>("ApiKey").impl
   }),
 });
 
+const ReputationStatus = builder.enumType("ReputationStatus", {
+  description: "OK; WARNING at 5% bounces or 0.1% complaints; PAUSED while sending is paused.",
+  values: ["OK", "WARNING", "PAUSED"] as const,
+});
+
+const Reputation = builder.objectRef<Reputation>("Reputation").implement({
+  description: "Rates over the last 7 days (from ops' last resume if later); judged from 100 sends on.",
+  fields: (t) => ({
+    sends: t.exposeInt("sends"),
+    bounces: t.exposeInt("bounces"),
+    complaints: t.exposeInt("complaints"),
+    bounceRate: t.exposeFloat("bounceRate"),
+    complaintRate: t.exposeFloat("complaintRate"),
+    status: t.field({ type: ReputationStatus, resolve: (r) => r.status }),
+  }),
+});
+
 /** GraphQL `Account`. */
 export const Account = builder.objectRef<Selectable<AccountsTable>>("Account").implement({
   fields: (t) => ({
@@ -43,6 +61,8 @@ export const Account = builder.objectRef<Selectable<AccountsTable>>("Account").i
     pausedReason: t.exposeString("paused_reason", { nullable: true }),
     createdAt: t.field({ type: "DateTime", resolve: (a) => a.created_at }),
     usage: t.field({ type: Usage, resolve: (a, _, ctx) => service.usageOf(ctx.deps, a) }),
+    reputation: t.field({ type: Reputation, resolve: (a, _, ctx) => reputationOf(ctx.deps.db, a) }),
+    pausedBy: t.exposeString("paused_by", { nullable: true, description: "`ops` or `reputation`." }),
     apiKeys: t.field({ type: [ApiKey], resolve: (a, _, ctx) => service.keysOf(ctx.deps, a.id) }),
   }),
 });

@@ -115,6 +115,7 @@ export async function setAccountSending(deps: Deps, p: Principal, accountId: str
   requireAdmin(p);
   const row = await repo.updateSending(deps.db, assertUuid(accountId), enabled, enabled ? null : "paused by ops");
   if (!row) throw new AppError("not_found", "account not found");
+  if (enabled) await repo.releaseHeldSends(deps.db, row.id);
   deps.log.info(enabled ? "sending resumed" : "sending paused", { accountId });
   return row;
 }

@@ -78,6 +78,14 @@ async function expandPage(deps: Deps, trx: Kysely<Database>, batchId: string): P
     .where("status", "=", "subscribed")
     .where(segmentWhere(segment.rules))
     .$if(batch.expand_cursor !== null, (q) => q.where("id", ">", batch.expand_cursor!))
+    // A repeated page (re-run from an earlier cursor) skips contacts that have their send,
+    // so it neither reserves quota for them nor fails an account at its limit.
+    .where(({ not, exists, selectFrom }) =>
+      not(exists(
+        selectFrom("sends").select("sends.id").where("sends.batch_id", "=", batchId)
+          .whereRef("sends.contact_id", "=", "contacts.id"),
+      ))
+    )
     .orderBy("id").limit(EXPAND_PAGE).execute();
   if (page.length === 0) {
     await repo.updateBatch(trx, batchId, { status: "accepted" });

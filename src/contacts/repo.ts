@@ -82,3 +82,9 @@ export function updateContact(db: Kysely<Database>, accountId: string, id: strin
   return db.updateTable("contacts").set({ ...set, updated_at: sql`now()` })
     .where("id", "=", id).where("account_id", "=", accountId).returningAll().executeTakeFirst();
 }
+
+/** The status of an account's contact, locked until the caller's transaction ends; undefined when not theirs. */
+export function lockContactStatus(db: Kysely<Database>, accountId: string, id: string) {
+  return db.selectFrom("contacts").select("status").where("id", "=", id).where("account_id", "=", accountId)
+    .forUpdate().executeTakeFirst();
+}

@@ -1,9 +1,10 @@
 /** Contacts: one per address and account (case-insensitive), created explicitly or by a send. */
-import type { Deps, Principal } from "../context.ts";
+import type { Deps, Principal, Tenant } from "../context.ts";
 import { requireTenant } from "../context.ts";
 import type { Updateable } from "kysely";
 import type { ContactsTable, ContactStatus } from "../db/tables.ts";
 import { AppError, invalid } from "../errors.ts";
+import { contactStatusEvent } from "../events/service.ts";
 import { decodeCursor } from "../pagination.ts";
 import { isUuid, parseInput } from "../validation.ts";
 import { requireSegment } from "../segments/service.ts";
@@ -43,12 +44,15 @@ export async function getContact(deps: Deps, p: Principal, by: { id?: string | n
  * Changes the given fields of one of the caller's contacts. 404 `not_found` for an unknown or
  * foreign id; 422 `validation_failed` (path `email`) when another of the account's contacts
  * has the new address, in any case. Setting `status` back to subscribed is allowed: it is
- * how an operator lifts a suppression.
+ * how an operator lifts a suppression. Lifting one (`resubscribed`) and unsubscribing
+ * (`unsubscribed`) are recorded as contact-level events in the same transaction.
  */
 export async function updateContact(deps: Deps, p: Principal, id: string, input: unknown) {
-  const t = requireTenant(p);
-  const v = parseInput(UpdateContactInput, input);
   if (!isUuid(id)) throw new AppError("not_found", "contact not found");
+  // Ops (admin token) may change any account's contact, e.g. to lift a suppression; the
+  // change is recorded as theirs (no API key).
+  const t: Tenant = p?.kind === "admin" ? await opsActingFor(deps, id) : requireTenant(p);
+  const v = parseInput(UpdateContactInput, input);
   const set: Updateable<ContactsTable> = {};
   if (v.email !== undefined) set.email = v.email;
   if (v.firstName !== undefined) set.first_name = v.firstName;
@@ -56,17 +60,30 @@ export async function updateContact(deps: Deps, p: Principal, id: string, input:
   if (v.company !== undefined) set.company = v.company;
   if (v.fields !== undefined) set.fields = JSON.stringify(v.fields ?? {});
   if (v.status !== undefined) set.status = v.status;
-  const row = Object.keys(set).length === 0
-    ? await repo.findContact(deps.db, t.accountId, id)
-    : await repo.updateContact(deps.db, t.accountId, id, set).catch((err) => {
-      if (isUniqueViolation(err, "contacts_account_email")) {
-        throw invalid("email", "another contact has this email");
-      }
-      throw err;
-    });
+  const row = await deps.db.transaction().execute(async (trx) => {
+    // The status before, locked: a status change is recorded as an event exactly once.
+    const before = v.status !== undefined ? await repo.lockContactStatus(trx, t.accountId, id) : undefined;
+    const row = Object.keys(set).length === 0
+      ? await repo.findContact(trx, t.accountId, id)
+      : await repo.updateContact(trx, t.accountId, id, set).catch((err) => {
+        if (isUniqueViolation(err, "contacts_account_email")) {
+          throw invalid("email", "another contact has this email");
+        }
+        throw err;
+      });
+    if (row && before) await contactStatusEvent(trx, t, row.id, before.status, row.status);
+    return row;
+  });
   if (!row) throw new AppError("not_found", "contact not found");
   deps.log.info("contact updated", { accountId: t.accountId, contactId: id, status: v.status });
   return row;
+}
+
+/** The account of a contact, as ops act on it; 404 when there is no such contact. */
+async function opsActingFor(deps: Deps, contactId: string): Promise<Tenant> {
+  const row = await deps.db.selectFrom("contacts").select("account_id").where("id", "=", contactId).executeTakeFirst();
+  if (!row) throw new AppError("not_found", "contact not found");
+  return { kind: "tenant", accountId: row.account_id, apiKeyId: "", mode: "live" };
 }
 
 function isUniqueViolation(err: unknown, constraint: string): boolean {

@@ -33,7 +33,9 @@ export type EventType =
   | "unsubscribed"
   | "failed"
   | "cancelled"
-  | "suppressed";
+  | "suppressed"
+  /** A contact-level event (no send): a suppression lifted through the API. */
+  | "resubscribed";
 
 export interface AccountsTable {
   id: Generated<string>;
@@ -41,6 +43,10 @@ export interface AccountsTable {
   monthly_limit: number | null;
   sending_enabled: Generated<boolean>;
   paused_reason: string | null;
+  /** Who paused sending: `ops` or `reputation`. */
+  paused_by: string | null;
+  /** Rates are counted from here when ops resumed within the window. */
+  reputation_since: NullableTimestamp;
   created_at: Generated<Date>;
   updated_at: Generated<Date>;
 }
@@ -63,6 +69,10 @@ export interface DomainsTable {
   verification_token: string;
   created_at: Generated<Date>;
   verified_at: NullableTimestamp;
+  dkim_selector: string | null;
+  dkim_public_key: string | null;
+  /** Encrypted with PP_SECRET (src/crypto.ts). */
+  dkim_private_key_enc: string | null;
 }
 
 export interface TemplatesTable {

@@ -2,9 +2,19 @@
 import { type Kysely, sql } from "kysely";
 import type { Database } from "../db/tables.ts";
 
-/** Adds a pending domain; undefined when the account already has it. */
-export function insertDomain(db: Kysely<Database>, accountId: string, name: string, token: string) {
-  return db.insertInto("domains").values({ account_id: accountId, name, verification_token: token })
+/** Adds a pending domain with its DKIM key; undefined when the account already has it. */
+export function insertDomain(
+  db: Kysely<Database>,
+  row: {
+    account_id: string;
+    name: string;
+    verification_token: string;
+    dkim_selector: string;
+    dkim_public_key: string;
+    dkim_private_key_enc: string;
+  },
+) {
+  return db.insertInto("domains").values(row)
     .onConflict((oc) => oc.expression(sql`account_id, lower(name)`).doNothing())
     .returningAll().executeTakeFirst();
 }
@@ -27,4 +37,22 @@ export async function isVerifiedSender(db: Kysely<Database>, accountId: string, 
     .where((eb) => eb.or([eb(sql`lower(name)`, "=", host), eb(sql`${host}`, "like", sql`'%.' || lower(name)`)]))
     .limit(1).executeTakeFirst();
   return r !== undefined;
+}
+
+/** One of an account's domains. */
+export function findDomain(db: Kysely<Database>, accountId: string, id: string) {
+  return db.selectFrom("domains").selectAll().where("id", "=", id).where("account_id", "=", accountId)
+    .executeTakeFirst();
+}
+
+/**
+ * The DKIM key of the account's verified domain that covers `host` (the domain itself or
+ * its closest verified parent), if it has one.
+ */
+export function signingKeyFor(db: Kysely<Database>, accountId: string, host: string) {
+  return db.selectFrom("domains").select(["name", "dkim_selector", "dkim_private_key_enc"])
+    .where("account_id", "=", accountId).where("status", "=", "verified")
+    .where("dkim_private_key_enc", "is not", null)
+    .where((eb) => eb.or([eb(sql`lower(name)`, "=", host), eb(sql`${host}`, "like", sql`'%.' || lower(name)`)]))
+    .orderBy(sql`length(name)`, "desc").limit(1).executeTakeFirst();
 }

@@ -17,3 +17,9 @@ export const RecordEventPayload = z.object({
   data: z.record(z.string(), z.unknown()).default({}),
 });
 export type RecordEventPayload = z.infer<typeof RecordEventPayload>;
+
+/** The `record_event` job's payload: one event (older jobs, SQL-added jobs) or a batch of them. */
+export const RecordEventJob = z.union([
+  z.object({ events: z.array(RecordEventPayload).min(1).max(5000) }),
+  RecordEventPayload.transform((e) => ({ events: [e] })),
+]);

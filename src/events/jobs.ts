@@ -8,9 +8,11 @@
 import type { JobHelpers, Task } from "graphile-worker";
 import { sql } from "kysely";
 import type { Deps } from "../context.ts";
-import type { ContactStatus } from "../db/tables.ts";
-import { RecordEventPayload } from "./inputs.ts";
-import { insertEvents } from "./repo.ts";
+import type { Kysely } from "kysely";
+import type { ContactStatus, Database, SendStatus } from "../db/tables.ts";
+import { queueReputationCheck } from "../accounts/jobs.ts";
+import { RecordEventJob } from "./inputs.ts";
+import { insertEvents, type NewEvent } from "./repo.ts";
 
 /** Seconds after sending within which an open or click is a scanner's, not a person's. */
 export const SCANNER_WINDOW_S = 2;
@@ -38,64 +40,103 @@ export function machineReason(
   return null;
 }
 
-/** Builds the `record_event` task. */
+/** Builds the `record_event` task: a batch of events in one transaction, set-wise. */
 export function recordEventTask(deps: Deps): Task {
   const { db, log } = deps;
   return async (payload: unknown, _helpers: JobHelpers) => {
-    const p = RecordEventPayload.parse(payload);
-    const occurredAt = new Date(p.occurredAt);
-    const send = await db.selectFrom("sends").select(["id", "account_id", "contact_id", "sent_at", "status"])
-      .where("id", "=", p.sendId).executeTakeFirst();
-    if (!send) {
-      log.warn("record_event: unknown send, ignored", { sendId: p.sendId, type: p.type });
-      return;
+    const { events } = RecordEventJob.parse(payload);
+    const ids = [...new Set(events.map((e) => e.sendId))];
+    const sends = new Map(
+      (await db.selectFrom("sends").select(["id", "account_id", "contact_id", "sent_at"]).where("id", "in", ids)
+        .execute())
+        .map((s) => [s.id, s]),
+    );
+    const rows: NewEvent[] = [];
+    const firstOpen = new Map<string, Date>();
+    const firstClick = new Map<string, Date>();
+    const delivered = new Map<string, Date>();
+    const hardBounced = new Map<string, Date>();
+    const contactStatus = new Map<string, ContactStatus>();
+    const rank: Record<ContactStatus, number> = { subscribed: 0, unsubscribed: 1, complained: 2, bounced: 2 };
+    const accountsToCheck = new Set<string>();
+    const earliest = (m: Map<string, Date>, k: string, t: Date) => {
+      const cur = m.get(k);
+      if (!cur || t < cur) m.set(k, t);
+    };
+
+    for (const e of events) {
+      const send = sends.get(e.sendId);
+      if (!send) {
+        log.warn("record_event: unknown send, ignored", { sendId: e.sendId, type: e.type });
+        continue;
+      }
+      const at = new Date(e.occurredAt);
+      const data: Record<string, unknown> = { ...e.data };
+      if (e.type === "opened" || e.type === "clicked") {
+        const reason = machineReason(data, at, send.sent_at);
+        data.machine = reason !== null;
+        if (reason) data.machineReason = reason;
+      }
+      const hard = e.type === "bounced" && data.bounceType !== "soft";
+      if (e.type === "bounced") data.bounceType = hard ? "hard" : "soft";
+      rows.push({ send_id: send.id, account_id: send.account_id, type: e.type, data, occurred_at: at });
+
+      if (e.type === "opened") earliest(firstOpen, send.id, at);
+      if (e.type === "clicked") earliest(firstClick, send.id, at);
+      if (e.type === "delivered") earliest(delivered, send.id, at);
+      if (hard) earliest(hardBounced, send.id, at);
+      const status: ContactStatus | null = e.type === "unsubscribed"
+        ? "unsubscribed"
+        : e.type === "complained"
+        ? "complained"
+        : hard
+        ? "bounced"
+        : null;
+      // A complaint or bounce outranks an unsubscribe, never the other way round.
+      if (status && rank[status] > rank[contactStatus.get(send.contact_id) ?? "subscribed"]) {
+        contactStatus.set(send.contact_id, status);
+      }
+      if (hard || e.type === "complained") accountsToCheck.add(send.account_id);
     }
-    const data: Record<string, unknown> = { ...p.data };
-    if (p.type === "opened" || p.type === "clicked") {
-      const reason = machineReason(data, occurredAt, send.sent_at);
-      data.machine = reason !== null;
-      if (reason) data.machineReason = reason;
-    }
-    const hard = p.type === "bounced" && data.bounceType !== "soft";
-    if (p.type === "bounced") data.bounceType = hard ? "hard" : "soft";
-    const contactStatus: ContactStatus | null = p.type === "unsubscribed"
-      ? "unsubscribed"
-      : p.type === "complained"
-      ? "complained"
-      : hard
-      ? "bounced"
-      : null;
+    if (rows.length === 0) return;
 
     await db.transaction().execute(async (trx) => {
-      await insertEvents(trx, [{ send_id: send.id, account_id: send.account_id, type: p.type, data }]);
-      if (p.type === "opened") {
-        await trx.updateTable("sends").set({ opened_at: sql`coalesce(opened_at, ${occurredAt})` })
-          .where("id", "=", send.id).execute();
-      } else if (p.type === "clicked") {
-        await trx.updateTable("sends").set({ clicked_at: sql`coalesce(clicked_at, ${occurredAt})` })
-          .where("id", "=", send.id).execute();
-      } else if (p.type === "delivered") {
-        await trx.updateTable("sends")
-          .set({
-            status: "delivered",
-            delivered_at: sql`coalesce(delivered_at, ${occurredAt})`,
-            updated_at: sql`now()`,
-          })
-          .where("id", "=", send.id).where("status", "in", ["sending", "sent"]).execute();
-      } else if (hard) {
-        await trx.updateTable("sends")
-          .set({ status: "bounced", bounced_at: sql`coalesce(bounced_at, ${occurredAt})`, updated_at: sql`now()` })
-          .where("id", "=", send.id).where("status", "in", ["sending", "sent", "delivered"]).execute();
+      await insertEvents(trx, rows);
+      await stampFirst(trx, "opened_at", firstOpen);
+      await stampFirst(trx, "clicked_at", firstClick);
+      await stampFirst(trx, "delivered_at", delivered, "delivered", ["sending", "sent"]);
+      await stampFirst(trx, "bounced_at", hardBounced, "bounced", ["sending", "sent", "delivered"]);
+      if (contactStatus.size) {
+        const [cids, statuses] = [[...contactStatus.keys()], [...contactStatus.values()]];
+        // Only upgrades: subscribed → unsubscribed → complained/bounced.
+        await sql`update contacts c set status = u.status, updated_at = now()
+          from unnest(${cids}::uuid[], ${statuses}::text[]) as u(id, status)
+          where c.id = u.id and (c.status = 'subscribed' or (c.status = 'unsubscribed' and u.status <> 'unsubscribed'))`
+          .execute(trx);
       }
-      if (contactStatus) {
-        // A complaint or bounce outranks an unsubscribe, never the other way round.
-        const weaker: ContactStatus[] = contactStatus === "unsubscribed"
-          ? ["subscribed"]
-          : ["subscribed", "unsubscribed"];
-        await trx.updateTable("contacts").set({ status: contactStatus, updated_at: sql`now()` })
-          .where("id", "=", send.contact_id).where("status", "in", weaker).execute();
-      }
+      for (const accountId of accountsToCheck) await queueReputationCheck(trx, accountId);
     });
-    log.info("event recorded", { sendId: send.id, accountId: send.account_id, type: p.type, machine: data.machine });
+    log.info("events recorded", { count: rows.length, sends: sends.size });
   };
+}
+
+/**
+ * Sets `column` to the earliest time per send where it is still null (one statement), and
+ * optionally the send's status when it is in `from`.
+ */
+async function stampFirst(
+  db: Kysely<Database>,
+  column: "opened_at" | "clicked_at" | "delivered_at" | "bounced_at",
+  times: Map<string, Date>,
+  status?: SendStatus,
+  from?: SendStatus[],
+): Promise<void> {
+  if (times.size === 0) return;
+  const ids = [...times.keys()];
+  const at = [...times.values()];
+  await sql`update sends s set ${sql.ref(column)} = coalesce(s.${sql.ref(column)}, u.at)
+    ${status ? sql`, status = case when s.status = any(${from}::text[]) then ${status} else s.status end` : sql``},
+    updated_at = now()
+    from unnest(${ids}::uuid[], ${at}::timestamptz[]) as u(id, at)
+    where s.id = u.id`.execute(db);
 }

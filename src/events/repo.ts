@@ -1,6 +1,6 @@
 /** SQL for email events: append-only, read oldest first. */
-import { type Kysely, sql } from "kysely";
-import type { Database, EventType } from "../db/tables.ts";
+import { type Kysely, type Selectable, sql } from "kysely";
+import type { Database, EmailEventsTable, EventType } from "../db/tables.ts";
 import type { RecordEventPayload } from "./inputs.ts";
 
 /** One event to record. */
@@ -10,6 +10,8 @@ export interface NewEvent {
   contact_id?: string | null;
   type: EventType;
   data?: Record<string, unknown>;
+  /** When it happened; default: now (the database clock). */
+  occurred_at?: Date;
 }
 
 /**
@@ -21,11 +23,12 @@ export async function insertEvents(db: Kysely<Database>, events: NewEvent[]): Pr
   const col = <T>(f: (e: NewEvent) => T) => events.map(f);
   await sql`
     with ins as (
-      insert into email_events (send_id, account_id, contact_id, type, data)
-      select u.send_id, u.account_id, u.contact_id, u.type, u.data::jsonb
+      insert into email_events (send_id, account_id, contact_id, type, data, occurred_at)
+      select u.send_id, u.account_id, u.contact_id, u.type, u.data::jsonb, coalesce(u.at, clock_timestamp())
       from unnest(${col((e) => e.send_id)}::uuid[], ${col((e) => e.account_id)}::uuid[],
         ${col((e) => e.contact_id ?? null)}::uuid[], ${col((e) => e.type)}::text[],
-        ${col((e) => JSON.stringify(e.data ?? {}))}::text[]) as u(send_id, account_id, contact_id, type, data)
+        ${col((e) => JSON.stringify(e.data ?? {}))}::text[], ${col((e) => e.occurred_at ?? null)}::timestamptz[])
+        as u(send_id, account_id, contact_id, type, data, at)
       returning id, send_id, account_id, type)
     ${notifySelect}`.execute(db);
 }
@@ -34,7 +37,8 @@ export async function insertEvents(db: Kysely<Database>, events: NewEvent[]): Pr
 export const notifySelect = sql`
   select pg_notify('pp_events', json_build_object('id', ins.id::text, 'sendId', ins.send_id,
     'batchId', s.batch_id, 'accountId', ins.account_id, 'type', ins.type)::text)
-  from ins left join sends s on s.id = ins.send_id`;
+  from ins left join sends s on s.id = ins.send_id
+  order by ins.id`;
 
 /** A send's events, oldest first, optionally of one type and after an event id. */
 export function listEvents(
@@ -51,11 +55,21 @@ export function listEvents(
 }
 
 /**
- * Queues a `record_event` job (one statement): the HTTP endpoints and report readers answer
- * at once and leave the writing to the worker.
+ * Queues a `record_event` job for one event (one statement): report readers answer at
+ * once and leave the writing to the worker.
  */
-export async function enqueueEvent(db: Kysely<Database>, payload: RecordEventPayload): Promise<void> {
-  await sql`select graphile_worker.add_job('record_event', ${JSON.stringify(payload)}::json, max_attempts := 5)`
+export function enqueueEvent(db: Kysely<Database>, payload: RecordEventPayload): Promise<void> {
+  return enqueueEvents(db, [payload]);
+}
+
+/**
+ * Queues one `record_event` job for a batch of events (one statement, one NOTIFY):
+ * Postgres commits transactions that NOTIFY one at a time, so the tracking endpoints
+ * batch their hits instead of queueing a job each.
+ */
+export async function enqueueEvents(db: Kysely<Database>, events: RecordEventPayload[]): Promise<void> {
+  if (events.length === 0) return;
+  await sql`select graphile_worker.add_job('record_event', ${JSON.stringify({ events })}::json, max_attempts := 5)`
     .execute(db);
 }
 
@@ -69,4 +83,69 @@ export interface EventNotice {
   batchId: string | null;
   accountId: string;
   type: EventType;
+}
+
+/** The columns of an event as the API shows it (see EmailEvent in schema.ts). */
+const EVENT_COLUMNS = ["id", "send_id", "contact_id", "type", "occurred_at", "data"] as const;
+
+/** An event as the API shows it. */
+export type EventRow = Pick<Selectable<EmailEventsTable>, typeof EVENT_COLUMNS[number]>;
+
+/** The highest event id so far ("0" when there is none): where a live subscription starts. */
+export async function maxEventId(db: Kysely<Database>): Promise<string> {
+  // A backward scan of the primary key: one index entry, whatever the table's size.
+  const r = await sql<{ id: string }>`select coalesce(max(id), 0)::text as id from email_events`.execute(db);
+  return r.rows[0].id;
+}
+
+/** An account's events by id, in any order; ids of other accounts' events are left out. */
+export function eventsByIds(db: Kysely<Database>, accountId: string, ids: string[]): Promise<EventRow[]> {
+  if (ids.length === 0) return Promise.resolve([]);
+  return db.selectFrom("email_events").select(EVENT_COLUMNS)
+    .where("account_id", "=", accountId).where("id", "in", ids).execute();
+}
+
+/**
+ * Up to `limit` events of one send, or of every send of a batch, with an id above `afterId`,
+ * oldest first: what a live subscriber catches up on after it may have missed notices.
+ */
+export function eventsAfter(
+  db: Kysely<Database>,
+  accountId: string,
+  of: { sendId: string } | { batchId: string },
+  afterId: string,
+  limit: number,
+): Promise<EventRow[]> {
+  let q = db.selectFrom("email_events").select(EVENT_COLUMNS)
+    .where("account_id", "=", accountId).where("id", ">", afterId);
+  q = "sendId" in of
+    ? q.where("send_id", "=", of.sendId)
+    : q.where("send_id", "in", (eb) => eb.selectFrom("sends").select("id").where("batch_id", "=", of.batchId));
+  return q.orderBy("id").limit(limit).execute();
+}
+
+/**
+ * A contact's latest `limit` events, newest first: its contact-level events (suppression
+ * lifted, unsubscribed by the API) and the events of its sends.
+ */
+export async function contactEvents(
+  db: Kysely<Database>,
+  accountId: string,
+  contactId: string,
+  limit: number,
+): Promise<EventRow[]> {
+  // Two index walks (email_events_contact; sends_contact + email_events_send), each cut at
+  // `limit`, merged: an OR over both would scan the account's whole history.
+  const r = await sql<EventRow>`
+    select * from (
+      (select id, send_id, contact_id, type, occurred_at, data from email_events
+       where contact_id = ${contactId} and account_id = ${accountId}
+       order by id desc limit ${limit})
+      union all
+      (select e.id, e.send_id, e.contact_id, e.type, e.occurred_at, e.data from email_events e
+       where e.send_id in (select s.id from sends s where s.contact_id = ${contactId})
+         and e.account_id = ${accountId} and e.contact_id is distinct from ${contactId}
+       order by e.id desc limit ${limit})
+    ) x order by id desc limit ${limit}`.execute(db);
+  return r.rows;
 }

@@ -7,17 +7,23 @@
 import type { Deps } from "../context.ts";
 import { type TokenKind, verifyToken } from "../mail/tracking.ts";
 import type { RecordedEventType } from "./inputs.ts";
-import { enqueueEvent } from "./repo.ts";
+import { EventBatcher } from "./batcher.ts";
 
 /** A transparent 1×1 GIF. */
 const GIF = Uint8Array.from(atob("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7"), (c) => c.charCodeAt(0));
 
 const NOT_FOUND = () => new Response("Not found\n", { status: 404, headers: { "content-type": "text/plain" } });
 
-/** The client's address: the first X-Forwarded-For hop behind a proxy, else the socket's. */
-function clientIp(req: Request, remote?: Deno.NetAddr): string | undefined {
-  return req.headers.get("x-forwarded-for")?.split(",")[0]?.trim() || remote?.hostname;
+/**
+ * The client's address: the socket's, or with PP_TRUST_PROXY the first X-Forwarded-For
+ * hop (a client could otherwise claim any address, e.g. Apple's, to skew machine flags).
+ */
+function clientIp(deps: Deps, req: Request, remote?: Deno.NetAddr): string | undefined {
+  const forwarded = deps.config.trustProxy ? req.headers.get("x-forwarded-for")?.split(",")[0]?.trim() : undefined;
+  return forwarded || remote?.hostname;
 }
+
+const batchers = new WeakMap<Deps, EventBatcher>();
 
 // Links of delivered sends never change: keep recent ones in memory for the redirect.
 const linkCache = new Map<string, string[]>();
@@ -41,11 +47,18 @@ function record(
   remote: Deno.NetAddr | undefined,
   extra: Record<string, unknown> = {},
 ) {
-  return enqueueEvent(deps.db, {
+  let batcher = batchers.get(deps);
+  if (!batcher) batchers.set(deps, batcher = new EventBatcher(deps.db));
+  return batcher.add({
     sendId,
     type,
     occurredAt: new Date().toISOString(),
-    data: { userAgent: req.headers.get("user-agent") ?? "", ip: clientIp(req, remote), method: req.method, ...extra },
+    data: {
+      userAgent: req.headers.get("user-agent") ?? "",
+      ip: clientIp(deps, req, remote),
+      method: req.method,
+      ...extra,
+    },
   });
 }
 

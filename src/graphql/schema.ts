@@ -8,10 +8,12 @@ import "../domains/schema.ts";
 import "../events/schema.ts";
 import "../segments/schema.ts";
 import "../sends/schema.ts";
+import "../suppressions/schema.ts";
 import "../templates/schema.ts";
 
 builder.queryType({});
 builder.mutationType({});
+builder.subscriptionType({});
 
 /** The built schema (once per process). */
 export const schema: GraphQLSchema = builder.toSchema({ sortSchema: true });

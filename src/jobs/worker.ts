@@ -12,6 +12,7 @@
 import { Logger, run, type Runner } from "graphile-worker";
 import type { Deps } from "../context.ts";
 import type { Mailer } from "../mail/transport.ts";
+import { REPUTATION_CRONTAB, reputationCheckTask, reputationSweepTask } from "../accounts/jobs.ts";
 import { expandSegmentTask } from "../batches/jobs.ts";
 import { recordEventTask } from "../events/jobs.ts";
 import { deliverSendTask } from "../sends/jobs.ts";
@@ -36,6 +37,7 @@ export async function startWorker(deps: Deps, mailer: Mailer): Promise<Runner> {
     concurrency: config.workerConcurrency,
     /** Due scheduled jobs are found by polling; default PP_WORKER_POLL_MS=500. */
     pollInterval: config.workerPollMs,
+    crontab: REPUTATION_CRONTAB,
     preset: {
       worker: {
         // Fetch jobs in batches and complete them in batches: ~6× the jobs/s of the
@@ -49,6 +51,8 @@ export async function startWorker(deps: Deps, mailer: Mailer): Promise<Runner> {
       deliver_send: deliverSendTask(deps, mailer),
       expand_segment: expandSegmentTask(deps),
       record_event: recordEventTask(deps),
+      reputation_check: reputationCheckTask(deps),
+      reputation_sweep: reputationSweepTask(deps),
     },
   });
 }

@@ -48,7 +48,8 @@ export function signToken(secret: string, kind: TokenKind, sendId: string, link 
 export function verifyToken(secret: string, token: string, kind: TokenKind): TokenClaims | null {
   if (!/^[A-Za-z0-9_-]{42}$/.test(token)) return null;
   const raw = Buffer.from(token, "base64url");
-  if (raw.length !== 19 + MAC_BYTES) return null;
+  // One spelling per token: base64url's spare low bits must not make a second valid token.
+  if (raw.length !== 19 + MAC_BYTES || raw.toString("base64url") !== token) return null;
   const body = raw.subarray(0, 19);
   if (!timingSafeEqual(raw.subarray(19), mac(secret, body))) return null;
   if (KIND_OF.get(body[0]) !== kind) return null;
@@ -86,12 +87,16 @@ export function rewriteHtml(
   const links: string[] = [];
   let out = html;
   if (opts.trackClicks) {
-    out = out.replace(/(<a\b[^>]*?\bhref\s*=\s*)(["'])([^"']*)\2/gi, (whole, pre: string, q: string, value: string) => {
-      const url = decodeEntities(value.trim());
-      if (!/^https?:\/\//i.test(url) || url === opts.urls.unsubscribe || links.length >= MAX_LINKS) return whole;
-      links.push(url);
-      return `${pre}${q}${opts.urls.click(links.length - 1)}${q}`;
-    });
+    // The href attribute itself (not data-href), double-quoted, single-quoted or bare.
+    out = out.replace(
+      /(<a\b[^>]*?\s)(href\s*=\s*)(?:"([^"]*)"|'([^']*)'|([^\s>"']+))/gi,
+      (whole, pre: string, attr: string, dq?: string, sq?: string, bare?: string) => {
+        const url = decodeEntities((dq ?? sq ?? bare ?? "").trim());
+        if (!/^https?:\/\//i.test(url) || url === opts.urls.unsubscribe || links.length >= MAX_LINKS) return whole;
+        links.push(url);
+        return `${pre}${attr}"${opts.urls.click(links.length - 1)}"`;
+      },
+    );
   }
   if (opts.trackOpens) {
     const pixel = `<img src="${opts.urls.open}" width="1" height="1" alt="" style="display:none" />`;

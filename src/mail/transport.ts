@@ -3,6 +3,7 @@
  * `$PP_DATA_DIR/outbox`. Sandbox sends (`pp_test_` keys) always go to the outbox.
  */
 import nodemailer from "nodemailer";
+import type { DkimOptions } from "./dkim.ts";
 import net from "node:net";
 import { join } from "node:path";
 
@@ -21,6 +22,8 @@ export interface OutgoingMessage {
   headers?: Record<string, string>;
   /** SMTP envelope, when the return path differs from From (VERP bounces). */
   envelope?: { from: string; to: string[] };
+  /** DKIM signing with the from domain's key, when it has one. */
+  dkim?: DkimOptions;
 }
 
 /** What a transport answered. */
@@ -81,6 +84,7 @@ function mailOptions(msg: OutgoingMessage) {
     messageId: msg.messageId,
     headers: msg.headers,
     envelope: msg.envelope,
+    dkim: msg.dkim,
   };
 }
 

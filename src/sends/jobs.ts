@@ -7,7 +7,12 @@ import type { JobHelpers, Task } from "graphile-worker";
 import type { Deps } from "../context.ts";
 import type { EventType, SendsTable } from "../db/tables.ts";
 import type { Insertable } from "kysely";
+import { queueReputationCheck } from "../accounts/jobs.ts";
+import { decryptSecret } from "../crypto.ts";
+import { signingKeyFor } from "../domains/repo.ts";
+import { type DkimOptions, dkimOptions } from "../mail/dkim.ts";
 import { render, renderContext } from "../mail/render.ts";
+import { domainOf } from "../validation.ts";
 import { rewriteHtml, signToken, trackingUrls } from "../mail/tracking.ts";
 import type { Mailer } from "../mail/transport.ts";
 import { DeliverSendPayload } from "./inputs.ts";
@@ -37,9 +42,38 @@ function errorText(err: unknown): string {
   return (e?.response ?? e?.message ?? String(err)).slice(0, 1000);
 }
 
+/** How long a process trusts a looked-up DKIM key (a new or re-verified domain shows within this). */
+export const DKIM_CACHE_MS = 60_000;
+
 /** Builds the `deliver_send` task for a process's deps and mailer. */
 export function deliverSendTask(deps: Deps, mailer: Mailer): Task {
   const { db, log, config } = deps;
+  const dkimCache = new Map<string, { options: DkimOptions | undefined; until: number }>();
+
+  /** The DKIM options for mail from `from` on this account (cached; decrypting is not free). */
+  async function dkimFor(accountId: string, from: string): Promise<DkimOptions | undefined> {
+    const host = domainOf(from);
+    const key = `${accountId}:${host}`;
+    const hit = dkimCache.get(key);
+    if (hit && hit.until > Date.now()) return hit.options;
+    const row = await signingKeyFor(db, accountId, host);
+    let options: DkimOptions | undefined;
+    if (row?.dkim_selector && row.dkim_private_key_enc) {
+      let pem: string;
+      try {
+        pem = decryptSecret(deps.secrets.secret, row.dkim_private_key_enc);
+      } catch {
+        // Unsigned mail from a domain that publishes DKIM would fail DMARC: fail loudly instead.
+        throw new Error(
+          `cannot decrypt the DKIM key of ${row.name}: this process's PP_SECRET differs from the one that stored it`,
+        );
+      }
+      options = dkimOptions(row.name, row.dkim_selector, pem);
+    }
+    if (dkimCache.size > 10_000) dkimCache.clear();
+    dkimCache.set(key, { options, until: Date.now() + DKIM_CACHE_MS });
+    return options;
+  }
 
   const finish = (
     send: repo.SendRow,
@@ -91,6 +125,7 @@ export function deliverSendTask(deps: Deps, mailer: Mailer): Task {
           "List-Unsubscribe": `<${urls.unsubscribe}>`,
           "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
         },
+        dkim: await dkimFor(send.account_id, send.from_email),
         // VERP: a bounce report to bounces+<token>@PP_BOUNCE_DOMAIN names its send.
         envelope: config.bounceDomain
           ? {
@@ -133,6 +168,7 @@ export function deliverSendTask(deps: Deps, mailer: Mailer): Task {
           [{ type: "bounced", data: { bounceType: "hard", smtpCode: code, response: message } }],
           "bounced",
         );
+        await queueReputationCheck(db, send.account_id);
         log.warn("send bounced", { sendId, accountId: send.account_id, smtpCode: code });
         return;
       }

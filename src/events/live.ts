@@ -1,0 +1,375 @@
+/**
+ * Live events for `Subscription.sendEvents`. One dedicated Postgres connection per service
+ * runs `LISTEN pp_events` and fans each notice out to the subscribers of this process. It is
+ * not a pool client: the pool hands clients to other queries, and a LISTEN lasts only as long
+ * as its session. Every event insert announces itself in the same statement (repo.ts,
+ * `notifySelect`), so an event recorded by a worker in another process reaches a subscriber
+ * here as soon as its transaction commits. There is no in-process bus to miss it.
+ *
+ * Glossary:
+ * - notice: the JSON payload of one NOTIFY (EventNotice: ids and type only, never the data,
+ *   which stays under Postgres' 8,000-byte payload limit and is read back by id).
+ * - gap: a subscriber may have missed notices (the connection dropped, or it fell more than
+ *   `maxQueue` notices behind). It then reads what it missed back from the database by event
+ *   id before it goes on, so memory stays bounded and no event is silently skipped.
+ */
+import pg from "pg";
+import type { Deps } from "../context.ts";
+import type { Logger } from "../log.ts";
+import { type EventNotice, EVENTS_CHANNEL } from "./repo.ts";
+
+/** Tuning of a LiveEvents hub. */
+export interface LiveOptions {
+  /** Notices a subscriber may hold unread before they are dropped for a catch-up (a gap). Default 10,000. */
+  maxQueue?: number;
+  /** Events read per query (notices to rows, catch-up pages). Default 500. */
+  chunk?: number;
+  /** First reconnect delay once the connection drops; doubles per failed attempt, with jitter. Default 250 ms. */
+  minBackoffMs?: number;
+  /** Longest reconnect delay. Default 10,000 ms. */
+  maxBackoffMs?: number;
+  /** How long a new subscriber waits for the LISTEN connection before it fails. Default 10,000 ms. */
+  connectTimeoutMs?: number;
+}
+
+const DEFAULTS: Required<LiveOptions> = {
+  maxQueue: 10_000,
+  chunk: 500,
+  minBackoffMs: 250,
+  maxBackoffMs: 10_000,
+  connectTimeoutMs: 10_000,
+};
+
+/** What a subscriber follows, and how it reads events. `T` is an event row with a bigint id as a string. */
+export interface LiveSource<T extends { id: string }> {
+  accountId: string;
+  /** Exactly one of sendId and batchId. */
+  sendId?: string;
+  batchId?: string;
+  /** The highest event id when the subscription began: a catch-up never reads at or below it. */
+  startId: string;
+  /** The rows of these event ids (any order; missing ones are skipped). */
+  load(ids: string[]): Promise<T[]>;
+  /** Up to `limit` matching rows with an id above `afterId`, oldest first (a catch-up page). */
+  since(afterId: string, limit: number): Promise<T[]>;
+}
+
+/**
+ * A failure inside a live subscription (a query that threw). It is yielded once, then the
+ * stream ends: the resolver rethrows it so that the error is logged and answered masked in
+ * the stream, instead of the stream being cut with nothing said.
+ */
+export class LiveFailure {
+  constructor(readonly cause: unknown) {}
+}
+
+/**
+ * One subscriber: an async iterator of its events, in the order their transactions committed
+ * (events read together, one chunk or catch-up page, in id order). `return()` (the client
+ * went away) ends it at once, even while it waits for the next notice.
+ */
+export class LiveSubscription<T extends { id: string }> implements AsyncIterableIterator<T | LiveFailure> {
+  readonly #source: LiveSource<T>;
+  readonly #opts: Required<LiveOptions>;
+  readonly #onClose: () => void;
+  #pending: string[] = [];
+  #ready: T[] = [];
+  #gap = false;
+  #closed = false;
+  #failure: LiveFailure | null = null;
+  #wake: (() => void) | null = null;
+  // Ids already yielded (the newest ones), so that a catch-up and the notices that arrive
+  // meanwhile do not yield an event twice.
+  #seen = new Set<string>();
+  #high: bigint;
+
+  constructor(source: LiveSource<T>, opts: Required<LiveOptions>, onClose: () => void) {
+    this.#source = source;
+    this.#opts = opts;
+    this.#onClose = onClose;
+    this.#high = BigInt(source.startId);
+  }
+
+  /** The account whose events this subscriber may see. */
+  get accountId(): string {
+    return this.#source.accountId;
+  }
+
+  /** The hub's: a notice for this subscriber. */
+  push(id: string): void {
+    if (this.#closed) return;
+    if (this.#pending.length >= this.#opts.maxQueue) {
+      // Too slow a reader: drop what waits and read it back from the database later.
+      this.#pending = [];
+      this.#gap = true;
+    } else {
+      this.#pending.push(id);
+    }
+    this.#signal();
+  }
+
+  /** The hub's: notices may have been lost (the connection dropped). */
+  gap(): void {
+    if (this.#closed) return;
+    this.#gap = true;
+    this.#signal();
+  }
+
+  /** Ends the subscription; a pending `next()` answers done. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#pending = [];
+    this.#ready = [];
+    this.#onClose();
+    this.#signal();
+  }
+
+  async next(): Promise<IteratorResult<T | LiveFailure>> {
+    while (true) {
+      if (this.#closed) return { value: undefined, done: true };
+      if (this.#failure) {
+        const failure = this.#failure;
+        this.close();
+        return { value: failure, done: false };
+      }
+      const row = this.#ready.shift();
+      if (row) {
+        this.#remember(row.id);
+        return { value: row, done: false };
+      }
+      const { chunk } = this.#opts;
+      try {
+        if (this.#gap) {
+          this.#gap = false;
+          const page = await this.#source.since(this.#high.toString(), chunk);
+          if (page.length === chunk) this.#gap = true; // more to read after this page
+          this.#ready = page.filter((r) => !this.#seen.has(String(r.id)));
+          continue;
+        }
+        if (this.#pending.length > 0) {
+          const ids = this.#pending.splice(0, chunk).filter((id) => !this.#seen.has(id));
+          // Notices come in commit order, but one statement's notices in any order (pg_notify
+          // runs per row of a join): a chunk is yielded in id order.
+          this.#ready = (await this.#source.load(ids)).sort((a, b) => compareIds(a.id, b.id));
+          continue;
+        }
+      } catch (err) {
+        this.#failure = new LiveFailure(err);
+        continue;
+      }
+      await new Promise<void>((resolve) => (this.#wake = resolve));
+    }
+  }
+
+  return(): Promise<IteratorResult<T | LiveFailure>> {
+    this.close();
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  #remember(id: string): void {
+    this.#seen.add(id);
+    if (this.#seen.size > 2 * this.#opts.maxQueue) this.#seen.delete(this.#seen.values().next().value!);
+    const n = BigInt(id);
+    if (n > this.#high) this.#high = n;
+  }
+
+  #signal(): void {
+    const wake = this.#wake;
+    this.#wake = null;
+    wake?.();
+  }
+}
+
+function compareIds(a: string, b: string): number {
+  return a.length - b.length || (a < b ? -1 : a > b ? 1 : 0);
+}
+
+type State = "idle" | "connecting" | "listening" | "retrying" | "stopped";
+
+/**
+ * The LISTEN connection of one service and its subscribers. It connects on the first
+ * subscriber, reconnects with exponential backoff while anyone subscribes (every subscriber
+ * then catches up on what it may have missed), and closes in `stop()`.
+ */
+export class LiveEvents {
+  readonly #newClient: () => pg.Client;
+  readonly #log: Logger;
+  readonly #opts: Required<LiveOptions>;
+  readonly #subs = new Map<string, Set<LiveSubscription<{ id: string }>>>();
+  readonly #waiters = new Set<{ resolve(): void; reject(err: Error): void }>();
+  #state: State = "idle";
+  #client: pg.Client | null = null;
+  #attempt = 0;
+  #lastError = "";
+  #retry: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(newClient: () => pg.Client, log: Logger, opts: LiveOptions = {}) {
+    this.#newClient = newClient;
+    this.#log = log;
+    this.#opts = { ...DEFAULTS, ...opts };
+  }
+
+  /** Whether the LISTEN connection is up. */
+  get listening(): boolean {
+    return this.#state === "listening";
+  }
+
+  /** How many subscriptions are open. */
+  get subscriberCount(): number {
+    let n = 0;
+    for (const set of this.#subs.values()) n += set.size;
+    return n;
+  }
+
+  /**
+   * Opens a subscription once LISTEN is active, so that every event committed after this
+   * resolves reaches it. Fails when the connection cannot be made within `connectTimeoutMs`,
+   * or when the hub is stopped.
+   */
+  async subscribe<T extends { id: string }>(source: LiveSource<T>): Promise<LiveSubscription<T>> {
+    await this.#whenListening();
+    if (this.#state === "stopped") throw new Error("live events are stopped");
+    const key = source.sendId ? `send:${source.sendId}` : `batch:${source.batchId}`;
+    const sub: LiveSubscription<T> = new LiveSubscription(source, this.#opts, () => {
+      const set = this.#subs.get(key);
+      set?.delete(sub);
+      if (set?.size === 0) this.#subs.delete(key);
+    });
+    let set = this.#subs.get(key);
+    if (!set) this.#subs.set(key, set = new Set());
+    set.add(sub);
+    return sub;
+  }
+
+  /** Ends every subscription (their streams complete), closes the connection, refuses new subscribers. */
+  async stop(): Promise<void> {
+    this.#state = "stopped";
+    clearTimeout(this.#retry);
+    for (const w of this.#waiters) w.reject(new Error("live events are stopped"));
+    this.#waiters.clear();
+    for (const set of [...this.#subs.values()]) for (const sub of [...set]) sub.close();
+    const client = this.#client;
+    this.#client = null;
+    await client?.end().catch(() => {});
+  }
+
+  #whenListening(): Promise<void> {
+    if (this.#state === "listening") return Promise.resolve();
+    if (this.#state === "stopped") return Promise.reject(new Error("live events are stopped"));
+    return new Promise((resolve, reject) => {
+      const waiter = {
+        resolve: () => {
+          clearTimeout(timer);
+          resolve();
+        },
+        reject: (err: Error) => {
+          clearTimeout(timer);
+          reject(err);
+        },
+      };
+      const timer = setTimeout(() => {
+        this.#waiters.delete(waiter);
+        reject(new Error(`live events: no LISTEN connection (${this.#lastError || "timed out"})`));
+      }, this.#opts.connectTimeoutMs);
+      this.#waiters.add(waiter);
+      if (this.#state === "idle") void this.#connect();
+    });
+  }
+
+  async #connect(): Promise<void> {
+    this.#state = "connecting";
+    const client = this.#newClient();
+    this.#client = client;
+    client.on("notification", (m) => {
+      if (m.channel === EVENTS_CHANNEL && m.payload) this.#dispatch(m.payload);
+    });
+    // Keep these listeners for the client's whole life: an 'error' without one crashes the process.
+    client.on("error", (err) => this.#lost(client, err));
+    client.on("end", () => this.#lost(client, new Error("connection ended")));
+    try {
+      await client.connect();
+      await client.query(`listen ${EVENTS_CHANNEL}`);
+    } catch (err) {
+      this.#lost(client, err);
+      return;
+    }
+    if (this.#client !== client) return; // stopped or lost while connecting
+    if (this.#attempt > 0) this.#log.info("live events: listening again", { attempts: this.#attempt });
+    this.#attempt = 0;
+    this.#state = "listening";
+    // Notices sent while nobody listened are gone: every subscriber reads them back.
+    for (const set of this.#subs.values()) for (const sub of set) sub.gap();
+    for (const w of this.#waiters) w.resolve();
+    this.#waiters.clear();
+  }
+
+  #lost(client: pg.Client, err: unknown): void {
+    if (client !== this.#client) return; // an old client's late news
+    this.#client = null;
+    client.end().catch(() => {});
+    if (this.#state === "stopped") return;
+    this.#lastError = err instanceof Error ? err.message : String(err);
+    this.#log.warn("live events: LISTEN connection lost", { err: this.#lastError, attempt: this.#attempt });
+    if (this.#subs.size === 0 && this.#waiters.size === 0) {
+      // Nobody to serve: connect again on the next subscriber.
+      this.#state = "idle";
+      this.#attempt = 0;
+      return;
+    }
+    this.#state = "retrying";
+    const { minBackoffMs, maxBackoffMs } = this.#opts;
+    const delay = Math.min(maxBackoffMs, minBackoffMs * 2 ** this.#attempt) * (0.5 + Math.random() / 2);
+    this.#attempt++;
+    this.#retry = setTimeout(() => {
+      this.#retry = undefined;
+      if (this.#state === "retrying") void this.#connect();
+    }, delay);
+  }
+
+  #dispatch(payload: string): void {
+    let n: EventNotice | null = null;
+    try {
+      n = JSON.parse(payload);
+    } catch { /* reported below */ }
+    if (typeof n?.id !== "string" || !/^\d{1,19}$/.test(n.id) || typeof n.accountId !== "string") {
+      this.#log.warn("live events: unreadable notice ignored", { payload: payload.slice(0, 200) });
+      return;
+    }
+    for (const key of [n.sendId && `send:${n.sendId}`, n.batchId && `batch:${n.batchId}`]) {
+      if (!key) continue;
+      for (const sub of this.#subs.get(key) ?? []) {
+        if (sub.accountId === n.accountId) sub.push(n.id);
+      }
+    }
+  }
+}
+
+const hubs = new WeakMap<Deps, LiveEvents>();
+
+/**
+ * The live-events hub of a service (one per `Deps`, so one per process in production),
+ * created on first use. Nothing connects until the first subscriber.
+ */
+export function liveEvents(deps: Deps): LiveEvents {
+  let hub = hubs.get(deps);
+  if (!hub) {
+    // The pool's connection settings, on a connection of its own; the name shows it in pg_stat_activity.
+    const newClient = () =>
+      new pg.Client({ ...deps.pool.options, application_name: "pp-live-events", keepAlive: true });
+    hubs.set(deps, hub = new LiveEvents(newClient, deps.log));
+  }
+  return hub;
+}
+
+/**
+ * Stops the service's hub (see LiveEvents.stop). Call it before draining HTTP: a live
+ * subscription never ends on its own, so the drain would wait for it forever.
+ */
+export async function stopLiveEvents(deps: Deps): Promise<void> {
+  await liveEvents(deps).stop();
+}

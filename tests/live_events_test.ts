@@ -1,0 +1,467 @@
+/**
+ * Live events: `Subscription.sendEvents` over server-sent events, fed by Postgres
+ * LISTEN/NOTIFY. A worker in another process and an independent connection both reach an
+ * API subscriber; the LISTEN connection comes back after it drops and the subscriber catches
+ * up; a slow subscriber's queue stays bounded without losing events; bad arguments, foreign
+ * ids and failures inside the stream answer with the API's error codes.
+ */
+import { Kysely, PostgresDialect } from "kysely";
+import pg from "pg";
+import type { Database } from "../src/db/tables.ts";
+import { LiveEvents, liveEvents } from "../src/events/live.ts";
+import { type EventRow, eventsAfter, eventsByIds, insertEvents, maxEventId } from "../src/events/repo.ts";
+import { createLogger } from "../src/log.ts";
+import { assert, assertEquals, assertMatch } from "./assert.ts";
+import { ADMIN_TOKEN, opts, type Stack, startStack, waitFor, waitForStatus } from "./helpers.ts";
+
+const SUBSCRIBE = `subscription($sendId: ID, $batchId: ID) {
+  sendEvents(sendId: $sendId, batchId: $batchId) { id sendId contactId type occurredAt data }
+}`;
+
+/** One server-sent event, its data parsed. */
+interface Sse {
+  event: string;
+  // deno-lint-ignore no-explicit-any
+  data: any;
+}
+
+/** An SSE subscription read event by event. */
+interface SseClient {
+  status: number;
+  contentType: string;
+  /** The next `next`/`complete` event; `{event: "end"}` once the stream closed. */
+  next(timeoutMs?: number): Promise<Sse>;
+  /** The `sendEvents` payloads of the next `n` events. */
+  // deno-lint-ignore no-explicit-any
+  take(n: number, timeoutMs?: number): Promise<any[]>;
+  close(): void;
+}
+
+/** POSTs a subscription to /graphql with `Accept: text/event-stream` and reads its stream. */
+async function subscribe(stack: Stack, variables: Record<string, unknown>, auth: { key?: string; token?: string }) {
+  const ac = new AbortController();
+  const headers: Record<string, string> = { "content-type": "application/json", accept: "text/event-stream" };
+  if (auth.key) headers["x-api-key"] = auth.key;
+  if (auth.token) headers.authorization = `Bearer ${auth.token}`;
+  const res = await fetch(`${stack.url}/graphql`, {
+    method: "POST",
+    headers,
+    body: JSON.stringify({ query: SUBSCRIBE, variables }),
+    signal: ac.signal,
+  });
+  const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = "";
+  let reading: Promise<ReadableStreamReadResult<string>> | null = null;
+  const next = async (timeoutMs = 10_000): Promise<Sse> => {
+    const until = Date.now() + timeoutMs;
+    while (true) {
+      const i = buf.indexOf("\n\n");
+      if (i >= 0) {
+        const block = buf.slice(0, i);
+        buf = buf.slice(i + 2);
+        const lines = block.split("\n").filter((l) => !l.startsWith(":")); // ":" lines are pings
+        if (lines.length === 0) continue;
+        const event = lines.find((l) => l.startsWith("event:"))?.slice(6).trim() ?? "message";
+        const data = lines.filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n");
+        return { event, data: data ? JSON.parse(data) : null };
+      }
+      // One read in flight at a time, kept across timeouts so that no chunk is lost.
+      reading ??= reader.read();
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error("timed out waiting for a server-sent event")), until - Date.now());
+      });
+      try {
+        const r = await Promise.race([reading, timeout]);
+        reading = null;
+        if (r.done) return { event: "end", data: null };
+        buf += r.value;
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+  };
+  const take = async (n: number, timeoutMs = 10_000) => {
+    const out = [];
+    while (out.length < n) {
+      const e = await next(timeoutMs);
+      if (e.event !== "next") throw new Error(`expected an event, got ${JSON.stringify(e)} after ${out.length}`);
+      if (e.data.errors) throw new Error(`stream error: ${JSON.stringify(e.data.errors)}`);
+      out.push(e.data.data.sendEvents);
+    }
+    return out;
+  };
+  return {
+    status: res.status,
+    contentType: res.headers.get("content-type") ?? "",
+    next,
+    take,
+    close: () => {
+      // Cancel the body, then abort: an abort alone can leave a piped body's connection open.
+      reader.cancel().catch(() => {});
+      ac.abort();
+    },
+  } satisfies SseClient;
+}
+
+/** Spawns main.ts (e.g. a worker) and resolves once it says it listens. */
+async function spawnMain(env: Record<string, string>) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("../main.ts", import.meta.url).pathname],
+    env: { PORT: "0", PP_LOG_LEVEL: "warn", PP_ADMIN_TOKEN: ADMIN_TOKEN, ...env },
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let out = "";
+  while (!/listening on (\S+)/.test(out)) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`main.ts exited before listening: ${out}`);
+    out += value;
+  }
+  (async () => {
+    while (!(await reader.read()).done) { /* drain: the child never blocks on a full pipe */ }
+  })();
+  return child;
+}
+
+/** A Kysely of its own on the stack's database: another connection than the service's. */
+function otherConnection(stack: Stack) {
+  const pool = new pg.Pool({ connectionString: stack.databaseUrl, max: 2 });
+  pool.on("error", () => {});
+  return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+}
+
+async function mustGql(stack: Stack, query: string, variables: Record<string, unknown>, key: string) {
+  const r = await stack.gql(query, variables, key);
+  if (r.body.errors) throw new Error(JSON.stringify(r.body.errors));
+  return r.body.data;
+}
+
+Deno.test("live events: a worker process feeds an API process's subscribers", opts, async (t) => {
+  // An API-only service: nothing is delivered or expanded until the worker process starts.
+  const stack = await startStack({ env: { PP_ROLE: "api" } });
+  let worker: Deno.ChildProcess | null = null;
+  try {
+    const tenant = await stack.tenant();
+    const send = await stack.api("POST", "/api/v1/sends", {
+      key: tenant.key,
+      body: { templateId: tenant.templateId, to: "solo@example.test", personalizations: { order_id: "S1" } },
+    });
+    assertEquals(send.status, 202);
+    for (const [i, email] of ["m1@example.test", "m2@example.test", "m3@example.test"].entries()) {
+      await mustGql(
+        stack,
+        `mutation($i: CreateContactInput!) { createContact(input: $i) { id } }`,
+        { i: { email, company: "Acme", fields: { n: i } } },
+        tenant.key,
+      );
+    }
+    const { createSegment } = await mustGql(
+      stack,
+      `mutation { createSegment(input: { name: "Acme", rules: [{ field: "company", op: EQ, value: "Acme" }] }) { id } }`,
+      {},
+      tenant.key,
+    );
+    const { createSegmentSend } = await mustGql(
+      stack,
+      `mutation($i: CreateSegmentSendInput!) { createSegmentSend(input: $i) { batchId } }`,
+      { i: { templateId: tenant.templateId, segmentId: createSegment.id, personalizations: { order_id: "B1" } } },
+      tenant.key,
+    );
+    const batchId = createSegmentSend.batchId;
+    // The segment send's sends do not exist yet: the expansion waits for a worker.
+    assertEquals(await stack.count("select count(*) from sends where batch_id = $1", [batchId]), 0);
+
+    const bySend = await subscribe(stack, { sendId: send.body.id }, { key: tenant.key });
+    const byBatch = await subscribe(stack, { batchId }, { key: tenant.key });
+    try {
+      await t.step("the subscription answers as server-sent events", () => {
+        assertEquals(bySend.status, 200);
+        assertMatch(bySend.contentType, /^text\/event-stream/);
+        assertEquals(liveEvents(stack.service.deps).subscriberCount, 2);
+      });
+
+      const dataDir = await Deno.makeTempDir({ prefix: "pp-test-worker-" });
+      worker = await spawnMain({
+        DATABASE_URL: stack.databaseUrl,
+        PP_ROLE: "worker",
+        SMTP_URL: stack.sink.url,
+        PP_DATA_DIR: dataDir,
+        PP_WORKER_POLL_MS: "100",
+        // One deployment, one secret: tracking tokens and DKIM keys are sealed with it.
+        PP_SECRET: stack.service.deps.secrets.secret,
+      });
+
+      await t.step("a send's events, recorded by the worker process, stream as they happen", async () => {
+        const evs = await bySend.take(2);
+        assertEquals(evs.map((e) => e.type), ["SENT", "DELIVERED"]);
+        assert(evs.every((e) => e.sendId === send.body.id && e.contactId === null));
+        assertEquals(evs[1].data.via, "smtp");
+        // The streamed events are the recorded ones, ids and all.
+        const { events } = await mustGql(
+          stack,
+          `query($id: ID!) { events(sendId: $id) { nodes { id type } } }`,
+          { id: send.body.id },
+          tenant.key,
+        );
+        assertEquals(events.nodes.slice(1), evs.map((e) => ({ id: e.id, type: e.type })));
+        assertEquals(events.nodes[0].type, "QUEUED");
+      });
+
+      await t.step("a batch subscription receives every event of sends created after it began", async () => {
+        const evs = await byBatch.take(9, 15_000);
+        const sendIds = [...new Set(evs.map((e) => e.sendId))];
+        assertEquals(sendIds.length, 3);
+        for (const id of sendIds) {
+          assertEquals(evs.filter((e) => e.sendId === id).map((e) => e.type), ["QUEUED", "SENT", "DELIVERED"]);
+        }
+        assert(!sendIds.includes(send.body.id), "only the batch's sends");
+        const rows = await stack.pg.query("select id from sends where batch_id = $1", [batchId]);
+        assertEquals(sendIds.sort(), rows.rows.map((r) => r.id).sort());
+        // Nothing else is queued on the stream: the next thing is at most a ping.
+        await byBatch.next(300).then(
+          (e) => {
+            throw new Error(`unexpected ${JSON.stringify(e)}`);
+          },
+          (err) => assertMatch(err.message, /timed out/),
+        );
+      });
+    } finally {
+      bySend.close();
+      byBatch.close();
+    }
+
+    await t.step("clients that go away are unsubscribed", async () => {
+      await waitFor(() => liveEvents(stack.service.deps).subscriberCount === 0, 5000, "subscribers to leave");
+    });
+  } finally {
+    if (worker) {
+      (worker as Deno.ChildProcess).kill("SIGTERM");
+      await (worker as Deno.ChildProcess).status;
+    }
+    await stack.stop();
+  }
+});
+
+Deno.test("live events: LISTEN path, reconnects, bounded queues, errors", opts, async (t) => {
+  const stack = await startStack();
+  const other = otherConnection(stack);
+  let stopping: Promise<void> | null = null;
+  try {
+    const tenant = await stack.tenant();
+    const create = async (to: string, extra: Record<string, unknown> = {}) => {
+      const r = await stack.api("POST", "/api/v1/sends", {
+        key: tenant.key,
+        body: { templateId: tenant.templateId, to, personalizations: { order_id: "L1" }, ...extra },
+      });
+      assertEquals(r.status, 202);
+      return r.body;
+    };
+
+    await t.step("a scheduled send streams its delivery when it comes due", async () => {
+      const s = await create("later@example.test", { scheduledAt: new Date(Date.now() + 1500).toISOString() });
+      const sub = await subscribe(stack, { sendId: s.id }, { key: tenant.key });
+      try {
+        const evs = await sub.take(2);
+        assertEquals(evs.map((e) => e.type), ["SENT", "DELIVERED"]);
+      } finally {
+        sub.close();
+      }
+    });
+
+    const s = await create("watched@example.test");
+    await waitForStatus(stack, tenant.key, s.id, ["delivered"]);
+
+    await t.step(
+      "an event inserted on another connection reaches the subscriber (LISTEN, no in-process bus)",
+      async () => {
+        const sub = await subscribe(stack, { sendId: s.id }, { key: tenant.key });
+        try {
+          await insertEvents(other, [{
+            send_id: s.id,
+            account_id: tenant.accountId,
+            type: "opened",
+            data: { userAgent: "elsewhere" },
+          }]);
+          const [e] = await sub.take(1);
+          assertEquals(e.type, "OPENED");
+          assertEquals(e.data, { userAgent: "elsewhere" });
+          // Another send's and another account's events do not reach it.
+          const s2 = await create("bystander@example.test");
+          await insertEvents(other, [{ send_id: s2.id, account_id: tenant.accountId, type: "clicked" }]);
+          const foreign = await stack.tenant({ domain: "other.test" });
+          await insertEvents(other, [{ send_id: s.id, account_id: foreign.accountId, type: "clicked" }]);
+          await insertEvents(other, [{ send_id: s.id, account_id: tenant.accountId, type: "clicked" }]);
+          const [c] = await sub.take(1);
+          assertEquals(c.type, "CLICKED");
+          assertEquals(c.sendId, s.id);
+          const ids = await stack.pg.query(
+            "select id::text from email_events where send_id = $1 and account_id = $2 and type = 'clicked'",
+            [s.id, tenant.accountId],
+          );
+          assertEquals(ids.rows.map((r) => r.id), [c.id]);
+        } finally {
+          sub.close();
+        }
+      },
+    );
+
+    await t.step("when the LISTEN connection drops, it comes back and the subscriber catches up", async () => {
+      const hub = liveEvents(stack.service.deps);
+      const sub = await subscribe(stack, { sendId: s.id }, { key: tenant.key });
+      try {
+        const killed = await stack.pg.query(
+          `select pg_terminate_backend(pid) as ok from pg_stat_activity
+           where application_name = 'pp-live-events' and datname = current_database()`,
+        );
+        assertEquals(killed.rows.length, 1);
+        // Recorded while nobody listens: its notice is lost, the catch-up reads it back.
+        await insertEvents(other, [{ send_id: s.id, account_id: tenant.accountId, type: "opened", data: { n: 1 } }]);
+        const [missed] = await sub.take(1);
+        assertEquals([missed.type, missed.data], ["OPENED", { n: 1 }]);
+        await waitFor(() => hub.listening, 5000, "LISTEN again");
+        await insertEvents(other, [{ send_id: s.id, account_id: tenant.accountId, type: "opened", data: { n: 2 } }]);
+        const [after] = await sub.take(1);
+        assertEquals(after.data, { n: 2 });
+        await sub.next(300).then(
+          (e) => {
+            throw new Error(`a duplicate or stray event: ${JSON.stringify(e)}`);
+          },
+          (err) => assertMatch(err.message, /timed out/),
+        );
+      } finally {
+        sub.close();
+      }
+    });
+
+    await t.step("a subscriber that falls behind keeps a bounded queue and loses nothing", async () => {
+      // A hub of its own with a tiny queue, on the real database.
+      const hub = new LiveEvents(
+        () => new pg.Client({ connectionString: stack.databaseUrl }),
+        createLogger("error"),
+        { maxQueue: 5, chunk: 4 },
+      );
+      try {
+        const db = stack.service.deps.db;
+        const sub = await hub.subscribe<EventRow>({
+          accountId: tenant.accountId,
+          sendId: s.id,
+          startId: await maxEventId(db),
+          load: (ids) => eventsByIds(db, tenant.accountId, ids),
+          since: (afterId, limit) => eventsAfter(db, tenant.accountId, { sendId: s.id }, afterId, limit),
+        });
+        await insertEvents(
+          other,
+          Array.from({ length: 23 }, (_, n) => ({
+            send_id: s.id,
+            account_id: tenant.accountId,
+            type: "opened" as const,
+            data: { n },
+          })),
+        );
+        // Let every notice arrive (and overflow the queue) before reading any.
+        await new Promise((r) => setTimeout(r, 300));
+        const got: number[] = [];
+        while (got.length < 23) {
+          const r = await sub.next();
+          assert(!r.done);
+          got.push(((r.value as EventRow).data as { n: number }).n);
+        }
+        assertEquals(got, Array.from({ length: 23 }, (_, n) => n));
+        await sub.return();
+        assertEquals(hub.subscriberCount, 0);
+      } finally {
+        await hub.stop();
+      }
+    });
+
+    await t.step("events(sendId, type) lists one type, with pages", async () => {
+      const q = `query($id: ID!, $type: EmailEventType, $first: Int, $after: String) {
+        events(sendId: $id, type: $type, first: $first, after: $after) { nodes { type data } pageInfo { hasNextPage endCursor } }
+      }`;
+      const delivered = await mustGql(stack, q, { id: s.id, type: "DELIVERED" }, tenant.key);
+      assertEquals(delivered.events.nodes.map((e: { type: string }) => e.type), ["DELIVERED"]);
+      const p1 = await mustGql(stack, q, { id: s.id, type: "OPENED", first: 2 }, tenant.key);
+      assertEquals(p1.events.nodes.map((e: { data: unknown }) => e.data), [{ userAgent: "elsewhere" }, { n: 1 }]);
+      assert(p1.events.pageInfo.hasNextPage);
+      const p2 = await mustGql(
+        stack,
+        q,
+        { id: s.id, type: "OPENED", first: 2, after: p1.events.pageInfo.endCursor },
+        tenant.key,
+      );
+      assertEquals(p2.events.nodes.map((e: { data: unknown }) => e.data), [{ n: 2 }, { n: 0 }]);
+      const none = await mustGql(stack, q, { id: s.id, type: "BOUNCED" }, tenant.key);
+      assertEquals(none.events.nodes, []);
+    });
+
+    await t.step(
+      "bad arguments, foreign and unknown ids, and the admin token are refused before streaming",
+      async () => {
+        const foreign = await stack.tenant({ domain: "foreign.test" });
+        const firstError = async (variables: Record<string, unknown>, auth: { key?: string; token?: string }) => {
+          const sub = await subscribe(stack, variables, auth);
+          try {
+            const e = await sub.next();
+            assertEquals(e.event, "next");
+            assertEquals(e.data.data ?? null, null);
+            assertEquals((await sub.next()).event, "complete");
+            return e.data.errors[0];
+          } finally {
+            sub.close();
+          }
+        };
+        assertEquals((await firstError({ sendId: s.id }, { key: foreign.key })).extensions.code, "not_found");
+        assertEquals(
+          (await firstError({ sendId: crypto.randomUUID() }, { key: tenant.key })).extensions.code,
+          "not_found",
+        );
+        assertEquals((await firstError({ sendId: "nope" }, { key: tenant.key })).extensions.code, "not_found");
+        assertEquals(
+          (await firstError({ batchId: crypto.randomUUID() }, { key: tenant.key })).extensions.code,
+          "not_found",
+        );
+        const neither = await firstError({}, { key: tenant.key });
+        assertEquals(neither.extensions.code, "validation_failed");
+        assertEquals(neither.extensions.errors.map((e: { path: string }) => e.path), ["sendId", "batchId"]);
+        const both = await firstError({ sendId: s.id, batchId: crypto.randomUUID() }, { key: tenant.key });
+        assertEquals(both.extensions.code, "validation_failed");
+        assertEquals((await firstError({ sendId: s.id }, { token: ADMIN_TOKEN })).extensions.code, "unauthorized");
+        assertEquals((await firstError({ sendId: s.id }, {})).extensions.code, "unauthorized");
+        await waitFor(() => liveEvents(stack.service.deps).subscriberCount === 0, 5000, "no subscriber left");
+      },
+    );
+
+    await t.step("a failure inside the stream is logged and answered masked, then the stream ends", async () => {
+      const sub = await subscribe(stack, { sendId: s.id }, { key: tenant.key });
+      await stack.pg.query("alter table email_events rename to email_events_gone");
+      try {
+        // A notice whose row cannot be read now.
+        await stack.pg.query("select pg_notify('pp_events', $1)", [
+          JSON.stringify({ id: "1", sendId: s.id, batchId: null, accountId: tenant.accountId, type: "opened" }),
+        ]);
+        const e = await sub.next();
+        assertEquals(e.data.errors[0].message, "Unexpected error.");
+        assertEquals(e.data.errors[0].extensions.code, "internal");
+        assert(!JSON.stringify(e.data).includes("email_events"));
+        assertEquals((await sub.next()).event, "complete");
+      } finally {
+        await stack.pg.query("alter table email_events_gone rename to email_events");
+        sub.close();
+      }
+    });
+
+    await t.step("stopping the service ends open streams instead of waiting for them", async () => {
+      await other.destroy(); // the test database is dropped at the end of stop()
+      const sub = await subscribe(stack, { sendId: s.id }, { key: tenant.key });
+      stopping = stack.stop();
+      const e = await sub.next();
+      assertEquals(e.event, "complete");
+      await stopping;
+    });
+  } finally {
+    await other.destroy().catch(() => {});
+    await (stopping ?? stack.stop());
+  }
+});

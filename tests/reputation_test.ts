@@ -1,0 +1,154 @@
+/**
+ * Reputation: real SMTP 550s and complaint events pause an account's sending at the
+ * API.md thresholds; its queued sends are held (not lost, not failed) and go out after ops
+ * resume it.
+ */
+import { enqueueEvent } from "../src/events/repo.ts";
+import { assert, assertEquals } from "./assert.ts";
+import { ADMIN_TOKEN, opts, type Stack, startStack, type TestTenant, waitFor } from "./helpers.ts";
+
+/** Sends a batch of `n` (addresses `<prefix>-<i>@…`), waits until none is pending, returns the send ids. */
+async function sendMany(stack: Stack, tenant: TestTenant, prefix: string, n: number): Promise<string[]> {
+  const recipients = Array.from({ length: n }, (_, i) => ({ to: `${prefix}-${i}@example.test` }));
+  const r = await stack.api("POST", "/api/v1/sends/batch", {
+    key: tenant.key,
+    body: { templateId: tenant.templateId, recipients },
+  });
+  assertEquals(r.status, 202, JSON.stringify(r.body));
+  await waitFor(
+    async () =>
+      (await stack.count("select count(*) from sends where batch_id = $1 and status in ('queued','sending')", [
+        r.body.batchId,
+      ])) === 0,
+    20_000,
+    "the batch to be delivered",
+  );
+  return r.body.sends.map((s: { id: string }) => s.id);
+}
+
+async function account(stack: Stack, key: string) {
+  const r = await stack.gql(
+    `{ account { sendingEnabled pausedBy pausedReason reputation { sends bounces complaints bounceRate complaintRate status } } }`,
+    {},
+    key,
+  );
+  return r.body.data.account;
+}
+
+Deno.test("reputation: bounces and complaints pause sending; held sends go out after resume", opts, async (t) => {
+  const stack = await startStack();
+  stack.sink.reply = (rcpt) => rcpt.startsWith("bad-") ? { code: 550, message: "5.1.1 No such user" } : null;
+  try {
+    await t.step("5% bounces over 100 sends: WARNING, still sending", async () => {
+      const tenant = await stack.tenant();
+      await sendMany(stack, tenant, "ok", 95);
+      await sendMany(stack, tenant, "bad", 5);
+      const a = await waitFor(async () => {
+        const x = await account(stack, tenant.key);
+        return x.reputation.bounces === 5 ? x : null;
+      });
+      assertEquals(a.reputation.sends, 100);
+      assertEquals(a.reputation.bounceRate, 0.05);
+      assertEquals(a.reputation.status, "WARNING");
+      assertEquals(a.sendingEnabled, true);
+    });
+
+    await t.step("over 10% bounces (real SMTP 550s): paused by reputation; new sends are 403", async () => {
+      const tenant = await stack.tenant({ domain: "bouncy.test" });
+      await sendMany(stack, tenant, "fine", 90);
+      // Scheduled while the account still sends: these must be held, not lost, once it pauses.
+      // Due well after the check that follows the first bounce (~2 s), so they come due paused.
+      const later = new Date(Date.now() + 4500).toISOString();
+      const held = await stack.api("POST", "/api/v1/sends/batch", {
+        key: tenant.key,
+        body: {
+          templateId: tenant.templateId,
+          scheduledAt: later,
+          recipients: [{ to: "later-1@example.test" }, { to: "later-2@example.test" }],
+        },
+      });
+      assertEquals(held.status, 202);
+      // 12 of 102 sends bounce: 11.8%, over the 10% line.
+      await sendMany(stack, tenant, "bad", 12);
+      const a = await waitFor(
+        async () => {
+          const x = await account(stack, tenant.key);
+          return x.sendingEnabled === false ? x : null;
+        },
+        10_000,
+        "the account to be paused",
+      );
+      assertEquals(a.pausedBy, "reputation");
+      assertEquals(a.reputation.status, "PAUSED");
+      assert(a.reputation.bounceRate >= 0.1);
+      const refused = await stack.api("POST", "/api/v1/sends", {
+        key: tenant.key,
+        body: { templateId: tenant.templateId, to: "new@example.test" },
+      });
+      assertEquals(refused.status, 403);
+      assertEquals(refused.body.code, "sending_paused");
+
+      // The scheduled sends come due while paused: held as queued, no mail.
+      await new Promise((r) => setTimeout(r, Math.max(0, Date.parse(later) - Date.now()) + 1000));
+      const ids = held.body.sends.map((s: { id: string }) => s.id);
+      for (const id of ids) {
+        const s = await stack.api("GET", `/api/v1/sends/${id}`, { key: tenant.key });
+        assertEquals(s.body.status, "queued");
+      }
+      assertEquals(stack.sink.messages.filter((m) => m.to[0].startsWith("later-")).length, 0);
+
+      // Ops resume: the held sends go out at once (not after the 30 s recheck).
+      const resumed = await stack.gql(
+        `mutation($id: ID!) { setAccountSending(accountId: $id, enabled: true) { sendingEnabled } }`,
+        { id: tenant.accountId },
+        ADMIN_TOKEN,
+      );
+      assertEquals(resumed.body.data.setAccountSending.sendingEnabled, true);
+      await waitFor(
+        () => stack.sink.messages.filter((m) => m.to[0].startsWith("later-")).length === 2,
+        5000,
+        "held sends",
+      );
+      const after = await account(stack, tenant.key);
+      // A resume restarts the window: only sends accepted from now on count.
+      assertEquals(after.reputation.status, "OK");
+      assertEquals(after.reputation.sends, 0);
+      assertEquals(after.reputation.bounces, 0);
+    });
+
+    await t.step("a complaint rate of 0.5% (1 in 100 as recorded by record_event): paused", async () => {
+      const tenant = await stack.tenant({ domain: "spammy.test" });
+      const ids = await sendMany(stack, tenant, "reader", 100);
+      assertEquals((await account(stack, tenant.key)).sendingEnabled, true);
+      await enqueueEvent(stack.service.deps.db, {
+        sendId: ids[7],
+        type: "complained",
+        occurredAt: new Date().toISOString(),
+        data: { source: "test" },
+      });
+      const a = await waitFor(
+        async () => {
+          const x = await account(stack, tenant.key);
+          return x.sendingEnabled === false ? x : null;
+        },
+        10_000,
+        "the account to be paused",
+      );
+      assertEquals(a.reputation.complaints, 1);
+      assertEquals(a.reputation.complaintRate, 0.01);
+      assertEquals(a.pausedBy, "reputation");
+    });
+
+    await t.step("fewer than 100 sends are never judged", async () => {
+      const tenant = await stack.tenant({ domain: "tiny.test" });
+      await sendMany(stack, tenant, "bad", 20);
+      await new Promise((r) => setTimeout(r, 2500));
+      const a = await account(stack, tenant.key);
+      assertEquals(a.reputation.bounces, 20);
+      assertEquals(a.reputation.status, "OK");
+      assertEquals(a.sendingEnabled, true);
+    });
+  } finally {
+    await stack.stop();
+  }
+});
