@@ -4,7 +4,10 @@
  * (REST) or GraphQL errors with `extensions.code`.
  */
 import { authenticate } from "./accounts/service.ts";
-import type { Deps, Principal } from "./context.ts";
+import { quotaOf } from "./accounts/repo.ts";
+import type { Deps, Principal, Tenant } from "./context.ts";
+import { fingerprint, idempotent, ReplayedError, validKey } from "./idempotency/service.ts";
+import { rateHeaders, RateLimiter } from "./ratelimit.ts";
 import { AppError } from "./errors.ts";
 import { createGraphQL } from "./graphql/yoga.ts";
 import { json, problemResponse } from "./rest/problem.ts";
@@ -15,12 +18,13 @@ import * as sends from "./sends/rest.ts";
 
 type Handler = (deps: Deps, p: Principal, req: Request, params: Record<string, string>) => Promise<Response>;
 
-/** The REST routes: method, path pattern, handler. */
-const ROUTES: { method: string; pattern: URLPattern; handler: Handler }[] = [
+/** The REST routes: method, path pattern, handler; `idempotent` routes honour Idempotency-Key. */
+const ROUTES: { method: string; pattern: URLPattern; handler: Handler; idempotent?: boolean }[] = [
   {
     method: "POST",
     pattern: new URLPattern({ pathname: "/api/v1/sends" }),
     handler: (d, p, r) => sends.postSend(d, p, r),
+    idempotent: true,
   },
   {
     method: "GET",
@@ -31,6 +35,7 @@ const ROUTES: { method: string; pattern: URLPattern; handler: Handler }[] = [
     method: "POST",
     pattern: new URLPattern({ pathname: "/api/v1/sends/batch" }),
     handler: (d, p, r) => batches.postBatch(d, p, r),
+    idempotent: true,
   },
   {
     method: "GET",
@@ -41,6 +46,7 @@ const ROUTES: { method: string; pattern: URLPattern; handler: Handler }[] = [
     method: "POST",
     pattern: new URLPattern({ pathname: "/api/v1/sends/:id/cancel" }),
     handler: (d, p, _r, a) => sends.postCancel(d, p, a.id),
+    idempotent: true,
   },
   {
     method: "GET",
@@ -51,6 +57,7 @@ const ROUTES: { method: string; pattern: URLPattern; handler: Handler }[] = [
     method: "POST",
     pattern: new URLPattern({ pathname: "/api/v1/batches/:id/cancel" }),
     handler: (d, p, _r, a) => batches.postCancelBatch(d, p, a.id),
+    idempotent: true,
   },
 ];
 
@@ -67,6 +74,60 @@ const TRACKING = new URLPattern({ pathname: "/:kind(t/o|t/c|u)/:token" });
  */
 export function createApp(deps: Deps, opts: { healthOnly?: boolean; ready?: () => boolean } = {}): App {
   const graphql = createGraphQL(deps);
+  const limiter = deps.config.rateLimit.rate > 0
+    ? new RateLimiter(deps.config.rateLimit.rate, deps.config.rateLimit.burst)
+    : null;
+
+  /**
+   * A tenant REST call: rate limit, then the handler (under its Idempotency-Key when the
+   * route takes one); POST answers carry the quota headers, every answer the rate headers.
+   */
+  async function tenantCall(route: typeof ROUTES[number], t: Tenant, req: Request, params: Record<string, string>) {
+    const rate = limiter?.take(t.apiKeyId);
+    const headers = new Headers(rate ? rateHeaders(rate) : {});
+    let res: Response;
+    try {
+      if (rate && !rate.allowed) {
+        throw new AppError(
+          "rate_limited",
+          `more than ${rate.limit} requests per second; retry in ${rate.retryAfter} s`,
+        );
+      }
+      const key = route.idempotent ? req.headers.get("idempotency-key") : null;
+      if (key === null) {
+        res = await route.handler(deps, t, req, params);
+      } else {
+        const body = await req.text();
+        const out = await idempotent(
+          deps,
+          t,
+          validKey(key, "Idempotency-Key"),
+          fingerprint(req.method, new URL(req.url).pathname, body),
+          async () => {
+            const r = await route.handler(
+              deps,
+              t,
+              new Request(req.url, { method: req.method, headers: req.headers, body }),
+              params,
+            );
+            return { status: r.status, body: await r.json() };
+          },
+        );
+        res = json(out.body, out.status);
+        if (out.replayed) headers.set("idempotent-replayed", "true");
+      }
+    } catch (err) {
+      res = problemResponse(err, deps.log, { method: req.method, path: new URL(req.url).pathname });
+      if (err instanceof ReplayedError) headers.set("idempotent-replayed", "true");
+    }
+    if (req.method === "POST" && !(rate && !rate.allowed)) {
+      const q = await quotaOf(deps.db, t.accountId);
+      headers.set("x-quota-limit", q.limit === null ? "unlimited" : String(q.limit));
+      headers.set("x-quota-remaining", q.limit === null ? "unlimited" : String(Math.max(q.limit - q.used, 0)));
+    }
+    headers.forEach((v, k) => res.headers.set(k, v));
+    return res;
+  }
 
   async function handle(req: Request, info?: Deno.ServeHandlerInfo): Promise<Response> {
     const url = new URL(req.url);
@@ -107,6 +168,21 @@ export function createApp(deps: Deps, opts: { healthOnly?: boolean; ready?: () =
         if (!(err instanceof AppError)) throw err;
         return json({ errors: [{ message: err.message, extensions: { code: err.code } }] }, err.status);
       }
+      if (principal?.kind === "tenant" && limiter) {
+        const rate = limiter.take(principal.apiKeyId);
+        if (!rate.allowed) {
+          return json(
+            {
+              errors: [{
+                message: `more than ${rate.limit} requests per second`,
+                extensions: { code: "rate_limited" },
+              }],
+            },
+            429,
+            rateHeaders(rate),
+          );
+        }
+      }
       return await graphql.fetch(req, { principal });
     }
 
@@ -134,7 +210,7 @@ export function createApp(deps: Deps, opts: { healthOnly?: boolean; ready?: () =
           throw new AppError("unauthorized", "a valid API key is required (X-API-Key or Authorization: Bearer)");
         }
         const params = match.pattern.exec(url)?.pathname.groups ?? {};
-        return await match.handler(deps, principal, req, params as Record<string, string>);
+        return await tenantCall(match, principal, req, params as Record<string, string>);
       } catch (err) {
         return problemResponse(err, deps.log, { method: req.method, path: url.pathname });
       }

@@ -28,6 +28,9 @@ const EnvSchema = z.object({
   PP_INBOUND_SMTP_PORT: z.coerce.number().int().min(0).max(65535).optional(),
   PP_INBOUND_SECRET: z.string().min(16).optional(),
   PP_TRUST_PROXY: bool.optional(),
+  PP_RATE_LIMIT: z.string().regex(/^\d+(:\d+)?$/, "must be RATE or RATE:BURST (requests per second)").default(
+    "100:200",
+  ),
   PP_DNS_SERVER: z.string().regex(/^[^:\s]+:\d{1,5}$/, "must be host:port").optional(),
 });
 
@@ -73,6 +76,8 @@ export interface Config {
   inboundSmtpPort?: number;
   /** HMAC key of `POST /api/v1/events/inbound`; unset: that endpoint answers 401. */
   inboundSecret?: string;
+  /** Requests per second per API key and the burst allowed; rate 0 turns limits off. Default 100 and 200. */
+  rateLimit: { rate: number; burst: number };
   /** Behind a reverse proxy: take the client address from X-Forwarded-For. Default false. */
   trustProxy: boolean;
   /** DNS server for domain verification (`host:port`); unset: the system resolver. */
@@ -113,6 +118,10 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     inboundSmtpPort: e.PP_INBOUND_SMTP_PORT,
     inboundSecret: e.PP_INBOUND_SECRET,
     trustProxy: e.PP_TRUST_PROXY ?? false,
+    rateLimit: {
+      rate: Number(e.PP_RATE_LIMIT.split(":")[0]),
+      burst: Number(e.PP_RATE_LIMIT.split(":")[1] ?? Number(e.PP_RATE_LIMIT.split(":")[0]) * 2),
+    },
     dnsServer: e.PP_DNS_SERVER
       ? { ipAddr: e.PP_DNS_SERVER.split(":")[0], port: Number(e.PP_DNS_SERVER.split(":")[1]) }
       : undefined,

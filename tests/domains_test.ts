@@ -139,6 +139,14 @@ Deno.test("domains: DNS verification and DKIM signing", opts, async (t) => {
       assertEquals(result.results[0].status.result, "fail");
     });
 
+    await t.step("a domain proven by DNS cannot be claimed by another account", async () => {
+      const rival = await stack.tenant({ domain: "rival.test" });
+      const r = await stack.gql(`mutation { addDomain(name: "Brand.test") { id } }`, {}, rival.key);
+      assertEquals(r.body.errors[0].extensions.code, "validation_failed");
+      assertEquals(r.body.errors[0].extensions.errors[0].path, "name");
+      assertEquals(await stack.count("select count(*) from domains where lower(name) = 'brand.test'"), 1);
+    });
+
     await t.step("verifyDomain of another tenant's domain is not_found", async () => {
       const other = await stack.tenant({ domain: "other.test" });
       const r = await stack.gql(

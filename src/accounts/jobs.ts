@@ -11,8 +11,8 @@ import type { Deps } from "../context.ts";
 import type { Database } from "../db/tables.ts";
 import { checkReputation, REPUTATION } from "./reputation.ts";
 
-/** The cron line of the sweep (graphile-worker crontab syntax). */
-export const REPUTATION_CRONTAB = "*/10 * * * * reputation_sweep";
+/** The periodic jobs (graphile-worker crontab syntax): the reputation sweep, key cleanup. */
+export const CRONTAB = ["*/10 * * * * reputation_sweep", "17 * * * * idempotency_cleanup"].join("\n");
 
 const Payload = z.object({ accountId: z.uuid() });
 

@@ -101,3 +101,16 @@ export async function currentUsage(db: Kysely<Database>, accountId: string): Pro
     from (select date_trunc('month', now() at time zone 'utc')::date as m) x`.execute(db);
   return r.rows[0];
 }
+
+/** The account's monthly limit and this month's use, in one statement (quota headers). */
+export async function quotaOf(
+  db: Kysely<Database>,
+  accountId: string,
+): Promise<{ limit: number | null; used: number }> {
+  const r = await sql<{ limit: number | null; used: number }>`
+    select a.monthly_limit as limit, coalesce(u.used, 0) as used
+    from accounts a left join account_usage u
+      on u.account_id = a.id and u.month = date_trunc('month', now() at time zone 'utc')::date
+    where a.id = ${accountId}`.execute(db);
+  return r.rows[0] ?? { limit: null, used: 0 };
+}

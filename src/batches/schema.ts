@@ -1,6 +1,7 @@
 /** GraphQL for batches: `batch(id)` with progress counts, `createBatchSend`, `createSegmentSend`, `cancelBatch`. */
 import { builder } from "../graphql/builder.ts";
 import { SendStatus } from "../sends/schema.ts";
+import { idempotentMutation } from "../idempotency/graphql.ts";
 import * as service from "./service.ts";
 
 type BatchView = Awaited<ReturnType<typeof service.getBatch>> & { cancelled?: number };
@@ -86,6 +87,7 @@ const CreateBatchSendInput = builder.inputType("CreateBatchSendInput", {
   fields: (t) => ({
     templateId: t.id({ required: true }),
     recipients: t.field({ type: [BatchRecipientInput], required: true, description: "1 to 1,000." }),
+    idempotencyKey: t.string({ description: "Like the Idempotency-Key header: one batch per key within 24 h." }),
     subject: t.string(),
     scheduledAt: t.field({ type: "DateTime" }),
     from: t.string(),
@@ -100,6 +102,7 @@ const CreateSegmentSendInput = builder.inputType("CreateSegmentSendInput", {
   fields: (t) => ({
     templateId: t.id({ required: true }),
     segmentId: t.id({ required: true }),
+    idempotencyKey: t.string({ description: "Like the Idempotency-Key header: one segment send per key within 24 h." }),
     subject: t.string(),
     personalizations: t.field({ type: "JSON", description: "The same values for every member." }),
     scheduledAt: t.field({ type: "DateTime" }),
@@ -123,14 +126,30 @@ builder.mutationField("createBatchSend", (t) =>
   t.field({
     type: BatchSendPayload,
     args: { input: t.arg({ type: CreateBatchSendInput, required: true }) },
-    resolve: (_, a, ctx) => service.createBatchSend(ctx.deps, ctx.principal, a.input),
+    resolve: (_, a, ctx) =>
+      idempotentMutation(
+        ctx,
+        "createBatchSend",
+        a.input,
+        () => service.createBatchSend(ctx.deps, ctx.principal, a.input),
+        (r) => r,
+        (j) => j as service.BatchAccepted,
+      ),
   }));
 
 builder.mutationField("createSegmentSend", (t) =>
   t.field({
     type: SegmentSendPayload,
     args: { input: t.arg({ type: CreateSegmentSendInput, required: true }) },
-    resolve: (_, a, ctx) => service.createSegmentSend(ctx.deps, ctx.principal, a.input),
+    resolve: (_, a, ctx) =>
+      idempotentMutation(
+        ctx,
+        "createSegmentSend",
+        a.input,
+        () => service.createSegmentSend(ctx.deps, ctx.principal, a.input),
+        (r) => r,
+        (j) => j as Awaited<ReturnType<typeof service.createSegmentSend>>,
+      ),
   }));
 
 builder.mutationField("cancelBatch", (t) =>

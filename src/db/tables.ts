@@ -73,6 +73,18 @@ export interface DomainsTable {
   dkim_public_key: string | null;
   /** Encrypted with PP_SECRET (src/crypto.ts). */
   dkim_private_key_enc: string | null;
+  /** `dns` (proven by verifyDomain: one account only) or `ops` (markDomainVerified). */
+  verified_via: string | null;
+}
+
+export interface IdempotencyKeysTable {
+  api_key_id: string;
+  key: string;
+  fingerprint: string;
+  state: "running" | "done";
+  response_status: number | null;
+  response_body: Json<unknown> | null;
+  created_at: Generated<Date>;
 }
 
 export interface TemplatesTable {
@@ -201,4 +213,5 @@ export interface Database {
   account_usage: AccountUsageTable;
   segments: SegmentsTable;
   batches: BatchesTable;
+  idempotency_keys: IdempotencyKeysTable;
 }

@@ -19,10 +19,18 @@ export function insertDomain(
     .returningAll().executeTakeFirst();
 }
 
-/** Marks a domain verified (any account: ops). */
-export function markVerified(db: Kysely<Database>, id: string) {
-  return db.updateTable("domains").set({ status: "verified", verified_at: sql`coalesce(verified_at, now())` })
+/** Marks a domain verified, by DNS proof or by ops. */
+export function markVerified(db: Kysely<Database>, id: string, via: "dns" | "ops") {
+  return db.updateTable("domains")
+    .set({ status: "verified", verified_via: via, verified_at: sql`coalesce(verified_at, now())` })
     .where("id", "=", id).returningAll().executeTakeFirst();
+}
+
+/** Whether another account has proven `name` by DNS. */
+export async function claimedElsewhere(db: Kysely<Database>, accountId: string, name: string): Promise<boolean> {
+  const r = await db.selectFrom("domains").select("id").where(sql`lower(name)`, "=", name.toLowerCase())
+    .where("verified_via", "=", "dns").where("account_id", "!=", accountId).limit(1).executeTakeFirst();
+  return r !== undefined;
 }
 
 /** An account's domains, by name. */

@@ -50,6 +50,7 @@ export function dnsRecords(d: DomainKeys): DnsRecord[] {
 export async function addDomain(deps: Deps, p: Principal, name: unknown) {
   const t = requireTenant(p);
   const v = parseInput(AddDomainInput, { name }).name;
+  if (await repo.claimedElsewhere(deps.db, t.accountId, v)) throw claimed();
   const keys = await generateDkimKeys();
   const row = await repo.insertDomain(deps.db, {
     account_id: t.accountId,
@@ -73,7 +74,7 @@ export async function addDomain(deps: Deps, p: Principal, name: unknown) {
 /** Ops: marks a domain verified without a DNS check. */
 export async function markDomainVerified(deps: Deps, p: Principal, id: string) {
   requireAdmin(p);
-  const row = await repo.markVerified(deps.db, assertUuid(id));
+  const row = await repo.markVerified(deps.db, assertUuid(id), "ops");
   if (!row) throw new AppError("not_found", "domain not found");
   deps.log.info("domain verified by ops", { domainId: id });
   return row;
@@ -124,9 +125,24 @@ export async function verifyDomain(deps: Deps, p: Principal, id: string) {
     return { type: r.type, name: r.name, expected: r.value, found, ok };
   }));
   const verified = checks.every((c) => c.ok);
-  const row = verified && domain.status !== "verified" ? (await repo.markVerified(deps.db, domain.id))! : domain;
+  if (verified && domain.verified_via !== "dns" && (await repo.claimedElsewhere(deps.db, t.accountId, domain.name))) {
+    throw claimed();
+  }
+  const row = verified && domain.verified_via !== "dns"
+    ? (await repo.markVerified(deps.db, domain.id, "dns").catch((e) => {
+      // Two accounts proving the same domain at once: the unique index lets one win.
+      if ((e as { code?: string }).code === "23505") throw claimed();
+      throw e;
+    }))!
+    : domain;
   deps.log.info("domain verification checked", { accountId: t.accountId, domainId: id, verified });
   return { domain: row, verified: row.status === "verified", checks };
+}
+
+function claimed(): AppError {
+  return new AppError("validation_failed", "name: this domain is verified by another account", [
+    { path: "name", message: "this domain is verified by another account" },
+  ]);
 }
 
 /** The caller's domains. */

@@ -12,8 +12,9 @@
 import { Logger, run, type Runner } from "graphile-worker";
 import type { Deps } from "../context.ts";
 import type { Mailer } from "../mail/transport.ts";
-import { REPUTATION_CRONTAB, reputationCheckTask, reputationSweepTask } from "../accounts/jobs.ts";
+import { CRONTAB, reputationCheckTask, reputationSweepTask } from "../accounts/jobs.ts";
 import { expandSegmentTask } from "../batches/jobs.ts";
+import { deleteExpiredKeys } from "../idempotency/service.ts";
 import { recordEventTask } from "../events/jobs.ts";
 import { deliverSendTask } from "../sends/jobs.ts";
 
@@ -37,7 +38,7 @@ export async function startWorker(deps: Deps, mailer: Mailer): Promise<Runner> {
     concurrency: config.workerConcurrency,
     /** Due scheduled jobs are found by polling; default PP_WORKER_POLL_MS=500. */
     pollInterval: config.workerPollMs,
-    crontab: REPUTATION_CRONTAB,
+    crontab: CRONTAB,
     preset: {
       worker: {
         // Fetch jobs in batches and complete them in batches: ~6× the jobs/s of the
@@ -53,6 +54,10 @@ export async function startWorker(deps: Deps, mailer: Mailer): Promise<Runner> {
       record_event: recordEventTask(deps),
       reputation_check: reputationCheckTask(deps),
       reputation_sweep: reputationSweepTask(deps),
+      idempotency_cleanup: async () => {
+        const n = await deleteExpiredKeys(deps.db);
+        if (n) deps.log.info("expired idempotency keys deleted", { count: n });
+      },
     },
   });
 }

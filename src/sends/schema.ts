@@ -3,6 +3,7 @@ import { builder } from "../graphql/builder.ts";
 import { connectionType, toConnection } from "../graphql/connection.ts";
 import { EmailEvent } from "../events/schema.ts";
 import { sendEvents } from "../events/service.ts";
+import { idempotentMutation } from "../idempotency/graphql.ts";
 import { encodeCursor } from "../pagination.ts";
 import type { SendRow } from "./repo.ts";
 import * as service from "./service.ts";
@@ -85,6 +86,7 @@ const CreateSendInput = builder.inputType("CreateSendInput", {
     tags: t.field({ type: "JSON", description: "A string map." }),
     trackOpens: t.boolean(),
     trackClicks: t.boolean(),
+    idempotencyKey: t.string({ description: "Like the Idempotency-Key header: one send per key within 24 h." }),
   }),
 });
 
@@ -116,7 +118,15 @@ builder.mutationField("createSend", (t) =>
   t.field({
     type: Send,
     args: { input: t.arg({ type: CreateSendInput, required: true }) },
-    resolve: (_, a, ctx) => service.createSend(ctx.deps, ctx.principal, a.input),
+    resolve: (_, a, ctx) =>
+      idempotentMutation(
+        ctx,
+        "createSend",
+        a.input,
+        () => service.createSend(ctx.deps, ctx.principal, a.input),
+        (s) => ({ id: s.id }),
+        (j) => service.getSend(ctx.deps, ctx.principal, (j as { id: string }).id),
+      ),
   }));
 
 builder.mutationField("cancelSend", (t) =>

@@ -1,0 +1,49 @@
+/**
+ * Rate limits per API key: a token bucket of `rate` requests per second holding up to
+ * `burst`. The buckets live in this process, so with N API replicas behind a balancer a
+ * key gets up to N × rate in total (see README); that keeps the check free of database
+ * round trips on every request.
+ */
+
+/** What one check says. */
+export interface RateDecision {
+  allowed: boolean;
+  limit: number;
+  remaining: number;
+  /** Seconds until a request would be allowed (when refused). */
+  retryAfter: number;
+}
+
+/** Token buckets keyed by API key id. */
+export class RateLimiter {
+  #buckets = new Map<string, { tokens: number; at: number }>();
+
+  constructor(readonly rate: number, readonly burst: number, private readonly now = () => performance.now()) {}
+
+  /** Takes one token for `key`, if there is one. */
+  take(key: string): RateDecision {
+    const now = this.now();
+    const b = this.#buckets.get(key) ?? { tokens: this.burst, at: now };
+    b.tokens = Math.min(this.burst, b.tokens + ((now - b.at) / 1000) * this.rate);
+    b.at = now;
+    if (this.#buckets.size > 100_000) this.#buckets.clear();
+    this.#buckets.set(key, b);
+    if (b.tokens >= 1) {
+      b.tokens -= 1;
+      return { allowed: true, limit: this.rate, remaining: Math.floor(b.tokens), retryAfter: 0 };
+    }
+    return {
+      allowed: false,
+      limit: this.rate,
+      remaining: 0,
+      retryAfter: Math.max(1, Math.ceil((1 - b.tokens) / this.rate)),
+    };
+  }
+}
+
+/** The RateLimit-* (and, when refused, Retry-After) headers of a decision. */
+export function rateHeaders(d: RateDecision): Record<string, string> {
+  const h: Record<string, string> = { "ratelimit-limit": String(d.limit), "ratelimit-remaining": String(d.remaining) };
+  if (!d.allowed) h["retry-after"] = String(d.retryAfter);
+  return h;
+}
