@@ -32,7 +32,12 @@ async function snapshot(stack: Stack) {
     contacts: await n("select count(*) from contacts"),
     events: await n("select count(*) from email_events"),
     batches: await n("select count(*) from batches"),
-    jobs: await n("select count(*) from graphile_worker._private_jobs"),
+    // Jobs a request could create; the worker's own follow-ups (reputation checks after a
+    // bounce, cron) come and go on their own schedule.
+    jobs: await n(
+      `select count(*) from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id
+       where t.identifier in ('deliver_send', 'expand_segment', 'record_event')`,
+    ),
     used: await n("select coalesce(sum(used), 0) from account_usage"),
   };
 }

@@ -91,6 +91,7 @@ Deno.test("domains: DNS verification and DKIM signing", opts, async (t) => {
       assertEquals(v.body.data.verifyDomain.verified, false);
       assertEquals(v.body.data.verifyDomain.domain.status, "PENDING");
       assert(v.body.data.verifyDomain.checks.every((c: { ok: boolean }) => !c.ok));
+      assertEquals(v.body.data.verifyDomain.checks.length, 3, "verification, DKIM and (advisory) SPF");
       assertEquals((await sendFrom("news@brand.test")).body.code, "domain_not_verified");
     });
 
@@ -99,7 +100,7 @@ Deno.test("domains: DNS verification and DKIM signing", opts, async (t) => {
       const v = await verify();
       assertEquals(v.body.data.verifyDomain.verified, false);
       const checks = v.body.data.verifyDomain.checks;
-      assertEquals(checks.map((c: { ok: boolean }) => c.ok), [true, false]);
+      assertEquals(checks.map((c: { ok: boolean }) => c.ok), [true, false, false]);
     });
 
     await t.step("a wrong DKIM key does not verify", async () => {
@@ -114,6 +115,9 @@ Deno.test("domains: DNS verification and DKIM signing", opts, async (t) => {
       const v = await verify();
       assertEquals(v.body.data.verifyDomain.verified, true, JSON.stringify(v.body));
       assertEquals(v.body.data.verifyDomain.domain.status, "VERIFIED");
+      assertEquals(v.body.data.verifyDomain.checks[2].ok, false, "no SPF yet: reported, not required");
+      records.set("brand.test", ["v=spf1 include:_spf.mailhost.test ~all"]);
+      assertEquals((await verify()).body.data.verifyDomain.checks[2].ok, true);
     });
 
     await t.step("mail from the domain (and a subdomain) is DKIM-signed and verifies", async () => {

@@ -49,6 +49,7 @@ const DnsCheck = builder.objectRef<service.DnsCheck>("DnsCheck").implement({
     expected: t.exposeString("expected"),
     found: t.exposeStringList("found"),
     ok: t.exposeBoolean("ok"),
+    required: t.exposeBoolean("required", { description: "false for SPF: reported, not required." }),
   }),
 });
 

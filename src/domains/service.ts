@@ -87,6 +87,8 @@ export interface DnsCheck {
   expected: string;
   found: string[];
   ok: boolean;
+  /** Whether verification waits for it (SPF is advice only). */
+  required: boolean;
 }
 
 async function txt(deps: Deps, name: string): Promise<string[]> {
@@ -108,23 +110,29 @@ async function txt(deps: Deps, name: string): Promise<string[]> {
 const squash = (v: string) => v.replace(/\s+/g, "");
 
 /**
- * Looks the verification TXT and the DKIM key up in DNS (PP_DNS_SERVER, or the system
- * resolver) and marks the domain verified when both match. Returns every check, so the
- * caller sees what is still missing; an unverified result is not an error.
+ * Looks the verification TXT, the DKIM key and SPF up in DNS (PP_DNS_SERVER, or the
+ * system resolver) and marks the domain verified when the verification TXT and the DKIM
+ * key match. SPF is reported (any `v=spf1` record passes: senders keep their own policy)
+ * but not required. Returns every check, so the caller sees what is still missing; an
+ * unverified result is not an error.
  */
 export async function verifyDomain(deps: Deps, p: Principal, id: string) {
   const t = requireTenant(p);
   const domain = await repo.findDomain(deps.db, t.accountId, assertUuid(id));
   if (!domain) throw new AppError("not_found", "domain not found");
-  const wanted = dnsRecords(domain).slice(0, domain.dkim_selector ? 2 : 1);
-  const checks: DnsCheck[] = await Promise.all(wanted.map(async (r) => {
+  const records = dnsRecords(domain);
+  const required = records.slice(0, domain.dkim_selector ? 2 : 1);
+  const spf = records.find((r) => r.value.startsWith("v=spf1"))!;
+  const checks: DnsCheck[] = await Promise.all([...required, spf].map(async (r) => {
     const found = await txt(deps, r.name);
-    const ok = r.name.includes("._domainkey.")
+    const ok = r === spf
+      ? found.some((f) => f.trim().startsWith("v=spf1"))
+      : r.name.includes("._domainkey.")
       ? found.some((f) => squash(f).includes(`p=${domain.dkim_public_key}`))
       : found.some((f) => f.trim() === r.value);
-    return { type: r.type, name: r.name, expected: r.value, found, ok };
+    return { type: r.type, name: r.name, expected: r.value, found, ok, required: r !== spf };
   }));
-  const verified = checks.every((c) => c.ok);
+  const verified = checks.every((c) => c.ok || !c.required);
   if (verified && domain.verified_via !== "dns" && (await repo.claimedElsewhere(deps.db, t.accountId, domain.name))) {
     throw claimed();
   }
