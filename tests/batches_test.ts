@@ -8,9 +8,11 @@
  */
 import { assert, assertEquals } from "./assert.ts";
 import {
+  createsNothing,
   type JsonResponse,
   opts,
   type ReceivedMail,
+  settle,
   type Stack,
   startStack,
   type TestTenant,
@@ -23,45 +25,6 @@ type Json = any;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const HOUR_AHEAD = () => new Date(Date.now() + 3600_000).toISOString();
-
-/** Rows a request could create, over the whole test database. */
-async function snapshot(stack: Stack) {
-  const n = (sql: string) => stack.count(sql);
-  return {
-    sends: await n("select count(*) from sends"),
-    contacts: await n("select count(*) from contacts"),
-    events: await n("select count(*) from email_events"),
-    batches: await n("select count(*) from batches"),
-    // Jobs a request could create; the worker's own follow-ups (reputation checks after a
-    // bounce, cron) come and go on their own schedule.
-    jobs: await n(
-      `select count(*) from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id
-       where t.identifier in ('deliver_send', 'expand_segment', 'record_event')`,
-    ),
-    used: await n("select coalesce(sum(used), 0) from account_usage"),
-  };
-}
-
-/** Waits until the worker has nothing due and nothing in flight. */
-async function settle(stack: Stack) {
-  await waitFor(
-    async () =>
-      (await stack.count("select count(*) from graphile_worker._private_jobs where run_at <= now()")) === 0 &&
-      (await stack.count("select count(*) from sends where status in ('sending', 'sent')")) === 0,
-    20_000,
-    "the worker to settle",
-  );
-}
-
-/** Runs `fn` and asserts the database is exactly as before. */
-async function createsNothing<T>(stack: Stack, fn: () => Promise<T>): Promise<T> {
-  await settle(stack);
-  const before = await snapshot(stack);
-  const out = await fn();
-  await sleep(50);
-  assertEquals(await snapshot(stack), before, "a failed request must create nothing");
-  return out;
-}
 
 /** Asserts a REST problem with `code`, and when given, exactly these `errors[].path`s. */
 function assertProblem(r: JsonResponse, status: number, code: string, paths?: string[]) {

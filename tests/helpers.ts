@@ -9,6 +9,7 @@ import pg from "pg";
 import { loadConfig } from "../src/config.ts";
 import { startEmbeddedPostgres } from "../src/db/embedded.ts";
 import { type Service, startService } from "../src/server.ts";
+import { assertEquals } from "./assert.ts";
 
 export const ADMIN_TOKEN = "test-admin-token-0123456789";
 
@@ -342,6 +343,79 @@ export async function waitForStatus(stack: Stack, key: string, id: string, statu
     timeoutMs,
     `send ${id} to become ${statuses.join("|")}`,
   );
+}
+
+/**
+ * Row counts of everything a request could create: a failed request must leave them as
+ * they were (API.md). Jobs count only those a request queues; the worker's own follow-ups
+ * (reputation checks after a bounce, cron) come and go on their own schedule.
+ */
+export async function snapshot(stack: Stack) {
+  const n = (sql: string) => stack.count(sql);
+  return {
+    sends: await n("select count(*) from sends"),
+    contacts: await n("select count(*) from contacts"),
+    events: await n("select count(*) from email_events"),
+    batches: await n("select count(*) from batches"),
+    jobs: await n(
+      `select count(*) from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id
+       where t.identifier in ('deliver_send', 'expand_segment', 'record_event')`,
+    ),
+    usageRows: await n("select count(*) from account_usage"),
+    usageUsed: await n("select coalesce(sum(used), 0) from account_usage"),
+    templates: await n("select count(*) from templates"),
+    domains: await n("select count(*) from domains"),
+    apiKeys: await n("select count(*) from api_keys"),
+    accounts: await n("select count(*) from accounts"),
+  };
+}
+
+/** What snapshot() returns. */
+export type Snapshot = Awaited<ReturnType<typeof snapshot>>;
+
+/**
+ * Waits until the worker has nothing due and nothing in flight, so that counts only move by
+ * the request under test (scheduled and held sends wait on jobs with a future run_at).
+ */
+export async function settle(stack: Stack) {
+  await waitFor(
+    async () =>
+      (await stack.count("select count(*) from graphile_worker._private_jobs where run_at <= now()")) === 0 &&
+      (await stack.count("select count(*) from sends where status in ('sending', 'sent')")) === 0,
+    20_000,
+    "the worker to settle",
+  );
+}
+
+/** Runs `fn` and asserts that the database is exactly as before (a short pause lets stray writes land). */
+export async function createsNothing<T>(stack: Stack, fn: () => Promise<T>): Promise<T> {
+  await settle(stack);
+  const before = await snapshot(stack);
+  const out = await fn();
+  await new Promise((r) => setTimeout(r, 50));
+  assertEquals(await snapshot(stack), before, "a failed request must create nothing");
+  return out;
+}
+
+/** Spawns main.ts as its own process (e.g. a worker) and resolves once it says it listens. */
+export async function spawnMain(env: Record<string, string>): Promise<{ child: Deno.ChildProcess; url: string }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("../main.ts", import.meta.url).pathname],
+    env: { PORT: "0", PP_LOG_LEVEL: "warn", PP_ADMIN_TOKEN: ADMIN_TOKEN, ...env },
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let out = "";
+  while (!/listening on (\S+)/.test(out)) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`main.ts exited before listening: ${out}`);
+    out += value;
+  }
+  (async () => {
+    while (!(await reader.read()).done) { /* drain: the child never blocks on a full pipe */ }
+  })();
+  return { child, url: out.match(/listening on (\S+)/)![1] };
 }
 
 /** Test options shared by every file: the stack holds sockets across steps. */

@@ -12,7 +12,7 @@ import { LiveEvents, liveEvents } from "../src/events/live.ts";
 import { type EventRow, eventsAfter, eventsByIds, insertEvents, maxEventId } from "../src/events/repo.ts";
 import { createLogger } from "../src/log.ts";
 import { assert, assertEquals, assertMatch } from "./assert.ts";
-import { ADMIN_TOKEN, opts, type Stack, startStack, waitFor, waitForStatus } from "./helpers.ts";
+import { ADMIN_TOKEN, opts, spawnMain, type Stack, startStack, waitFor, waitForStatus } from "./helpers.ts";
 
 const SUBSCRIBE = `subscription($sendId: ID, $batchId: ID) {
   sendEvents(sendId: $sendId, batchId: $batchId) { id sendId contactId type occurredAt data }
@@ -104,27 +104,6 @@ async function subscribe(stack: Stack, variables: Record<string, unknown>, auth:
   } satisfies SseClient;
 }
 
-/** Spawns main.ts (e.g. a worker) and resolves once it says it listens. */
-async function spawnMain(env: Record<string, string>) {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL("../main.ts", import.meta.url).pathname],
-    env: { PORT: "0", PP_LOG_LEVEL: "warn", PP_ADMIN_TOKEN: ADMIN_TOKEN, ...env },
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let out = "";
-  while (!/listening on (\S+)/.test(out)) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`main.ts exited before listening: ${out}`);
-    out += value;
-  }
-  (async () => {
-    while (!(await reader.read()).done) { /* drain: the child never blocks on a full pipe */ }
-  })();
-  return child;
-}
-
 /** A Kysely of its own on the stack's database: another connection than the service's. */
 function otherConnection(stack: Stack) {
   const pool = new pg.Pool({ connectionString: stack.databaseUrl, max: 2 });
@@ -183,7 +162,7 @@ Deno.test("live events: a worker process feeds an API process's subscribers", op
       });
 
       const dataDir = await Deno.makeTempDir({ prefix: "pp-test-worker-" });
-      worker = await spawnMain({
+      worker = (await spawnMain({
         DATABASE_URL: stack.databaseUrl,
         PP_ROLE: "worker",
         SMTP_URL: stack.sink.url,
@@ -191,7 +170,7 @@ Deno.test("live events: a worker process feeds an API process's subscribers", op
         PP_WORKER_POLL_MS: "100",
         // One deployment, one secret: tracking tokens and DKIM keys are sealed with it.
         PP_SECRET: stack.service.deps.secrets.secret,
-      });
+      })).child;
 
       await t.step("a send's events, recorded by the worker process, stream as they happen", async () => {
         const evs = await bySend.take(2);

@@ -3,29 +3,7 @@
  * `worker` process serves only /healthz and delivers), and SIGTERM exits 0.
  */
 import { assertEquals, assertMatch } from "./assert.ts";
-import { ADMIN_TOKEN, opts, startStack, waitFor, waitForStatus } from "./helpers.ts";
-
-/** Spawns main.ts and resolves with its URL once it says it listens. */
-async function spawnMain(env: Record<string, string>) {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL("../main.ts", import.meta.url).pathname],
-    env: { PORT: "0", PP_LOG_LEVEL: "warn", PP_ADMIN_TOKEN: ADMIN_TOKEN, ...env },
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let out = "";
-  while (!/listening on (\S+)/.test(out)) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`main.ts exited before listening: ${out}`);
-    out += value;
-  }
-  // Keep draining stdout so the child never blocks on a full pipe.
-  (async () => {
-    while (!(await reader.read()).done) { /* drain */ }
-  })();
-  return { child, url: out.match(/listening on (\S+)/)![1] };
-}
+import { opts, spawnMain, startStack, waitFor, waitForStatus } from "./helpers.ts";
 
 Deno.test("process: api role accepts, worker role delivers, SIGTERM exits 0", opts, async (t) => {
   const stack = await startStack({ env: { PP_ROLE: "api" } });

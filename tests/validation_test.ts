@@ -7,60 +7,17 @@
 import { assert, assertEquals, assertMatch, assertNotEquals } from "./assert.ts";
 import {
   ADMIN_TOKEN,
+  createsNothing,
   type JsonResponse,
   opts,
+  settle,
+  type Snapshot,
+  snapshot,
   type Stack,
   startStack,
   type TestTenant,
-  waitFor,
   waitForStatus,
 } from "./helpers.ts";
-
-/** Rows a request could create, counted over the whole test database. */
-async function snapshot(stack: Stack) {
-  const n = (sql: string) => stack.count(sql);
-  return {
-    sends: await n("select count(*) from sends"),
-    contacts: await n("select count(*) from contacts"),
-    events: await n("select count(*) from email_events"),
-    // Jobs a request could create; the worker's own follow-ups (reputation checks after a
-    // bounce, cron) come and go on their own schedule.
-    jobs: await n(
-      `select count(*) from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id
-       where t.identifier in ('deliver_send', 'expand_segment', 'record_event')`,
-    ),
-    usageRows: await n("select count(*) from account_usage"),
-    usageUsed: await n("select coalesce(sum(used), 0) from account_usage"),
-    templates: await n("select count(*) from templates"),
-    domains: await n("select count(*) from domains"),
-    apiKeys: await n("select count(*) from api_keys"),
-    accounts: await n("select count(*) from accounts"),
-  };
-}
-type Snapshot = Awaited<ReturnType<typeof snapshot>>;
-
-/**
- * Waits until the worker has nothing due and nothing in flight, so that counts only move by
- * the request under test (scheduled and held sends wait on jobs with a future run_at).
- */
-async function settle(stack: Stack) {
-  await waitFor(
-    async () =>
-      (await stack.count("select count(*) from graphile_worker._private_jobs where run_at <= now()")) === 0 &&
-      (await stack.count("select count(*) from sends where status in ('sending', 'sent')")) === 0,
-    10_000,
-    "the worker to settle",
-  );
-}
-
-/** Runs `fn` and asserts that the database is exactly as before. */
-async function createsNothing<T>(stack: Stack, fn: () => Promise<T>): Promise<T> {
-  await settle(stack);
-  const before = await snapshot(stack);
-  const out = await fn();
-  assertEquals(await snapshot(stack), before, "a failed request must create nothing");
-  return out;
-}
 
 /** Runs `fn` and returns how each count moved. */
 async function delta(stack: Stack, fn: () => Promise<unknown>): Promise<Partial<Snapshot>> {

@@ -1,6 +1,6 @@
 /** GraphQL for batches: `batch(id)` with progress counts, `createBatchSend`, `createSegmentSend`, `cancelBatch`. */
 import { builder } from "../graphql/builder.ts";
-import { SendStatus } from "../sends/schema.ts";
+import { sendOptionFields, SendStatus } from "../sends/schema.ts";
 import { idempotentMutation } from "../idempotency/graphql.ts";
 import * as service from "./service.ts";
 
@@ -85,32 +85,16 @@ const BatchRecipientInput = builder.inputType("BatchRecipientInput", {
 
 const CreateBatchSendInput = builder.inputType("CreateBatchSendInput", {
   fields: (t) => ({
-    templateId: t.id({ required: true }),
+    ...sendOptionFields(t),
     recipients: t.field({ type: [BatchRecipientInput], required: true, description: "1 to 1,000." }),
-    idempotencyKey: t.string({ description: "Like the Idempotency-Key header: one batch per key within 24 h." }),
-    subject: t.string(),
-    scheduledAt: t.field({ type: "DateTime" }),
-    from: t.string(),
-    replyTo: t.string(),
-    tags: t.field({ type: "JSON" }),
-    trackOpens: t.boolean(),
-    trackClicks: t.boolean(),
   }),
 });
 
 const CreateSegmentSendInput = builder.inputType("CreateSegmentSendInput", {
   fields: (t) => ({
-    templateId: t.id({ required: true }),
+    ...sendOptionFields(t),
     segmentId: t.id({ required: true }),
-    idempotencyKey: t.string({ description: "Like the Idempotency-Key header: one segment send per key within 24 h." }),
-    subject: t.string(),
     personalizations: t.field({ type: "JSON", description: "The same values for every member." }),
-    scheduledAt: t.field({ type: "DateTime" }),
-    from: t.string(),
-    replyTo: t.string(),
-    tags: t.field({ type: "JSON" }),
-    trackOpens: t.boolean(),
-    trackClicks: t.boolean(),
   }),
 });
 

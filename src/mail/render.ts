@@ -30,6 +30,15 @@ export interface TemplateSource {
   text: string | null;
 }
 
+/** The contact values a template can use. */
+export interface ContactFields {
+  email: string;
+  first_name: string | null;
+  last_name: string | null;
+  company: string | null;
+  fields: Record<string, unknown>;
+}
+
 /** A rendered message body. */
 export interface Rendered {
   subject: string;
@@ -71,13 +80,7 @@ export function templateError(src: string): string | null {
  * which a personalization must not replace.
  */
 export function renderContext(
-  contact: {
-    email: string;
-    first_name: string | null;
-    last_name: string | null;
-    company: string | null;
-    fields: Record<string, unknown>;
-  },
+  contact: ContactFields,
   personalizations: Record<string, unknown>,
   extra: Record<string, unknown> = {},
 ): Record<string, unknown> {

@@ -2,6 +2,7 @@
 import { type Insertable, type Kysely, type Selectable, sql } from "kysely";
 import type { ContactStatus, Database, EventType, SendsTable, SendStatus } from "../db/tables.ts";
 import { notifySelect } from "../events/repo.ts";
+import type { ContactFields } from "../mail/render.ts";
 import type { Cursor } from "../pagination.ts";
 
 /** A stored send row. */
@@ -127,13 +128,7 @@ export function cancelPending(db: Kysely<Database>, accountId: string, id: strin
 export interface Claimed {
   send: SendRow;
   template: { id: string; updated_at: Date; html: string | null; text: string | null };
-  contact: {
-    email: string;
-    first_name: string | null;
-    last_name: string | null;
-    company: string | null;
-    fields: Record<string, unknown>;
-  };
+  contact: ContactFields;
   sendingEnabled: boolean;
 }
 

@@ -1,5 +1,5 @@
 /** GraphQL for sends: the `Send` type, `send`/`sends`, `createSend`, `cancelSend`. */
-import { builder } from "../graphql/builder.ts";
+import { builder, type Types } from "../graphql/builder.ts";
 import { connectionType, toConnection } from "../graphql/connection.ts";
 import { EmailEvent } from "../events/schema.ts";
 import { sendEvents } from "../events/service.ts";
@@ -74,19 +74,29 @@ export const Send = builder.objectRef<SendRow>("Send").implement({
 
 const SendConnection = connectionType("Send", Send);
 
+/**
+ * The input fields every send mutation shares (createSend, createBatchSend,
+ * createSegmentSend): the template, sender, schedule, tags, tracking and idempotency key.
+ */
+export const sendOptionFields = (t: PothosSchemaTypes.InputFieldBuilder<Types, "InputObject">) => ({
+  templateId: t.id({ required: true }),
+  subject: t.string({ description: "Overrides the template's subject." }),
+  scheduledAt: t.field({ type: "DateTime" }),
+  from: t.string({ description: '"Name <address>" or an address on a verified domain.' }),
+  replyTo: t.string(),
+  tags: t.field({ type: "JSON", description: "A string map." }),
+  trackOpens: t.boolean(),
+  trackClicks: t.boolean(),
+  idempotencyKey: t.string({
+    description: "Like the Idempotency-Key header: the same request at most once within 24 h.",
+  }),
+});
+
 const CreateSendInput = builder.inputType("CreateSendInput", {
   fields: (t) => ({
-    templateId: t.id({ required: true }),
+    ...sendOptionFields(t),
     to: t.string({ required: true, description: "An email address or a contact uuid." }),
-    subject: t.string({ description: "Overrides the template's subject." }),
     personalizations: t.field({ type: "JSON", description: "Values for {{key}}; they win over contact fields." }),
-    scheduledAt: t.field({ type: "DateTime" }),
-    from: t.string({ description: '"Name <address>" or an address on a verified domain.' }),
-    replyTo: t.string(),
-    tags: t.field({ type: "JSON", description: "A string map." }),
-    trackOpens: t.boolean(),
-    trackClicks: t.boolean(),
-    idempotencyKey: t.string({ description: "Like the Idempotency-Key header: one send per key within 24 h." }),
   }),
 });
 
