@@ -8,7 +8,7 @@
 import { loadConfig } from "../src/config.ts";
 import { startService } from "../src/server.ts";
 import { issueKey } from "../src/accounts/service.ts";
-import { freshDatabase } from "../tests/helpers.ts";
+import { dropDatabase, freshDatabase } from "../tests/helpers.ts";
 
 const SMTP_PORT = 25_000 + Math.floor(Math.random() * 1000);
 const HTTP_PORT = SMTP_PORT + 1000;
@@ -21,9 +21,10 @@ await ready.read();
 const sinkCount = async () => Number(await (await fetch(`http://127.0.0.1:${HTTP_PORT}/count`)).text());
 
 const dataDir = await Deno.makeTempDir({ prefix: "pp-bench-" });
+const benchDb = Deno.env.get("DATABASE_URL") ? await freshDatabase() : undefined;
 const service = await startService(loadConfig({
   ...Deno.env.toObject(),
-  DATABASE_URL: Deno.env.get("DATABASE_URL") ? await freshDatabase() : undefined,
+  DATABASE_URL: benchDb,
   PORT: "0",
   PP_DATA_DIR: dataDir,
   PP_LOG_LEVEL: "warn",
@@ -96,6 +97,7 @@ do {
 const expanded = performance.now() - t2;
 
 await service.stop();
+if (benchDb) await dropDatabase(benchDb);
 sink.kill();
 await Deno.remove(dataDir, { recursive: true });
 

@@ -6,7 +6,7 @@
  */
 import { loadConfig } from "../src/config.ts";
 import { startService } from "../src/server.ts";
-import { freshDatabase, startSmtpSink } from "../tests/helpers.ts";
+import { dropDatabase, freshDatabase, startSmtpSink } from "../tests/helpers.ts";
 
 const N = Number(Deno.args[0] ?? 200);
 
@@ -31,8 +31,9 @@ await Deno.remove(dataDir, { recursive: true });
 // 2. One send at a time: accept latency and accept → delivered (SMTP 250 recorded).
 const sink = await startSmtpSink();
 const sendDir = await Deno.makeTempDir({ prefix: "pp-bench-" });
+const benchDb = Deno.env.get("DATABASE_URL") ? await freshDatabase() : undefined;
 const service = await startService(loadConfig({
-  DATABASE_URL: Deno.env.get("DATABASE_URL") ? await freshDatabase() : undefined,
+  DATABASE_URL: benchDb,
   PORT: "0",
   PP_DATA_DIR: sendDir,
   PP_LOG_LEVEL: "warn",
@@ -62,6 +63,7 @@ for (let i = 0; i < N; i++) {
   delivered.push(performance.now() - start);
 }
 await service.stop();
+if (benchDb) await dropDatabase(benchDb);
 await sink.close();
 await Deno.remove(sendDir, { recursive: true });
 

@@ -54,7 +54,7 @@ export async function freshDatabase(): Promise<string> {
 }
 
 /** Drops a database made by freshDatabase (test databases do not pile up on a shared server). */
-async function dropDatabase(url: string): Promise<void> {
+export async function dropDatabase(url: string): Promise<void> {
   const name = new URL(url).pathname.slice(1);
   const client = new pg.Client({ connectionString: await testServerUrl() });
   await client.connect();
