@@ -3,7 +3,7 @@
  * API.md thresholds; its queued sends are held (not lost, not failed) and go out after ops
  * resume it.
  */
-import { enqueueEvent } from "../src/events/repo.ts";
+import { signatureHeader } from "../src/inbound/webhook.ts";
 import { assert, assertEquals } from "./assert.ts";
 import { ADMIN_TOKEN, opts, type Stack, startStack, type TestTenant, waitFor } from "./helpers.ts";
 
@@ -35,8 +35,10 @@ async function account(stack: Stack, key: string) {
   return r.body.data.account;
 }
 
+const INBOUND_SECRET = "relay-webhook-secret-0123";
+
 Deno.test("reputation: bounces and complaints pause sending; held sends go out after resume", opts, async (t) => {
-  const stack = await startStack();
+  const stack = await startStack({ env: { PP_INBOUND_SECRET: INBOUND_SECRET } });
   stack.sink.reply = (rcpt) => rcpt.startsWith("bad-") ? { code: 550, message: "5.1.1 No such user" } : null;
   try {
     await t.step("5% bounces over 100 sends: WARNING, still sending", async () => {
@@ -116,16 +118,18 @@ Deno.test("reputation: bounces and complaints pause sending; held sends go out a
       assertEquals(after.reputation.bounces, 0);
     });
 
-    await t.step("a complaint rate of 0.5% (1 in 100 as recorded by record_event): paused", async () => {
+    await t.step("a complaint report (signed relay webhook) at 1 in 100: paused", async () => {
       const tenant = await stack.tenant({ domain: "spammy.test" });
       const ids = await sendMany(stack, tenant, "reader", 100);
       assertEquals((await account(stack, tenant.key)).sendingEnabled, true);
-      await enqueueEvent(stack.service.deps.db, {
-        sendId: ids[7],
-        type: "complained",
-        occurredAt: new Date().toISOString(),
-        data: { source: "test" },
+      const body = JSON.stringify({ events: [{ type: "complained", sendId: ids[7] }] });
+      const r = await fetch(`${stack.url}/api/v1/events/inbound`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "x-pp-signature": signatureHeader(INBOUND_SECRET, body) },
+        body,
       });
+      assertEquals(r.status, 202);
+      await r.body?.cancel();
       const a = await waitFor(
         async () => {
           const x = await account(stack, tenant.key);
