@@ -8,17 +8,11 @@
 import { loadConfig } from "../src/config.ts";
 import { startService } from "../src/server.ts";
 import { issueKey } from "../src/accounts/service.ts";
+import { startSinkProcess } from "./sink_process.ts";
 import { dropDatabase, freshDatabase } from "../tests/helpers.ts";
 
-const SMTP_PORT = 25_000 + Math.floor(Math.random() * 1000);
-const HTTP_PORT = SMTP_PORT + 1000;
-const sink = new Deno.Command(Deno.execPath(), {
-  args: ["run", "-A", new URL("./sink.ts", import.meta.url).pathname, String(SMTP_PORT), String(HTTP_PORT)],
-  stdout: "piped",
-}).spawn();
-const ready = sink.stdout.pipeThrough(new TextDecoderStream()).getReader();
-await ready.read();
-const sinkCount = async () => Number(await (await fetch(`http://127.0.0.1:${HTTP_PORT}/count`)).text());
+const sink = await startSinkProcess();
+const sinkCount = () => sink.count();
 
 const dataDir = await Deno.makeTempDir({ prefix: "pp-bench-" });
 const benchDb = Deno.env.get("DATABASE_URL") ? await freshDatabase() : undefined;
@@ -29,7 +23,7 @@ const service = await startService(loadConfig({
   PP_DATA_DIR: dataDir,
   PP_LOG_LEVEL: "warn",
   PP_SEED: "true",
-  SMTP_URL: `smtp://127.0.0.1:${SMTP_PORT}`,
+  SMTP_URL: `smtp://127.0.0.1:${sink.port}`,
 }));
 const { seed, deps } = service;
 const { key } = await issueKey(deps, seed!.accountId, "live");
@@ -98,10 +92,11 @@ const expanded = performance.now() - t2;
 
 await service.stop();
 if (benchDb) await dropDatabase(benchDb);
-sink.kill();
+sink.stop();
 await Deno.remove(dataDir, { recursive: true });
 
 const row = (name: string, v: string, target: string) => console.log(`${name.padEnd(48)} ${v.padEnd(26)} ${target}`);
+console.log(`SMTP sink: ${sink.kind}`);
 row("scenario", "measured", "target");
 row(
   "1,000-recipient batch accepted (n=20)",

@@ -1,0 +1,62 @@
+/**
+ * An SMTP sink in its own process for the benchmarks: postfix's `smtp-sink` when it is
+ * installed (`apt-get install postfix`; C, nearly free of CPU), else bench/sink.ts (npm
+ * smtp-server under Deno). Either way the bench can ask how many messages arrived.
+ */
+
+/** A running sink. */
+export interface SinkProcess {
+  /** `postfix smtp-sink` or `smtp-server`. */
+  kind: string;
+  port: number;
+  /** Messages received so far. */
+  count(): Promise<number>;
+  stop(): void;
+}
+
+async function which(cmd: string): Promise<string | null> {
+  for (const dir of ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"]) {
+    try {
+      await Deno.stat(`${dir}/${cmd}`);
+      return `${dir}/${cmd}`;
+    } catch { /* not here */ }
+  }
+  return null;
+}
+
+/** Starts a sink on a free-ish port. */
+export async function startSinkProcess(): Promise<SinkProcess> {
+  const port = 25_000 + Math.floor(Math.random() * 1000);
+  const smtpSink = await which("smtp-sink");
+  if (smtpSink) {
+    // -c prints "sess=… quit=… mesg=N\r" as messages arrive (as root it must drop to a user).
+    // Its stdio is block-buffered on a pipe but not on a file, so the counter goes to a file.
+    const out = await Deno.makeTempFile({ prefix: "pp-smtp-sink-" });
+    const user = Deno.uid() === 0 ? "-u postfix " : "";
+    const child = new Deno.Command("sh", {
+      args: ["-c", `exec ${smtpSink} -c ${user}127.0.0.1:${port} 1000 > ${out} 2>/dev/null`],
+    }).spawn();
+    await new Promise((r) => setTimeout(r, 300));
+    return {
+      kind: "postfix smtp-sink",
+      port,
+      count: async () => Number([...(await Deno.readTextFile(out)).matchAll(/mesg=(\d+)/g)].at(-1)?.[1] ?? 0),
+      stop: () => {
+        child.kill();
+        Deno.remove(out).catch(() => {});
+      },
+    };
+  }
+  const httpPort = port + 1000;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("./sink.ts", import.meta.url).pathname, String(port), String(httpPort)],
+    stdout: "piped",
+  }).spawn();
+  await child.stdout.pipeThrough(new TextDecoderStream()).getReader().read();
+  return {
+    kind: "smtp-server (Deno)",
+    port,
+    count: async () => Number(await (await fetch(`http://127.0.0.1:${httpPort}/count`)).text()),
+    stop: () => child.kill(),
+  };
+}
