@@ -54,3 +54,9 @@ export class AppError extends Error {
 export function invalid(path: string, message: string): AppError {
   return new AppError("validation_failed", `${path}: ${message}`, [{ path, message }]);
 }
+
+/** Whether a database error is a unique violation (of `constraint`, when given). */
+export function isUniqueViolation(err: unknown, constraint?: string): boolean {
+  const e = err as { code?: unknown; constraint?: unknown } | null;
+  return e?.code === "23505" && (constraint === undefined || e.constraint === constraint);
+}

@@ -35,6 +35,18 @@ async function account(stack: Stack, key: string) {
   return r.body.data.account;
 }
 
+/** The account once its sending is paused (fails after 10 s). */
+function untilPaused(stack: Stack, key: string) {
+  return waitFor(
+    async () => {
+      const x = await account(stack, key);
+      return x.sendingEnabled === false ? x : null;
+    },
+    10_000,
+    "the account to be paused",
+  );
+}
+
 const INBOUND_SECRET = "relay-webhook-secret-0123";
 
 Deno.test("reputation: bounces and complaints pause sending; held sends go out after resume", opts, async (t) => {
@@ -72,14 +84,7 @@ Deno.test("reputation: bounces and complaints pause sending; held sends go out a
       assertEquals(held.status, 202);
       // 12 of 102 sends bounce: 11.8%, over the 10% line.
       await sendMany(stack, tenant, "bad", 12);
-      const a = await waitFor(
-        async () => {
-          const x = await account(stack, tenant.key);
-          return x.sendingEnabled === false ? x : null;
-        },
-        10_000,
-        "the account to be paused",
-      );
+      const a = await untilPaused(stack, tenant.key);
       assertEquals(a.pausedBy, "reputation");
       assertEquals(a.reputation.status, "PAUSED");
       assert(a.reputation.bounceRate >= 0.1);
@@ -130,14 +135,7 @@ Deno.test("reputation: bounces and complaints pause sending; held sends go out a
       });
       assertEquals(r.status, 202);
       await r.body?.cancel();
-      const a = await waitFor(
-        async () => {
-          const x = await account(stack, tenant.key);
-          return x.sendingEnabled === false ? x : null;
-        },
-        10_000,
-        "the account to be paused",
-      );
+      const a = await untilPaused(stack, tenant.key);
       assertEquals(a.reputation.complaints, 1);
       assertEquals(a.reputation.complaintRate, 0.01);
       assertEquals(a.pausedBy, "reputation");

@@ -86,12 +86,14 @@ export async function reserveUsage(db: Kysely<Database>, accountId: string, n: n
   return r.rows[0];
 }
 
-/** Gives `n` units back to the month they were taken from (cancelled sends). */
-export async function releaseUsage(db: Kysely<Database>, accountId: string, n: number, takenAt: Date) {
+/** Gives one unit back per time, each to the month it was taken in (one statement for any number). */
+export async function releaseUsage(db: Kysely<Database>, accountId: string, takenAt: Date[]) {
+  if (takenAt.length === 0) return;
   await sql`
-    update account_usage set used = greatest(used - ${n}, 0)
-    where account_id = ${accountId} and month = date_trunc('month', ${takenAt}::timestamptz at time zone 'utc')::date`
-    .execute(db);
+    update account_usage u set used = greatest(u.used - g.n, 0)
+    from (select date_trunc('month', t at time zone 'utc')::date as m, count(*)::int as n
+          from unnest(${takenAt}::timestamptz[]) as t group by 1) g
+    where u.account_id = ${accountId} and u.month = g.m`.execute(db);
 }
 
 /** Units used in the current UTC month. */

@@ -4,6 +4,7 @@
  * KEY_CACHE_MS so that authentication costs no query on the hot path; a revoke clears
  * this process's cache at once and other processes' within KEY_CACHE_MS.
  */
+import { createHash, timingSafeEqual } from "node:crypto";
 import type { Deps, Principal, Tenant } from "../context.ts";
 import { requireAdmin, requireTenant } from "../context.ts";
 import { AppError } from "../errors.ts";
@@ -45,7 +46,7 @@ export async function authenticate(deps: Deps, headers: Headers): Promise<Princi
   const bearer = headers.get("authorization")?.match(/^Bearer\s+(.+)$/i)?.[1]?.trim();
   const key = headers.get("x-api-key")?.trim() ?? bearer;
   if (!key) return null;
-  if (!key.startsWith("pp_") && timingSafeEqual(key, deps.secrets.adminToken)) return { kind: "admin" };
+  if (!key.startsWith("pp_") && sameSecret(key, deps.secrets.adminToken)) return { kind: "admin" };
   if (!KEY_RE.test(key)) throw new AppError("unauthorized", "unknown or revoked API key");
   const hash = await hashKey(key);
   const now = Date.now();
@@ -63,11 +64,10 @@ export async function authenticate(deps: Deps, headers: Headers): Promise<Princi
   return hit.tenant;
 }
 
-function timingSafeEqual(a: string, b: string): boolean {
-  const x = new TextEncoder().encode(a), y = new TextEncoder().encode(b);
-  let diff = x.length ^ y.length;
-  for (let i = 0; i < y.length; i++) diff |= (x[i] ?? 0) ^ y[i];
-  return diff === 0;
+/** Constant-time string comparison: SHA-256 both sides so the lengths match too. */
+function sameSecret(a: string, b: string): boolean {
+  const h = (v: string) => createHash("sha256").update(v).digest();
+  return timingSafeEqual(h(a), h(b));
 }
 
 /** Ops: creates an account (sending enabled, `monthlyLimit` null = unlimited). */

@@ -114,7 +114,7 @@ async function expandPage(deps: Deps, trx: Kysely<Database>, batchId: string): P
   );
   // Contacts that already had their send (a repeated page) give their unit back.
   if (inserted.length < page.length) {
-    await accounts.releaseUsage(trx, batch.account_id, page.length - inserted.length, new Date());
+    await accounts.releaseUsage(trx, batch.account_id, Array(page.length - inserted.length).fill(new Date()));
   }
   const ids = inserted.map((s) => s.id);
   await events.insertEvents(

@@ -182,7 +182,7 @@ export async function cancelBatch(deps: Deps, p: Principal, id: string) {
     const rows = await repo.cancelPendingOfBatch(trx, t.accountId, id);
     const ids = rows.map((r) => r.id);
     await sendsRepo.removeDeliveries(trx, ids);
-    for (const [month, n] of countByMonth(rows)) await accounts.releaseUsage(trx, t.accountId, n, month);
+    await accounts.releaseUsage(trx, t.accountId, rows.map((r) => r.created_at));
     await events.insertEvents(
       trx,
       ids.map((sendId) => ({ send_id: sendId, account_id: t.accountId, type: "cancelled" })),
@@ -191,16 +191,4 @@ export async function cancelBatch(deps: Deps, p: Principal, id: string) {
   });
   deps.log.info("batch cancelled", { accountId: t.accountId, batchId: id, cancelled });
   return { ...(await getBatch(deps, p, id)), cancelled };
-}
-
-/** Groups rows by the UTC month they were created in (quota is per month). */
-function countByMonth(rows: { created_at: Date }[]): Map<Date, number> {
-  const out = new Map<string, { at: Date; n: number }>();
-  for (const r of rows) {
-    const k = r.created_at.toISOString().slice(0, 7);
-    const e = out.get(k) ?? { at: r.created_at, n: 0 };
-    e.n++;
-    out.set(k, e);
-  }
-  return new Map([...out.values()].map((e) => [e.at, e.n]));
 }

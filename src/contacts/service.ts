@@ -3,7 +3,7 @@ import type { Deps, Principal, Tenant } from "../context.ts";
 import { requireTenant } from "../context.ts";
 import type { Updateable } from "kysely";
 import type { ContactsTable, ContactStatus } from "../db/tables.ts";
-import { AppError, invalid } from "../errors.ts";
+import { AppError, invalid, isUniqueViolation } from "../errors.ts";
 import { contactStatusEvent } from "../events/service.ts";
 import { decodeCursor } from "../pagination.ts";
 import { isUuid, parseInput } from "../validation.ts";
@@ -84,11 +84,6 @@ async function opsActingFor(deps: Deps, contactId: string): Promise<Tenant> {
   const row = await deps.db.selectFrom("contacts").select("account_id").where("id", "=", contactId).executeTakeFirst();
   if (!row) throw new AppError("not_found", "contact not found");
   return { kind: "tenant", accountId: row.account_id, apiKeyId: "", mode: "live" };
-}
-
-function isUniqueViolation(err: unknown, constraint: string): boolean {
-  const e = err as { code?: unknown; constraint?: unknown } | null;
-  return e?.code === "23505" && e.constraint === constraint;
 }
 
 /**

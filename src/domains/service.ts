@@ -5,7 +5,7 @@
  */
 import type { Deps, Principal } from "../context.ts";
 import { requireAdmin, requireTenant } from "../context.ts";
-import { AppError } from "../errors.ts";
+import { AppError, isUniqueViolation } from "../errors.ts";
 import { randomBase62 } from "../accounts/service.ts";
 import { assertUuid, parseInput } from "../validation.ts";
 import { encryptSecret } from "../crypto.ts";
@@ -139,7 +139,7 @@ export async function verifyDomain(deps: Deps, p: Principal, id: string) {
   const row = verified && domain.verified_via !== "dns"
     ? (await repo.markVerified(deps.db, domain.id, "dns").catch((e) => {
       // Two accounts proving the same domain at once: the unique index lets one win.
-      if ((e as { code?: string }).code === "23505") throw claimed();
+      if (isUniqueViolation(e, "domains_dns_claim")) throw claimed();
       throw e;
     }))!
     : domain;

@@ -194,7 +194,7 @@ export async function cancelSend(deps: Deps, p: Principal, id: string) {
       );
     }
     await repo.removeDelivery(trx, id);
-    await accounts.releaseUsage(trx, t.accountId, 1, cancelled.created_at);
+    await accounts.releaseUsage(trx, t.accountId, [cancelled.created_at]);
     await events.insertEvents(trx, [{ send_id: id, account_id: t.accountId, type: "cancelled" }]);
     return cancelled;
   });
