@@ -71,6 +71,7 @@ export async function startService(config: Readonly<Config>): Promise<Service> {
     smtpUrl: config.smtpUrl,
     outboxDir: join(config.dataDir, "outbox"),
     poolSize: config.smtpPoolSize,
+    log,
   });
   let runner: Runner | null = null;
   if (config.role !== "api") runner = await startWorker(deps, mailer);
