@@ -1,34 +1,6 @@
-/** SQL for batches, and the set-wise contact statements that batches need. */
+/** SQL for batches. */
 import { type Insertable, type Kysely, sql } from "kysely";
-import type { BatchesTable, ContactStatus, Database, SendStatus } from "../db/tables.ts";
-
-/** A contact as a batch needs it. */
-export interface BatchContact {
-  id: string;
-  email: string;
-  status: ContactStatus;
-}
-
-/**
- * The account's contacts for these addresses, created as subscribed where missing: one
- * statement for the whole list (the addresses must be distinct, case-insensitively).
- */
-export async function upsertContactsByEmail(db: Kysely<Database>, accountId: string, emails: string[]) {
-  if (emails.length === 0) return [];
-  const r = await sql<BatchContact>`
-    insert into contacts (account_id, email, updated_at)
-    select ${accountId}::uuid, e, now() from unnest(${emails}::text[]) as e
-    on conflict (account_id, lower(email)) do update set email = contacts.email
-    returning id, email, status`.execute(db);
-  return r.rows;
-}
-
-/** The account's contacts with these ids (foreign or unknown ids are simply absent). */
-export function findContactsByIds(db: Kysely<Database>, accountId: string, ids: string[]) {
-  if (ids.length === 0) return Promise.resolve([] as BatchContact[]);
-  return db.selectFrom("contacts").select(["id", "email", "status"])
-    .where("account_id", "=", accountId).where("id", "in", ids).execute();
-}
+import type { BatchesTable, Database, SendStatus } from "../db/tables.ts";
 
 /** Inserts a batch row. */
 export function insertBatch(db: Kysely<Database>, row: Insertable<BatchesTable>) {

@@ -8,6 +8,7 @@ import { requireTenant } from "../context.ts";
 import type { SendStatus } from "../db/tables.ts";
 import { AppError, type FieldError } from "../errors.ts";
 import * as accounts from "../accounts/repo.ts";
+import * as contactsRepo from "../contacts/repo.ts";
 import * as events from "../events/repo.ts";
 import { uuidv7 } from "../ids.ts";
 import { findSegment } from "../segments/service.ts";
@@ -46,9 +47,9 @@ export async function createBatchSend(deps: Deps, p: Principal, input: unknown):
     const emails = v.recipients.filter((r) => !isUuid(r.to)).map((r) => r.to);
     const ids = v.recipients.filter((r) => isUuid(r.to)).map((r) => r.to.toLowerCase());
     const byEmail = new Map(
-      (await repo.upsertContactsByEmail(trx, t.accountId, emails)).map((c) => [c.email.toLowerCase(), c]),
+      (await contactsRepo.upsertContactsByEmail(trx, t.accountId, emails)).map((c) => [c.email.toLowerCase(), c]),
     );
-    const byId = new Map((await repo.findContactsByIds(trx, t.accountId, ids)).map((c) => [c.id, c]));
+    const byId = new Map((await contactsRepo.findContactsByIds(trx, t.accountId, ids)).map((c) => [c.id, c]));
     const missing: FieldError[] = [];
     const contacts = v.recipients.map((r, i) => {
       const c = isUuid(r.to) ? byId.get(r.to.toLowerCase()) : byEmail.get(r.to.toLowerCase());

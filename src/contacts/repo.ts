@@ -7,6 +7,34 @@ import { escapeLike, segmentWhere } from "../segments/rules.ts";
 /** A stored contact row. */
 export type ContactRow = Selectable<ContactsTable>;
 
+/** A contact as a send needs it. */
+export interface ContactRef {
+  id: string;
+  email: string;
+  status: ContactStatus;
+}
+
+/**
+ * The account's contacts for these addresses, created as subscribed where missing: one
+ * statement for the whole list (the addresses must be distinct, case-insensitively).
+ */
+export async function upsertContactsByEmail(db: Kysely<Database>, accountId: string, emails: string[]) {
+  if (emails.length === 0) return [];
+  const r = await sql<ContactRef>`
+    insert into contacts (account_id, email, updated_at)
+    select ${accountId}::uuid, e, now() from unnest(${emails}::text[]) as e
+    on conflict (account_id, lower(email)) do update set email = contacts.email
+    returning id, email, status`.execute(db);
+  return r.rows;
+}
+
+/** The account's contacts with these ids (foreign or unknown ids are simply absent). */
+export function findContactsByIds(db: Kysely<Database>, accountId: string, ids: string[]) {
+  if (ids.length === 0) return Promise.resolve([] as ContactRef[]);
+  return db.selectFrom("contacts").select(["id", "email", "status"])
+    .where("account_id", "=", accountId).where("id", "in", ids).execute();
+}
+
 /** Inserts a contact; undefined when the account already has this address (any case). */
 export function insertContact(db: Kysely<Database>, row: Insertable<ContactsTable>) {
   return db.insertInto("contacts").values(row)

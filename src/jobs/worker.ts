@@ -10,6 +10,7 @@
  *   of worker processes can share one database.
  */
 import { Logger, run, type Runner } from "graphile-worker";
+import type { Config } from "../config.ts";
 import type { Deps } from "../context.ts";
 import type { Mailer } from "../mail/transport.ts";
 import { CRONTAB, reputationCheckTask, reputationSweepTask } from "../accounts/jobs.ts";
@@ -17,6 +18,29 @@ import { expandSegmentTask } from "../batches/jobs.ts";
 import { deleteExpiredKeys } from "../idempotency/service.ts";
 import { recordEventTask } from "../events/jobs.ts";
 import { deliverSendTask } from "../sends/jobs.ts";
+
+/**
+ * How our runner pulls and completes jobs (the benchmark runs its no-op baseline with the
+ * same settings): concurrency, polling for due scheduled jobs, and graphile-worker's local
+ * queue with batched completion.
+ */
+export function runnerSettings(config: Config) {
+  return {
+    /** Jobs run at once; default PP_WORKER_CONCURRENCY=10. */
+    concurrency: config.workerConcurrency,
+    /** Due scheduled jobs are found by polling; default PP_WORKER_POLL_MS=500. */
+    pollInterval: config.workerPollMs,
+    preset: {
+      worker: {
+        // Fetch jobs in batches and complete them in batches: ~6× the jobs/s of the
+        // defaults on this machine (DESIGN.md).
+        localQueue: { size: Math.max(config.workerConcurrency * 5, 50) },
+        completeJobBatchDelay: 0,
+        failJobBatchDelay: 0,
+      },
+    },
+  };
+}
 
 /** Starts the runner with every task; resolves once it is listening for jobs. */
 export async function startWorker(deps: Deps, mailer: Mailer): Promise<Runner> {
@@ -34,20 +58,8 @@ export async function startWorker(deps: Deps, mailer: Mailer): Promise<Runner> {
     pgPool: deps.pool,
     logger,
     noHandleSignals: true,
-    /** Jobs run at once; default PP_WORKER_CONCURRENCY=10. */
-    concurrency: config.workerConcurrency,
-    /** Due scheduled jobs are found by polling; default PP_WORKER_POLL_MS=500. */
-    pollInterval: config.workerPollMs,
+    ...runnerSettings(config),
     crontab: CRONTAB,
-    preset: {
-      worker: {
-        // Fetch jobs in batches and complete them in batches: ~6× the jobs/s of the
-        // defaults on this machine (DESIGN.md).
-        localQueue: { size: Math.max(config.workerConcurrency * 5, 50) },
-        completeJobBatchDelay: 0,
-        failJobBatchDelay: 0,
-      },
-    },
     taskList: {
       deliver_send: deliverSendTask(deps, mailer),
       expand_segment: expandSegmentTask(deps),

@@ -15,6 +15,7 @@ import { render, renderContext } from "../mail/render.ts";
 import { domainOf } from "../validation.ts";
 import { rewriteHtml, signToken, trackingUrls } from "../mail/tracking.ts";
 import type { Mailer } from "../mail/transport.ts";
+import { GroupCommit } from "../db/group_commit.ts";
 import { DeliverSendPayload } from "./inputs.ts";
 import * as repo from "./repo.ts";
 
@@ -75,16 +76,23 @@ export function deliverSendTask(deps: Deps, mailer: Mailer): Task {
     return options;
   }
 
+  // Claims and outcomes of the deliveries running at once are written in groups, one
+  // statement and one commit each (see GroupCommit): per-delivery commits capped the drain.
+  const claims = new GroupCommit<string, repo.Claimed | undefined>(async (ids) => {
+    const claimed = await repo.claimForDelivery(db, ids);
+    return ids.map((id) => claimed.get(id));
+  });
+  const outcomes = new GroupCommit<repo.Outcome>((os) => repo.recordOutcomes(db, os).then(() => os.map(() => {})));
   const finish = (
     send: repo.SendRow,
     set: Partial<Insertable<SendsTable>>,
-    evs: { type: EventType; data?: Record<string, unknown> }[],
+    events: { type: EventType; data?: Record<string, unknown> }[],
     contactStatus?: "bounced",
-  ) => repo.recordOutcome(db, send, set, evs, contactStatus);
+  ) => outcomes.add({ send, set, events, contactStatus });
 
   return async (payload: unknown, helpers: JobHelpers) => {
     const { sendId } = DeliverSendPayload.parse(payload);
-    const claimed = await repo.claimForDelivery(db, sendId);
+    const claimed = await claims.add(sendId);
     if (!claimed) {
       log.debug("deliver_send: nothing to do", { sendId });
       return;

@@ -133,15 +133,15 @@ export interface Claimed {
 }
 
 /**
- * Claims a send for delivery and reads its template, contact and account state, in one
- * statement: pending (or `sending` after a crashed attempt) becomes `sending`. Undefined
- * when the send is already past that, so a re-run job mails nothing.
+ * Claims sends for delivery and reads their templates, contacts and account states, in one
+ * statement: pending (or `sending` after a crashed attempt) becomes `sending`. A send that is
+ * already past that is missing from the answer, so a re-run job mails nothing.
  */
-export async function claimForDelivery(db: Kysely<Database>, id: string): Promise<Claimed | undefined> {
+export async function claimForDelivery(db: Kysely<Database>, ids: string[]): Promise<Map<string, Claimed>> {
   const r = await sql<SendRow & Record<string, unknown>>`
     with claimed as (
       update sends set status = 'sending', updated_at = now()
-      where id = ${id} and status in ('scheduled', 'queued', 'sending')
+      where id = any(${ids}::uuid[]) and status in ('scheduled', 'queued', 'sending')
       returning *)
     select c.*, t.updated_at as tpl_updated_at, t.html as tpl_html, t.text as tpl_text,
       ct.email as ct_email, ct.first_name as ct_first_name, ct.last_name as ct_last_name,
@@ -150,9 +150,7 @@ export async function claimForDelivery(db: Kysely<Database>, id: string): Promis
     join templates t on t.id = c.template_id
     join contacts ct on ct.id = c.contact_id
     join accounts a on a.id = c.account_id`.execute(db);
-  const row = r.rows[0];
-  if (!row) return undefined;
-  return {
+  return new Map(r.rows.map((row) => [row.id, {
     send: row,
     template: {
       id: row.template_id,
@@ -168,35 +166,49 @@ export async function claimForDelivery(db: Kysely<Database>, id: string): Promis
       fields: row.ct_fields as Record<string, unknown>,
     },
     sendingEnabled: row.acct_sending_enabled as boolean,
-  };
+  }]));
+}
+
+/** A delivery's outcome: the send's new columns, its events and, for a hard bounce, the contact's status. */
+export interface Outcome {
+  send: { id: string; account_id: string; contact_id: string };
+  set: Partial<Insertable<SendsTable>>;
+  events: { type: EventType; data?: Record<string, unknown> }[];
+  contactStatus?: ContactStatus;
 }
 
 /**
- * Records a delivery outcome in one statement: the send's new state, its events and, for
- * a hard bounce, the contact's status (data-modifying CTEs commit together).
+ * Records many delivery outcomes in one statement (data-modifying CTEs commit together):
+ * each send's columns from its own patch (`jsonb_populate_record` over the row, so columns
+ * a patch leaves out keep their value), the contacts' new statuses, and the events,
+ * announced on EVENTS_CHANNEL.
  */
-export async function recordOutcome(
-  db: Kysely<Database>,
-  send: { id: string; account_id: string; contact_id: string },
-  set: Partial<Insertable<SendsTable>>,
-  evs: { type: EventType; data?: Record<string, unknown> }[],
-  contactStatus?: ContactStatus,
-): Promise<void> {
-  const data = evs.map((e) => JSON.stringify(e.data ?? {}));
-  const types = evs.map((e) => e.type);
-  const setSql = Object.entries({ ...set, updated_at: new Date() }).map(([k, v]) =>
-    sql`${sql.ref(k)} = ${Array.isArray(v) ? sql`${v}::text[]` : v}`
-  );
+export async function recordOutcomes(db: Kysely<Database>, outcomes: Outcome[]): Promise<void> {
+  if (outcomes.length === 0) return;
+  const columns = [...new Set(outcomes.flatMap((o) => Object.keys(o.set)))];
+  const evs = outcomes.flatMap((o) => o.events.map((e) => ({ o, e })));
+  const contacts = outcomes.filter((o) => o.contactStatus);
+  const setList = sql.join([...columns.map((c) => sql.ref(c)), sql.ref("updated_at")]);
+  const fromPatch = sql.join([...columns.map((c) => sql.ref(`r.${c}`)), sql`now()`]);
   await sql`
     with upd_send as (
-      update sends set ${sql.join(setSql)} where id = ${send.id}),
+      update sends s set (${setList}) = (select ${fromPatch} from jsonb_populate_record(s, u.patch) r)
+      from unnest(${outcomes.map((o) => o.send.id)}::uuid[], ${
+    outcomes.map((o) => JSON.stringify(o.set))
+  }::jsonb[]) as u(id, patch)
+      where s.id = u.id),
     upd_contact as (
-      update contacts set status = ${contactStatus ?? null}, updated_at = now()
-      where ${contactStatus ?? null}::text is not null and id = ${send.contact_id}),
+      update contacts c set status = u.status, updated_at = now()
+      from unnest(${contacts.map((o) => o.send.contact_id)}::uuid[], ${
+    contacts.map((o) => o.contactStatus!)
+  }::text[]) as u(id, status)
+      where c.id = u.id),
     ins as (
       insert into email_events (send_id, account_id, type, data)
-      select ${send.id}::uuid, ${send.account_id}::uuid, t, d::jsonb
-      from unnest(${types}::text[], ${data}::text[]) as u(t, d)
+      select u.send_id, u.account_id, u.type, u.data::jsonb
+      from unnest(${evs.map(({ o }) => o.send.id)}::uuid[], ${evs.map(({ o }) => o.send.account_id)}::uuid[],
+        ${evs.map(({ e }) => e.type)}::text[], ${evs.map(({ e }) => JSON.stringify(e.data ?? {}))}::text[])
+        as u(send_id, account_id, type, data)
       returning id, send_id, account_id, type)
     ${notifySelect}`.execute(db);
 }
