@@ -9,6 +9,8 @@ export interface SinkProcess {
   /** `postfix smtp-sink` or `smtp-server`. */
   kind: string;
   port: number;
+  /** The sink's process id (its CPU time is accounted in the benchmark). */
+  pid: number;
   /** Messages received so far. */
   count(): Promise<number>;
   stop(): void;
@@ -40,6 +42,7 @@ export async function startSinkProcess(): Promise<SinkProcess> {
     return {
       kind: "postfix smtp-sink",
       port,
+      pid: child.pid, // `exec`: the shell became smtp-sink
       count: async () => Number([...(await Deno.readTextFile(out)).matchAll(/mesg=(\d+)/g)].at(-1)?.[1] ?? 0),
       stop: () => {
         child.kill();
@@ -56,6 +59,7 @@ export async function startSinkProcess(): Promise<SinkProcess> {
   return {
     kind: "smtp-server (Deno)",
     port,
+    pid: child.pid,
     count: async () => Number(await (await fetch(`http://127.0.0.1:${httpPort}/count`)).text()),
     stop: () => child.kill(),
   };

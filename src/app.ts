@@ -3,7 +3,7 @@
  * the caller once per request and hands it to thin handlers; errors become problem+json
  * (REST) or GraphQL errors with `extensions.code`.
  */
-import { authenticate } from "./accounts/service.ts";
+import { authenticate, type Quota, withQuotaScope } from "./accounts/service.ts";
 import { quotaOf } from "./accounts/repo.ts";
 import type { Deps, Principal, Tenant } from "./context.ts";
 import { fingerprint, idempotent, ReplayedError, validKey } from "./idempotency/service.ts";
@@ -86,6 +86,7 @@ export function createApp(deps: Deps, opts: { healthOnly?: boolean; ready?: () =
     const rate = limiter?.take(t.apiKeyId);
     const headers = new Headers(rate ? rateHeaders(rate) : {});
     let res: Response;
+    let quota: Quota | undefined;
     try {
       if (rate && !rate.allowed) {
         throw new AppError(
@@ -95,7 +96,9 @@ export function createApp(deps: Deps, opts: { healthOnly?: boolean; ready?: () =
       }
       const key = route.idempotent ? req.headers.get("idempotency-key") : null;
       if (key === null) {
-        res = await route.handler(deps, t, req, params);
+        const out = await withQuotaScope(() => route.handler(deps, t, req, params));
+        res = out.value;
+        quota = out.quota;
       } else {
         const body = await req.text();
         const out = await idempotent(
@@ -121,7 +124,7 @@ export function createApp(deps: Deps, opts: { healthOnly?: boolean; ready?: () =
       if (err instanceof ReplayedError) headers.set("idempotent-replayed", "true");
     }
     if (req.method === "POST" && !(rate && !rate.allowed)) {
-      const q = await quotaOf(deps.db, t.accountId);
+      const q = quota ?? await quotaOf(deps.db, t.accountId);
       headers.set("x-quota-limit", q.limit === null ? "unlimited" : String(q.limit));
       headers.set("x-quota-remaining", q.limit === null ? "unlimited" : String(Math.max(q.limit - q.used, 0)));
     }

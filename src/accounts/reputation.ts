@@ -7,6 +7,7 @@
 import type { Kysely } from "kysely";
 import { sql } from "kysely";
 import type { Database } from "../db/tables.ts";
+import { clearRequestCaches } from "../sends/service.ts";
 
 /** The thresholds, as fractions. */
 export const REPUTATION = {
@@ -82,6 +83,7 @@ export async function checkReputation(db: Kysely<Database>, accountId: string) {
     const paused = await db.updateTable("accounts")
       .set({ sending_enabled: false, paused_by: "reputation", paused_reason: reason, updated_at: sql`now()` })
       .where("id", "=", accountId).where("sending_enabled", "=", true).returning("id").executeTakeFirst();
+    if (paused) clearRequestCaches();
     return { ...m, verdict, paused: paused !== undefined };
   }
   return { ...m, verdict, paused: false };

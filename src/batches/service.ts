@@ -8,6 +8,7 @@ import { requireTenant } from "../context.ts";
 import type { SendStatus } from "../db/tables.ts";
 import { AppError, type FieldError } from "../errors.ts";
 import * as accounts from "../accounts/repo.ts";
+import { noteQuota } from "../accounts/service.ts";
 import * as contactsRepo from "../contacts/repo.ts";
 import * as events from "../events/repo.ts";
 import { uuidv7 } from "../ids.ts";
@@ -61,8 +62,12 @@ export async function createBatchSend(deps: Deps, p: Principal, input: unknown):
     rejectDuplicates(contacts.map((c) => c.id), (i) => `recipients.${i}.to`);
 
     const live = contacts.filter((c) => c.status === "subscribed").length;
-    if (live > 0 && !(await accounts.reserveUsage(trx, t.accountId, live, prep.monthlyLimit))) {
-      throw new AppError("quota_exceeded", `the batch needs ${live} emails, more than this month's remaining quota`);
+    if (live > 0) {
+      const reserved = await accounts.reserveUsage(trx, t.accountId, live, prep.monthlyLimit);
+      if (!reserved) {
+        throw new AppError("quota_exceeded", `the batch needs ${live} emails, more than this month's remaining quota`);
+      }
+      noteQuota({ limit: prep.monthlyLimit, used: reserved.used });
     }
     await repo.insertBatch(trx, {
       id: batchId,

@@ -12,6 +12,7 @@ import { encryptSecret } from "../crypto.ts";
 import { dkimTxtValue, generateDkimKeys } from "../mail/dkim.ts";
 import { AddDomainInput } from "./inputs.ts";
 import * as repo from "./repo.ts";
+import { clearRequestCaches } from "../sends/service.ts";
 
 /** A DNS record the owner must publish. */
 export interface DnsRecord {
@@ -76,6 +77,7 @@ export async function markDomainVerified(deps: Deps, p: Principal, id: string) {
   requireAdmin(p);
   const row = await repo.markVerified(deps.db, assertUuid(id), "ops");
   if (!row) throw new AppError("not_found", "domain not found");
+  clearRequestCaches();
   deps.log.info("domain verified by ops", { domainId: id });
   return row;
 }
@@ -143,6 +145,7 @@ export async function verifyDomain(deps: Deps, p: Principal, id: string) {
       throw e;
     }))!
     : domain;
+  if (row !== domain) clearRequestCaches();
   deps.log.info("domain verification checked", { accountId: t.accountId, domainId: id, verified });
   return { domain: row, verified: row.status === "verified", checks };
 }

@@ -26,7 +26,7 @@ import { deliverSendTask } from "../sends/jobs.ts";
  */
 export function runnerSettings(config: Config) {
   return {
-    /** Jobs run at once; default PP_WORKER_CONCURRENCY=10. */
+    /** Jobs run at once; default PP_WORKER_CONCURRENCY=50. */
     concurrency: config.workerConcurrency,
     /** Due scheduled jobs are found by polling; default PP_WORKER_POLL_MS=500. */
     pollInterval: config.workerPollMs,

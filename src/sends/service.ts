@@ -12,13 +12,35 @@ import { uuidv7 } from "../ids.ts";
 import { decodeCursor } from "../pagination.ts";
 import { assertUuid, domainOf, isUuid, parseInput } from "../validation.ts";
 import * as accounts from "../accounts/repo.ts";
+import { noteQuota } from "../accounts/service.ts";
 import * as contacts from "../contacts/repo.ts";
 import * as domains from "../domains/repo.ts";
 import * as events from "../events/repo.ts";
 import * as templates from "../templates/repo.ts";
+import { TtlCache } from "../cache.ts";
 import { GroupCommit } from "../db/group_commit.ts";
 import { type Address, CreateSendInput, ListSendsInput, parseAddress } from "./inputs.ts";
 import * as repo from "./repo.ts";
+
+/**
+ * How long this process trusts what it read about a template, an account's state and its
+ * verified domains before a send (every send reads them). A change made in this process
+ * applies at once (clearRequestCaches); one made by another process within this time.
+ * Delivery reads the template and the account's state afresh, so a paused account's sends
+ * accepted in that second are held, not mailed.
+ */
+export const PREPARE_CACHE_MS = 1_000;
+
+const templateCache = new TtlCache<templates.TemplateRow | undefined>(PREPARE_CACHE_MS);
+const accountCache = new TtlCache<Awaited<ReturnType<typeof accounts.findAccount>>>(PREPARE_CACHE_MS);
+const senderCache = new TtlCache<boolean>(PREPARE_CACHE_MS);
+
+/** Forgets what prepareSend cached: after a template, an account's state or a domain changed here. */
+export function clearRequestCaches(): void {
+  templateCache.clear();
+  accountCache.clear();
+  senderCache.clear();
+}
 
 /** What every send needs from its template and sender, checked before any write. */
 export interface Prepared {
@@ -39,8 +61,11 @@ export async function prepareSend(
   v: { templateId: string; from?: string | null; replyTo?: string | null },
 ): Promise<Prepared> {
   const [template, account] = await Promise.all([
-    templates.findTemplate(db, t.accountId, v.templateId),
-    accounts.findAccount(db, t.accountId),
+    templateCache.getOrLoad(
+      `${t.accountId}:${v.templateId}`,
+      () => templates.findTemplate(db, t.accountId, v.templateId),
+    ),
+    accountCache.getOrLoad(t.accountId, () => accounts.findAccount(db, t.accountId)),
   ]);
   if (!template) throw new AppError("template_not_found", `template ${v.templateId} does not exist`);
   if (!account) throw new AppError("unauthorized", "account no longer exists");
@@ -51,7 +76,11 @@ export async function prepareSend(
     : null;
   if (!from) throw invalid("from", "is required: the template has no from address");
   const host = domainOf(from.address);
-  if (!(await domains.isVerifiedSender(db, t.accountId, host))) {
+  const verified = await senderCache.getOrLoad(
+    `${t.accountId}:${host}`,
+    () => domains.isVerifiedSender(db, t.accountId, host),
+  );
+  if (!verified) {
     throw new AppError("domain_not_verified", `${host} is not a verified domain of this account`);
   }
   if (!account.sending_enabled) {
@@ -111,7 +140,8 @@ export async function createSend(deps: Deps, p: Principal, input: unknown) {
   const v = parseInput(CreateSendInput, input);
   const prep = await prepareSend(deps.db, t, v);
   const scheduledAt = v.scheduledAt ? new Date(v.scheduledAt) : null;
-  const result = await acceptGroup(deps).add({ t, prep, v, scheduledAt });
+  const { row: result, used } = await acceptGroup(deps).add({ t, prep, v, scheduledAt });
+  if (used !== undefined) noteQuota({ limit: prep.monthlyLimit, used });
   deps.log.info("send accepted", {
     accountId: t.accountId,
     sendId: result.id,
@@ -129,7 +159,13 @@ interface PendingSend {
   scheduledAt: Date | null;
 }
 
-const acceptGroups = new WeakMap<Deps, GroupCommit<PendingSend, repo.SendRow>>();
+/** A written send, and its account's use this month after its group's reservation (none if nothing was reserved). */
+interface Written {
+  row: repo.SendRow;
+  used?: number;
+}
+
+const acceptGroups = new WeakMap<Deps, GroupCommit<PendingSend, Written>>();
 
 /**
  * The process's group commit for single sends: the sends accepted while the previous group
@@ -150,21 +186,23 @@ function acceptGroup(deps: Deps) {
  * back: GroupCommit then writes each send of the group alone, so that one gets its error
  * and creates nothing (not even its contact), and the others are accepted.
  */
-function writeSends(deps: Deps, items: PendingSend[]): Promise<repo.SendRow[]> {
+function writeSends(deps: Deps, items: PendingSend[]): Promise<Written[]> {
   return deps.db.transaction().execute(async (trx) => {
     const out: (repo.SendRow | undefined)[] = items.map(() => undefined);
     const contactOf: (contacts.ContactRef | undefined)[] = [];
+    const usedOf = new Map<string, number>();
+    const liveOf = new Map<string, { n: number; limit: number | null }>();
     // Per account, in id order (two processes' groups lock quota rows in the same order).
     const accountIds = [...new Set(items.map((it) => it.t.accountId))].sort();
     for (const accountId of accountIds) {
       const idx = items.map((it, i) => it.t.accountId === accountId ? i : -1).filter((i) => i >= 0);
-      // Two sends to one address in a group: one upsert row (the statement cannot touch a row twice).
-      const emails = [...new Map(
-        idx.filter((i) => !isUuid(items[i].v.to)).map((i) => [
-          items[i].v.to.toLowerCase(),
-          items[i].v.to,
-        ]),
-      ).values()];
+      // Two sends to one address in a group: one upsert row (the statement cannot touch a row
+      // twice). Sorted, so that two groups lock the same contacts in the same order.
+      const emails = [
+        ...new Map(
+          idx.filter((i) => !isUuid(items[i].v.to)).map((i) => [items[i].v.to.toLowerCase(), items[i].v.to]),
+        ),
+      ].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0).map(([, email]) => email);
       const ids = idx.filter((i) => isUuid(items[i].v.to)).map((i) => items[i].v.to.toLowerCase());
       const byEmail = new Map(
         (await contacts.upsertContactsByEmail(trx, accountId, emails)).map((c) => [c.email.toLowerCase(), c]),
@@ -178,10 +216,7 @@ function writeSends(deps: Deps, items: PendingSend[]): Promise<repo.SendRow[]> {
         if (c.status === "subscribed") live.push(i);
         contactOf[i] = c;
       }
-      if (live.length === 0) continue;
-      if (!(await accounts.reserveUsage(trx, accountId, live.length, items[live[0]].prep.monthlyLimit))) {
-        throw new AppError("quota_exceeded", "the monthly email limit of this account is reached");
-      }
+      if (live.length) liveOf.set(accountId, { n: live.length, limit: items[live[0]].prep.monthlyLimit });
     }
 
     const now = Date.now();
@@ -235,9 +270,16 @@ function writeSends(deps: Deps, items: PendingSend[]): Promise<repo.SendRow[]> {
       const ids = group.map((r) => r.item.id);
       await repo.queueDeliveries(trx, ids, runAt === null ? null : new Date(runAt), deps.config.smtpMaxAttempts);
     }
-    return out.map((o) => {
-      if (!o) throw new Error("a send of the group was not inserted");
-      return o;
+    // The quota last: its row lock (every send of the account queues on it) is then held only
+    // until the commit that follows, not across the inserts.
+    for (const [accountId, { n, limit }] of liveOf) {
+      const reserved = await accounts.reserveUsage(trx, accountId, n, limit);
+      if (!reserved) throw new AppError("quota_exceeded", "the monthly email limit of this account is reached");
+      usedOf.set(accountId, reserved.used);
+    }
+    return out.map((row, i) => {
+      if (!row) throw new Error("a send of the group was not inserted");
+      return { row, used: usedOf.get(items[i].t.accountId) };
     });
   });
 }

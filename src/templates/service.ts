@@ -5,6 +5,7 @@ import { AppError } from "../errors.ts";
 import { isUuid, parseInput } from "../validation.ts";
 import { CreateTemplateInput, UpdateTemplateInput } from "./inputs.ts";
 import * as repo from "./repo.ts";
+import { clearRequestCaches } from "../sends/service.ts";
 
 function columns(v: Partial<CreateTemplateInput>) {
   const out: Record<string, unknown> = {};
@@ -59,6 +60,7 @@ export async function updateTemplate(deps: Deps, p: Principal, id: string, input
     }
     return r;
   });
+  clearRequestCaches();
   deps.log.info("template updated", { accountId: t.accountId, templateId: id });
   return row;
 }
