@@ -39,6 +39,8 @@ const LATENCY_S = QUICK ? 8 : 30;
 const LATENCY_RATE = 200;
 const SCHEDULED_N = 1_000;
 const CONNECTIONS = 32;
+/** `--workers N`: N more service processes with PP_ROLE=worker beside the first (horizontal scaling). */
+const EXTRA_WORKERS = Deno.args.includes("--workers") ? Number(Deno.args[Deno.args.indexOf("--workers") + 1]) : 0;
 /** Settings passed on to the service when set in the bench's environment. */
 const TUNABLES = ["PP_WORKER_CONCURRENCY", "PP_WORKER_POLL_MS", "PP_SMTP_POOL_SIZE", "PP_DB_POOL_SIZE"];
 
@@ -125,7 +127,7 @@ async function cpuTimes(): Promise<Map<number, { comm: string; s: number }>> {
  * service, Postgres (every `postgres` process), the SMTP sink and this process (the load
  * generator and the baselines). On 2 cores, 200% in all is a saturated machine.
  */
-function cpuMeter(pids: { service: number; sink: number }) {
+function cpuMeter(pids: { service: number[]; sink: number }) {
   let t0 = performance.now();
   let before = new Map<number, { comm: string; s: number }>();
   return {
@@ -142,7 +144,7 @@ function cpuMeter(pids: { service: number; sink: number }) {
         return Math.round(s / wall * 100);
       };
       return {
-        cpu_service_pct: used((pid) => pid === pids.service),
+        cpu_service_pct: used((pid) => pids.service.includes(pid)),
         cpu_postgres_pct: used((_, comm) => comm === "postgres"),
         cpu_sink_pct: used((pid) => pid === pids.sink),
         cpu_bench_pct: used((pid) => pid === Deno.pid),
@@ -197,6 +199,13 @@ async function main() {
     stderr: "inherit",
   }).spawn();
   const base = `http://127.0.0.1:${port}`;
+  const workers = Array.from({ length: EXTRA_WORKERS }, (_, i) =>
+    new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", new URL("../main.ts", import.meta.url).pathname],
+      env: { ...env, PP_ROLE: "worker", PORT: String(port + 1 + i), PP_SEED: "false" },
+      stdout: "null",
+      stderr: "inherit",
+    }).spawn());
   for (let i = 0;; i++) {
     const ok = await fetch(`${base}/healthz`).then((r) => (r.body?.cancel(), r.ok), () => false);
     if (ok) break;
@@ -204,7 +213,7 @@ async function main() {
     await sleep(100);
   }
   const pool = new pg.Pool({ connectionString: databaseUrl, max: config.dbPoolSize });
-  const cpu = cpuMeter({ service: child.pid, sink: sink.pid });
+  const cpu = cpuMeter({ service: [child.pid, ...workers.map((w) => w.pid)], sink: sink.pid });
 
   // --- Setup through the API: a live key (ops) and a tracked template with two links. ---
   const { rows: [account] } = await pool.query<{ id: string }>("select id from accounts limit 1");
@@ -725,8 +734,8 @@ async function main() {
   }
 
   // --- Stop everything; the bench's database does not pile up. ---
-  child.kill("SIGTERM");
-  await child.status;
+  for (const c of [child, ...workers]) c.kill("SIGTERM");
+  await Promise.all([child, ...workers].map((c) => c.status));
   await pool.end();
   sink.stop();
   await dropDatabase(databaseUrl);
@@ -741,6 +750,7 @@ async function main() {
       deno: Deno.version.deno,
       postgres: serverUrl ? "DATABASE_URL's server" : "embedded",
       smtpSink: sink.kind,
+      serviceProcesses: 1 + EXTRA_WORKERS,
     },
     scenarios,
   };
@@ -754,7 +764,7 @@ function table(r: { scenarios: Record<string, Scenario>; machine: Record<string,
   const n = (v: number | undefined) => v === undefined ? "" : v.toLocaleString("en-US");
   const lines = [
     `${r.machine.cpus} CPUs, Deno ${r.machine.deno}, Postgres: ${r.machine.postgres}, sink: ${r.machine.smtpSink}, ` +
-    `${r.seconds} s`,
+    `service processes: ${r.machine.serviceProcesses}, ${r.seconds} s`,
     "",
     "| scenario | measured | unit | baseline | ratio | details | target | pass |",
     "|---|---|---|---|---|---|---|---|",

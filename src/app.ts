@@ -18,44 +18,52 @@ import * as sends from "./sends/rest.ts";
 
 type Handler = (deps: Deps, p: Principal, req: Request, params: Record<string, string>) => Promise<Response>;
 
+/**
+ * A path pattern (`/api/v1/sends/:id`) as an anchored RegExp with named groups. Routing by
+ * the pathname alone: URLPattern matched every part of the URL, ~5% of a GraphQL read's CPU.
+ */
+function path(pattern: string): RegExp {
+  return new RegExp(`^${pattern.replace(/:(\w+)/g, "(?<$1>[^/]+)")}$`);
+}
+
 /** The REST routes: method, path pattern, handler; `idempotent` routes honour Idempotency-Key. */
-const ROUTES: { method: string; pattern: URLPattern; handler: Handler; idempotent?: boolean }[] = [
+const ROUTES: { method: string; pattern: RegExp; handler: Handler; idempotent?: boolean }[] = [
   {
     method: "POST",
-    pattern: new URLPattern({ pathname: "/api/v1/sends" }),
+    pattern: path("/api/v1/sends"),
     handler: (d, p, r) => sends.postSend(d, p, r),
     idempotent: true,
   },
   {
     method: "GET",
-    pattern: new URLPattern({ pathname: "/api/v1/sends" }),
+    pattern: path("/api/v1/sends"),
     handler: (d, p, r) => sends.getSends(d, p, r),
   },
   {
     method: "POST",
-    pattern: new URLPattern({ pathname: "/api/v1/sends/batch" }),
+    pattern: path("/api/v1/sends/batch"),
     handler: (d, p, r) => batches.postBatch(d, p, r),
     idempotent: true,
   },
   {
     method: "GET",
-    pattern: new URLPattern({ pathname: "/api/v1/sends/:id" }),
+    pattern: path("/api/v1/sends/:id"),
     handler: (d, p, _r, a) => sends.getSend(d, p, a.id),
   },
   {
     method: "POST",
-    pattern: new URLPattern({ pathname: "/api/v1/sends/:id/cancel" }),
+    pattern: path("/api/v1/sends/:id/cancel"),
     handler: (d, p, _r, a) => sends.postCancel(d, p, a.id),
     idempotent: true,
   },
   {
     method: "GET",
-    pattern: new URLPattern({ pathname: "/api/v1/batches/:id" }),
+    pattern: path("/api/v1/batches/:id"),
     handler: (d, p, _r, a) => batches.getBatch(d, p, a.id),
   },
   {
     method: "POST",
-    pattern: new URLPattern({ pathname: "/api/v1/batches/:id/cancel" }),
+    pattern: path("/api/v1/batches/:id/cancel"),
     handler: (d, p, _r, a) => batches.postCancelBatch(d, p, a.id),
     idempotent: true,
   },
@@ -66,7 +74,7 @@ export interface App {
   fetch(req: Request, info?: Deno.ServeHandlerInfo): Promise<Response>;
 }
 
-const TRACKING = new URLPattern({ pathname: "/:kind(t/o|t/c|u)/:token" });
+const TRACKING = /^\/(?<kind>t\/o|t\/c|u)\/(?<token>[^/]+)$/;
 
 /**
  * Builds the handler for role `api`/`all` (everything) or `worker` (health only). `/healthz`
@@ -141,7 +149,7 @@ export function createApp(deps: Deps, opts: { healthOnly?: boolean; ready?: () =
       return problemResponse(new AppError("not_found", "this process runs the worker only"), deps.log);
     }
 
-    const tracked = TRACKING.exec(url)?.pathname.groups;
+    const tracked = TRACKING.exec(url.pathname)?.groups;
     if (tracked) {
       const remote = info?.remoteAddr as Deno.NetAddr | undefined;
       const token = tracked.token!;
@@ -196,7 +204,7 @@ export function createApp(deps: Deps, opts: { healthOnly?: boolean; ready?: () =
 
     if (url.pathname.startsWith("/api/")) {
       try {
-        const candidates = ROUTES.filter((r) => r.pattern.test(url));
+        const candidates = ROUTES.filter((r) => r.pattern.test(url.pathname));
         if (candidates.length === 0) throw new AppError("not_found", `no route for ${url.pathname}`);
         const match = candidates.find((r) => r.method === req.method);
         if (!match) {
@@ -212,7 +220,7 @@ export function createApp(deps: Deps, opts: { healthOnly?: boolean; ready?: () =
         if (!principal || principal.kind !== "tenant") {
           throw new AppError("unauthorized", "a valid API key is required (X-API-Key or Authorization: Bearer)");
         }
-        const params = match.pattern.exec(url)?.pathname.groups ?? {};
+        const params = match.pattern.exec(url.pathname)?.groups ?? {};
         return await tenantCall(match, principal, req, params as Record<string, string>);
       } catch (err) {
         return problemResponse(err, deps.log, { method: req.method, path: url.pathname });

@@ -19,7 +19,7 @@ const EnvSchema = z.object({
   PP_SEED: bool.optional(),
   PP_DELIVERY_CONFIRMATION: z.enum(["smtp", "reports"]).default("smtp"),
   PP_WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(200).default(50),
-  PP_WORKER_POLL_MS: z.coerce.number().int().min(50).default(500),
+  PP_WORKER_POLL_MS: z.coerce.number().int().min(50).default(100),
   PP_SMTP_POOL_SIZE: z.coerce.number().int().min(1).max(100).default(20),
   PP_SMTP_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(25).default(8),
   PP_DB_POOL_SIZE: z.coerce.number().int().min(2).max(200).default(20),

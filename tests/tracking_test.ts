@@ -6,6 +6,8 @@
  * come out of it. Tracking URLs go to PP_PUBLIC_URL (a proxy's address, with a trailing
  * slash); the test maps them back to the service's own address to fetch them.
  */
+import { createHmac } from "node:crypto";
+import { Buffer } from "node:buffer";
 import { signToken } from "../src/mail/tracking.ts";
 import { assert, assertEquals, assertMatch, assertNotMatch } from "./assert.ts";
 import { opts, type ReceivedMail, type Stack, startStack, waitFor, waitForStatus } from "./helpers.ts";
@@ -515,3 +517,17 @@ Deno.test(
     }
   },
 );
+
+Deno.test("tracking tokens carry RFC 2104 HMAC-SHA256 (the same bytes as node:crypto's createHmac)", () => {
+  for (const secret of ["short-secret-16ch", "k".repeat(64), "a-very-long-secret-".repeat(8)]) {
+    for (const [kind, link] of [["open", 0], ["click", 3], ["unsubscribe", 0], ["bounce", 0]] as const) {
+      const raw = Buffer.from(signToken(secret, kind, crypto.randomUUID(), link), "base64url");
+      const expected = createHmac("sha256", secret).update(raw.subarray(0, 19)).digest().subarray(0, 12);
+      assertEquals(
+        raw.subarray(19).toString("hex"),
+        expected.toString("hex"),
+        `${kind} with a ${secret.length}-char secret`,
+      );
+    }
+  }
+});
