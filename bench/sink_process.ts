@@ -43,7 +43,16 @@ export async function startSinkProcess(): Promise<SinkProcess> {
       kind: "postfix smtp-sink",
       port,
       pid: child.pid, // `exec`: the shell became smtp-sink
-      count: async () => Number([...(await Deno.readTextFile(out)).matchAll(/mesg=(\d+)/g)].at(-1)?.[1] ?? 0),
+      // The counter line is rewritten as messages arrive: the file's tail holds the latest.
+      count: async () => {
+        using f = await Deno.open(out);
+        const size = (await f.stat()).size;
+        await f.seek(Math.max(0, size - 512), Deno.SeekMode.Start);
+        const buf = new Uint8Array(512);
+        const n = (await f.read(buf)) ?? 0;
+        const tail = new TextDecoder().decode(buf.subarray(0, n));
+        return Number([...tail.matchAll(/mesg=(\d+)/g)].at(-1)?.[1] ?? 0);
+      },
       stop: () => {
         child.kill();
         Deno.remove(out).catch(() => {});

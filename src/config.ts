@@ -22,7 +22,7 @@ const EnvSchema = z.object({
   PP_WORKER_POLL_MS: z.coerce.number().int().min(50).default(100),
   PP_SMTP_POOL_SIZE: z.coerce.number().int().min(1).max(100).default(20),
   PP_SMTP_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(25).default(8),
-  PP_DB_POOL_SIZE: z.coerce.number().int().min(2).max(200).default(20),
+  PP_DB_POOL_SIZE: z.coerce.number().int().min(2).max(200).default(50),
   PP_LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
   PP_BOUNCE_DOMAIN: z.string().regex(/^[A-Za-z0-9.-]+$/, "must be a domain name").optional(),
   PP_INBOUND_SMTP_PORT: z.coerce.number().int().min(0).max(65535).optional(),

@@ -122,7 +122,7 @@ export function recordEventTask(deps: Deps): Task {
 
 /**
  * Sets `column` to the earliest time per send where it is still null (one statement), and
- * optionally the send's status when it is in `from`.
+ * optionally the send's status when it is in `from`; sends where neither changes are not written.
  */
 async function stampFirst(
   db: Kysely<Database>,
@@ -138,5 +138,8 @@ async function stampFirst(
     ${status ? sql`, status = case when s.status = any(${from}::text[]) then ${status} else s.status end` : sql``},
     updated_at = now()
     from unnest(${ids}::uuid[], ${at}::timestamptz[]) as u(id, at)
-    where s.id = u.id`.execute(db);
+    where s.id = u.id
+      -- Only rows that change: a send opened a thousand times is written once, not a
+      -- thousand times (each rewrite queued on the row's lock and left a dead version).
+      and (s.${sql.ref(column)} is null ${status ? sql`or s.status = any(${from}::text[])` : sql``})`.execute(db);
 }
