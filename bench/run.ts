@@ -480,6 +480,17 @@ async function main() {
     throw new Error(`${tag}: not every send was delivered within ${timeoutS} s`);
   };
 
+  /** p50 and p99, in ms, of SMTP 250 (sent_at) − `from` over the sends tagged `tag`. */
+  const delays = async (tag: string, from: "scheduled_at" | "created_at") => {
+    const { rows: [r] } = await pool.query<{ p50: number; p99: number }>(
+      `select percentile_cont(0.5) within group (order by extract(epoch from sent_at - ${from})) * 1000 as p50,
+              percentile_cont(0.99) within group (order by extract(epoch from sent_at - ${from})) * 1000 as p99
+       from sends where tags->>'bench' = $1`,
+      [tag],
+    );
+    return r;
+  };
+
   // --- 3. Schedule lateness: 1,000 sends all scheduled for one instant. ---
   if (want("lateness")) {
     log("schedule lateness");
@@ -491,11 +502,7 @@ async function main() {
     await cpu.start();
     await settled("scheduled", SCHEDULED_N, 60, lateSince, lateSink);
     const lateCpu = await cpu.stop();
-    const { rows: [late] } = await pool.query(
-      `select percentile_cont(0.5) within group (order by extract(epoch from sent_at - scheduled_at)) * 1000 as p50,
-            percentile_cont(0.99) within group (order by extract(epoch from sent_at - scheduled_at)) * 1000 as p99
-     from sends where tags->>'bench' = 'scheduled'`,
-    );
+    const late = await delays("scheduled", "scheduled_at");
     scenarios["schedule lateness"] = {
       value: round(late.p99),
       unit: "ms (p99 of SMTP 250 − scheduledAt)",
@@ -659,11 +666,7 @@ async function main() {
       `select count(*)::int as n from sends where tags->>'bench' = 'latency'`,
     );
     await settled("latency", latencyN, 120, latencySince, latencySink);
-    const { rows: [lat] } = await pool.query(
-      `select percentile_cont(0.5) within group (order by extract(epoch from sent_at - created_at)) * 1000 as p50,
-            percentile_cont(0.99) within group (order by extract(epoch from sent_at - created_at)) * 1000 as p99
-     from sends where tags->>'bench' = 'latency'`,
-    );
+    const lat = await delays("latency", "created_at");
     scenarios["latency"] = {
       value: round(lat.p99),
       unit: "ms (p99 accept → SMTP 250)",
