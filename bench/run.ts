@@ -14,12 +14,12 @@
  */
 import autocannon from "autocannon";
 import nodemailer from "nodemailer";
-import net from "node:net";
 import pg from "pg";
 import { run as runWorker } from "graphile-worker";
 import { loadConfig } from "../src/config.ts";
 import { runnerSettings } from "../src/jobs/worker.ts";
 import { trackingUrls } from "../src/mail/tracking.ts";
+import { noDelaySocket } from "../src/mail/transport.ts";
 import { GIF } from "../src/events/tracking_http.ts";
 import { dropDatabase, freshDatabase } from "../tests/helpers.ts";
 import { startSinkProcess } from "./sink_process.ts";
@@ -554,15 +554,7 @@ async function main() {
         port: sink.port,
         maxConnections: config.smtpPoolSize,
         maxMessages: Infinity,
-        getSocket: (
-          o: { host?: string; port?: number },
-          cb: (e: Error | null, s?: { connection: net.Socket }) => void,
-        ) => {
-          const socket = net.connect({ host: o.host ?? "127.0.0.1", port: Number(o.port) });
-          socket.setNoDelay(true);
-          socket.once("connect", () => cb(null, { connection: socket }));
-          socket.once("error", (e: Error) => cb(e));
-        },
+        getSocket: noDelaySocket,
       } as Parameters<typeof nodemailer.createTransport>[0],
     );
     let next = 0;

@@ -143,6 +143,22 @@ Deno.test("graphql: ops mutations, tenant queries, errors", opts, async (t) => {
       assertEquals(await stack.count("select count(*) from contacts"), 1);
     });
 
+    await t.step("a template update applies to the very next send (the send path caches templates)", async () => {
+      const sendSubject = async () =>
+        (await stack.gql(
+          `mutation($i: CreateSendInput!) { createSend(input: $i) { subject } }`,
+          { i: { templateId: tenant.templateId, to: "cache@example.test" } },
+          tenant.key,
+        )).body.data.createSend.subject;
+      assertEquals(await sendSubject(), "Order {{ order_id }} confirmed");
+      await stack.gql(
+        `mutation($id: ID!, $i: UpdateTemplateInput!) { updateTemplate(id: $id, input: $i) { id } }`,
+        { id: tenant.templateId, i: { subject: "Order {{ order_id }} is confirmed" } },
+        tenant.key,
+      );
+      assertEquals(await sendSubject(), "Order {{ order_id }} is confirmed");
+    });
+
     await t.step("domains: addDomain is pending with DNS records until ops verify it", async () => {
       const add = await stack.gql(
         `mutation { addDomain(name: "Mail.Brand.test") { id name status dnsRecords { type name value } } }`,

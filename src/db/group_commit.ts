@@ -10,8 +10,8 @@
  * its items is retried alone, so one item's error is never another's.
  */
 
-/** Writes a group; returns one result per item, in order. */
-export type GroupWriter<T, R> = (items: T[]) => Promise<R[]>;
+/** Writes a group; returns one result per item, in order (nothing, when items have no result). */
+export type GroupWriter<T, R> = (items: T[]) => Promise<[R] extends [void] ? void : R[]>;
 
 /** Queues items and writes them in groups; see the module comment. */
 export class GroupCommit<T, R = void> {
@@ -49,13 +49,13 @@ export class GroupCommit<T, R = void> {
 
   async #writeGroup(group: { item: T; resolve: (r: R) => void; reject: (err: unknown) => void }[]): Promise<void> {
     try {
-      const results = await this.write(group.map((g) => g.item));
-      group.forEach((g, i) => g.resolve(results[i]));
+      const results = (await this.write(group.map((g) => g.item))) as R[] | void;
+      group.forEach((g, i) => g.resolve(results?.[i] as R));
     } catch (err) {
       if (group.length === 1) return group[0].reject(err);
       await Promise.all(group.map(async (g) => {
         try {
-          g.resolve((await this.write([g.item]))[0]);
+          g.resolve(((await this.write([g.item])) as R[] | void)?.[0] as R);
         } catch (e) {
           g.reject(e);
         }

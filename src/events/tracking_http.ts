@@ -59,7 +59,7 @@ function record(
   if (!batcher) {
     batchers.set(
       deps,
-      batcher = new GroupCommit((events) => enqueueEvents(deps.db, events).then(() => events.map(() => {}))),
+      batcher = new GroupCommit((events) => enqueueEvents(deps.db, events)),
     );
   }
   return batcher.add({

@@ -127,8 +127,8 @@ function createSmtpPool(url: string, poolSize: number) {
   });
 }
 
-/** Opens the relay connection with TCP_NODELAY (nodemailer's getSocket hook). */
-function noDelaySocket(
+/** Opens the relay connection with TCP_NODELAY (nodemailer's getSocket hook; the benchmark's raw baseline uses it too). */
+export function noDelaySocket(
   options: { host?: string; port?: number | string },
   callback: (err: Error | null, socketOptions?: { connection?: net.Socket } | false) => void,
 ): void {

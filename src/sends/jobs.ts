@@ -82,7 +82,7 @@ export function deliverSendTask(deps: Deps, mailer: Mailer): Task {
     const claimed = await repo.claimForDelivery(db, ids);
     return ids.map((id) => claimed.get(id));
   });
-  const outcomes = new GroupCommit<repo.Outcome>((os) => repo.recordOutcomes(db, os).then(() => os.map(() => {})));
+  const outcomes = new GroupCommit<repo.Outcome>((os) => repo.recordOutcomes(db, os));
   const finish = (
     send: repo.SendRow,
     set: Partial<Insertable<SendsTable>>,
