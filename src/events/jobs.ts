@@ -11,7 +11,7 @@ import type { Deps } from "../context.ts";
 import type { Kysely } from "kysely";
 import type { ContactStatus, Database, SendStatus } from "../db/tables.ts";
 import { queueReputationCheck } from "../accounts/jobs.ts";
-import { RecordEventJob } from "./inputs.ts";
+import { RecordEventJob, type RecordEventPayload } from "./inputs.ts";
 import { insertEvents, type NewEvent } from "./repo.ts";
 
 /** Seconds after sending within which an open or click is a scanner's, not a person's. */
@@ -42,82 +42,87 @@ export function machineReason(
 
 /** Builds the `record_event` task: a batch of events in one transaction, set-wise. */
 export function recordEventTask(deps: Deps): Task {
+  return (payload: unknown, _helpers: JobHelpers) => recordEvents(deps, RecordEventJob.parse(payload).events);
+}
+
+/**
+ * Records a batch of events in one transaction, set-wise (see the module comment): the
+ * `record_event` task for reports, and the tracking endpoints' group commit directly.
+ */
+export async function recordEvents(deps: Deps, events: RecordEventPayload[]): Promise<void> {
   const { db, log } = deps;
-  return async (payload: unknown, _helpers: JobHelpers) => {
-    const { events } = RecordEventJob.parse(payload);
-    const ids = [...new Set(events.map((e) => e.sendId))];
-    const sends = new Map(
-      (await db.selectFrom("sends").select(["id", "account_id", "contact_id", "sent_at"]).where("id", "in", ids)
-        .execute())
-        .map((s) => [s.id, s]),
-    );
-    const rows: NewEvent[] = [];
-    const firstOpen = new Map<string, Date>();
-    const firstClick = new Map<string, Date>();
-    const delivered = new Map<string, Date>();
-    const hardBounced = new Map<string, Date>();
-    const contactStatus = new Map<string, ContactStatus>();
-    const rank: Record<ContactStatus, number> = { subscribed: 0, unsubscribed: 1, complained: 2, bounced: 2 };
-    const accountsToCheck = new Set<string>();
-    const earliest = (m: Map<string, Date>, k: string, t: Date) => {
-      const cur = m.get(k);
-      if (!cur || t < cur) m.set(k, t);
-    };
-
-    for (const e of events) {
-      const send = sends.get(e.sendId);
-      if (!send) {
-        log.warn("record_event: unknown send, ignored", { sendId: e.sendId, type: e.type });
-        continue;
-      }
-      const at = new Date(e.occurredAt);
-      const data: Record<string, unknown> = { ...e.data };
-      if (e.type === "opened" || e.type === "clicked") {
-        const reason = machineReason(data, at, send.sent_at);
-        data.machine = reason !== null;
-        if (reason) data.machineReason = reason;
-      }
-      const hard = e.type === "bounced" && data.bounceType !== "soft";
-      if (e.type === "bounced") data.bounceType = hard ? "hard" : "soft";
-      rows.push({ send_id: send.id, account_id: send.account_id, type: e.type, data, occurred_at: at });
-
-      if (e.type === "opened") earliest(firstOpen, send.id, at);
-      if (e.type === "clicked") earliest(firstClick, send.id, at);
-      if (e.type === "delivered") earliest(delivered, send.id, at);
-      if (hard) earliest(hardBounced, send.id, at);
-      const status: ContactStatus | null = e.type === "unsubscribed"
-        ? "unsubscribed"
-        : e.type === "complained"
-        ? "complained"
-        : hard
-        ? "bounced"
-        : null;
-      // A complaint or bounce outranks an unsubscribe, never the other way round.
-      if (status && rank[status] > rank[contactStatus.get(send.contact_id) ?? "subscribed"]) {
-        contactStatus.set(send.contact_id, status);
-      }
-      if (hard || e.type === "complained") accountsToCheck.add(send.account_id);
-    }
-    if (rows.length === 0) return;
-
-    await db.transaction().execute(async (trx) => {
-      await insertEvents(trx, rows);
-      await stampFirst(trx, "opened_at", firstOpen);
-      await stampFirst(trx, "clicked_at", firstClick);
-      await stampFirst(trx, "delivered_at", delivered, "delivered", ["sending", "sent"]);
-      await stampFirst(trx, "bounced_at", hardBounced, "bounced", ["sending", "sent", "delivered"]);
-      if (contactStatus.size) {
-        const [cids, statuses] = [[...contactStatus.keys()], [...contactStatus.values()]];
-        // Only upgrades: subscribed → unsubscribed → complained/bounced.
-        await sql`update contacts c set status = u.status, updated_at = now()
-          from unnest(${cids}::uuid[], ${statuses}::text[]) as u(id, status)
-          where c.id = u.id and (c.status = 'subscribed' or (c.status = 'unsubscribed' and u.status <> 'unsubscribed'))`
-          .execute(trx);
-      }
-      for (const accountId of accountsToCheck) await queueReputationCheck(trx, accountId);
-    });
-    log.info("events recorded", { count: rows.length, sends: sends.size });
+  const ids = [...new Set(events.map((e) => e.sendId))];
+  const sends = new Map(
+    (await db.selectFrom("sends").select(["id", "account_id", "contact_id", "sent_at"]).where("id", "in", ids)
+      .execute())
+      .map((s) => [s.id, s]),
+  );
+  const rows: NewEvent[] = [];
+  const firstOpen = new Map<string, Date>();
+  const firstClick = new Map<string, Date>();
+  const delivered = new Map<string, Date>();
+  const hardBounced = new Map<string, Date>();
+  const contactStatus = new Map<string, ContactStatus>();
+  const rank: Record<ContactStatus, number> = { subscribed: 0, unsubscribed: 1, complained: 2, bounced: 2 };
+  const accountsToCheck = new Set<string>();
+  const earliest = (m: Map<string, Date>, k: string, t: Date) => {
+    const cur = m.get(k);
+    if (!cur || t < cur) m.set(k, t);
   };
+
+  for (const e of events) {
+    const send = sends.get(e.sendId);
+    if (!send) {
+      log.warn("record_event: unknown send, ignored", { sendId: e.sendId, type: e.type });
+      continue;
+    }
+    const at = new Date(e.occurredAt);
+    const data: Record<string, unknown> = { ...e.data };
+    if (e.type === "opened" || e.type === "clicked") {
+      const reason = machineReason(data, at, send.sent_at);
+      data.machine = reason !== null;
+      if (reason) data.machineReason = reason;
+    }
+    const hard = e.type === "bounced" && data.bounceType !== "soft";
+    if (e.type === "bounced") data.bounceType = hard ? "hard" : "soft";
+    rows.push({ send_id: send.id, account_id: send.account_id, type: e.type, data, occurred_at: at });
+
+    if (e.type === "opened") earliest(firstOpen, send.id, at);
+    if (e.type === "clicked") earliest(firstClick, send.id, at);
+    if (e.type === "delivered") earliest(delivered, send.id, at);
+    if (hard) earliest(hardBounced, send.id, at);
+    const status: ContactStatus | null = e.type === "unsubscribed"
+      ? "unsubscribed"
+      : e.type === "complained"
+      ? "complained"
+      : hard
+      ? "bounced"
+      : null;
+    // A complaint or bounce outranks an unsubscribe, never the other way round.
+    if (status && rank[status] > rank[contactStatus.get(send.contact_id) ?? "subscribed"]) {
+      contactStatus.set(send.contact_id, status);
+    }
+    if (hard || e.type === "complained") accountsToCheck.add(send.account_id);
+  }
+  if (rows.length === 0) return;
+
+  await db.transaction().execute(async (trx) => {
+    await insertEvents(trx, rows);
+    await stampFirst(trx, "opened_at", firstOpen);
+    await stampFirst(trx, "clicked_at", firstClick);
+    await stampFirst(trx, "delivered_at", delivered, "delivered", ["sending", "sent"]);
+    await stampFirst(trx, "bounced_at", hardBounced, "bounced", ["sending", "sent", "delivered"]);
+    if (contactStatus.size) {
+      const [cids, statuses] = [[...contactStatus.keys()], [...contactStatus.values()]];
+      // Only upgrades: subscribed → unsubscribed → complained/bounced.
+      await sql`update contacts c set status = u.status, updated_at = now()
+        from unnest(${cids}::uuid[], ${statuses}::text[]) as u(id, status)
+        where c.id = u.id and (c.status = 'subscribed' or (c.status = 'unsubscribed' and u.status <> 'unsubscribed'))`
+        .execute(trx);
+    }
+    for (const accountId of accountsToCheck) await queueReputationCheck(trx, accountId);
+  });
+  log.info("events recorded", { count: rows.length, sends: sends.size });
 }
 
 /**

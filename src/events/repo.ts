@@ -58,19 +58,9 @@ export function listEvents(
  * Queues a `record_event` job for one event (one statement): report readers answer at
  * once and leave the writing to the worker.
  */
-export function enqueueEvent(db: Kysely<Database>, payload: RecordEventPayload): Promise<void> {
-  return enqueueEvents(db, [payload]);
-}
-
-/**
- * Queues one `record_event` job for a batch of events (one statement, one NOTIFY):
- * Postgres commits transactions that NOTIFY one at a time, so the tracking endpoints
- * batch their hits instead of queueing a job each.
- */
-export async function enqueueEvents(db: Kysely<Database>, events: RecordEventPayload[]): Promise<void> {
-  if (events.length === 0) return;
-  await sql`select graphile_worker.add_job('record_event', ${JSON.stringify({ events })}::json, max_attempts := 5)`
-    .execute(db);
+export async function enqueueEvent(db: Kysely<Database>, payload: RecordEventPayload): Promise<void> {
+  await sql`select graphile_worker.add_job('record_event', ${JSON.stringify({ events: [payload] })}::json,
+    max_attempts := 5)`.execute(db);
 }
 
 /** The notification channel of recorded events (LISTEN pp_events). */

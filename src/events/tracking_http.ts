@@ -8,7 +8,7 @@ import type { Deps } from "../context.ts";
 import { type TokenKind, verifyToken } from "../mail/tracking.ts";
 import type { RecordedEventType, RecordEventPayload } from "./inputs.ts";
 import { GroupCommit } from "../db/group_commit.ts";
-import { enqueueEvents } from "./repo.ts";
+import { recordEvents } from "./jobs.ts";
 
 /** A transparent 1×1 GIF (also what the benchmark's bare baseline answers). */
 export const GIF = Uint8Array.from(
@@ -28,8 +28,11 @@ function clientIp(deps: Deps, req: Request, remote?: Deno.NetAddr): string | und
 }
 
 /**
- * Hits are queued in groups (one `record_event` job, one commit, per group): the endpoints
- * answer once their hit is stored, so nothing acknowledged is lost with the process.
+ * Hits are recorded in groups, one transaction per group (what arrives while a group
+ * commits is the next group): the endpoints answer once their hit is recorded, so nothing
+ * acknowledged is lost with the process. Recording directly, not through a `record_event`
+ * job, saves each group graphile-worker's add_job, get_job and completion (~1.2 ms of
+ * Postgres per group, measured with pg_stat_statements).
  */
 const batchers = new WeakMap<Deps, GroupCommit<RecordEventPayload>>();
 
@@ -59,7 +62,7 @@ function record(
   if (!batcher) {
     batchers.set(
       deps,
-      batcher = new GroupCommit((events) => enqueueEvents(deps.db, events)),
+      batcher = new GroupCommit((events) => recordEvents(deps, events)),
     );
   }
   return batcher.add({
