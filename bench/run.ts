@@ -1,7 +1,7 @@
 /**
  * `deno task bench [--quick]`: the service measured against its own limits (issue: performance).
  *
- * It starts its own stack — the service as `deno run -A main.ts` in a child process on a fresh
+ * It starts its own stack — the service as `deno task start` runs it, in a child process on a fresh
  * database (DATABASE_URL's server when set, else an embedded Postgres), and an SMTP sink in
  * another process (postfix's `smtp-sink` when installed, else npm smtp-server under Deno) —
  * runs each scenario next to a raw baseline measured in the same run (these machines are
@@ -171,6 +171,16 @@ async function rssOf(pid: number): Promise<{ rss: number; hwm: number }> {
   return { rss: kb("VmRSS") / 1024, hwm: kb("VmHWM") / 1024 };
 }
 
+/**
+ * The flags of `deno task start` between `deno run` and `main.ts` (-A and the V8 heap cap), so
+ * the bench measures the service as it is started, from the one place that says how.
+ */
+async function startTaskFlags(): Promise<string[]> {
+  const denoJson = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url)));
+  const words: string[] = denoJson.tasks.start.command.split(/\s+/);
+  return words.slice(words.indexOf("run") + 1, words.indexOf("main.ts"));
+}
+
 async function main() {
   const started = performance.now();
   const scenarios: Record<string, Scenario> = {};
@@ -198,10 +208,11 @@ async function main() {
   };
   // Everything else is the service's defaults, as `deno task start` runs it.
   const config = loadConfig(env);
+  const startFlags = await startTaskFlags();
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
-      "-A",
+      ...startFlags,
       ...(PROFILE_DIR ? ["--cpu-prof", `--cpu-prof-dir=${PROFILE_DIR}`] : []),
       new URL("../main.ts", import.meta.url).pathname,
     ],
@@ -212,7 +223,7 @@ async function main() {
   const base = `http://127.0.0.1:${port}`;
   const workers = Array.from({ length: EXTRA_WORKERS }, (_, i) =>
     new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", new URL("../main.ts", import.meta.url).pathname],
+      args: ["run", ...startFlags, new URL("../main.ts", import.meta.url).pathname],
       env: { ...env, PP_ROLE: "worker", PORT: String(port + 1 + i), PP_SEED: "false" },
       stdout: "null",
       stderr: "inherit",
