@@ -5,6 +5,7 @@
  */
 import { GraphQLError } from "graphql";
 import { createYoga } from "graphql-yoga";
+import { useGraphQlJit } from "@envelop/graphql-jit";
 import type { Deps, Principal } from "../context.ts";
 import { AppError } from "../errors.ts";
 import type { GraphQLContext } from "./builder.ts";
@@ -21,8 +22,11 @@ export function createGraphQL(deps: Deps) {
     schema,
     graphqlEndpoint: "/graphql",
     landingPage: false,
+    // Same as REST: no CORS. GraphiQL is served from this origin; API keys belong on servers.
+    cors: false,
     logging: false,
     context: ({ principal }) => ({ deps, principal }),
+    plugins: [useGraphQlJit()],
     maskedErrors: {
       maskError(error) {
         const original = error instanceof GraphQLError ? error.originalError : error;
