@@ -480,6 +480,30 @@ Deno.test(
         assert(s.openedAt && s.clickedAt);
       });
 
+      await t.step(
+        "6b. opens and clicks of one send arriving together: every event kept, both first times set",
+        async () => {
+          const { send, mail } = await deliver(stack, shop.key, {
+            templateId: shop.templateId,
+            to: "together@example.test",
+            personalizations: { order_id: "6b" },
+          });
+          const [px] = pixels(mail.html);
+          const link = hrefs(mail.html)[1];
+          // Fired at once, they are written in the same groups: one statement must stamp both
+          // columns of the same send row (two updates of one row in a statement keep only one).
+          const answers = await Promise.all(
+            Array.from({ length: 20 }, (_, i) => hit(local(stack, i % 2 ? link : px), { ua: BROWSER_UA })),
+          );
+          assertEquals(answers.map((r) => r.status).sort(), [...Array(10).fill(200), ...Array(10).fill(302)]);
+          assertEquals((await waitForEvents(stack, shop.key, send.id, "opened", 10)).length, 10);
+          assertEquals((await waitForEvents(stack, shop.key, send.id, "clicked", 10)).length, 10);
+          const s = await getSend(stack, shop.key, send.id);
+          assert(s.openedAt, "openedAt is set");
+          assert(s.clickedAt, "clickedAt is set");
+        },
+      );
+
       await t.step("7. GraphQL send(id) shows the same openedAt, clickedAt and events", async () => {
         const rest = await getSend(stack, shop.key, main.id);
         const { send: g } = await gql(

@@ -6,13 +6,11 @@
  * scanners) are recorded with `data.machine` so humans can be counted apart.
  */
 import type { JobHelpers, Task } from "graphile-worker";
-import { sql } from "kysely";
 import type { Deps } from "../context.ts";
-import type { Kysely } from "kysely";
-import type { ContactStatus, Database, SendStatus } from "../db/tables.ts";
+import type { ContactStatus } from "../db/tables.ts";
 import { queueReputationCheck } from "../accounts/jobs.ts";
 import { RecordEventJob, type RecordEventPayload } from "./inputs.ts";
-import { insertEvents, type NewEvent } from "./repo.ts";
+import { type NewEvent, writeEventBatch } from "./repo.ts";
 
 /** Seconds after sending within which an open or click is a scanner's, not a person's. */
 export const SCANNER_WINDOW_S = 2;
@@ -45,18 +43,50 @@ export function recordEventTask(deps: Deps): Task {
   return (payload: unknown, _helpers: JobHelpers) => recordEvents(deps, RecordEventJob.parse(payload).events);
 }
 
+/** What recording an event needs of its send; fixed once the send went out. */
+interface SendFacts {
+  id: string;
+  account_id: string;
+  contact_id: string;
+  sent_at: Date | null;
+}
+
 /**
- * Records a batch of events in one transaction, set-wise (see the module comment): the
+ * Facts of sent sends, most recent last: a send's opens and clicks come in runs (a reader
+ * reopening, a scanner then a person), and each group of hits would otherwise start with a
+ * lookup. Only sends with `sent_at` are kept: their account, contact and sent time never change.
+ */
+const sentFacts = new Map<string, SendFacts>();
+const SENT_FACTS_MAX = 10_000;
+
+async function factsOf(deps: Deps, ids: string[]): Promise<Map<string, SendFacts>> {
+  const found = new Map<string, SendFacts>();
+  const missing: string[] = [];
+  for (const id of ids) {
+    const hit = sentFacts.get(id);
+    if (hit) found.set(id, hit);
+    else missing.push(id);
+  }
+  if (missing.length === 0) return found;
+  const rows = await deps.db.selectFrom("sends").select(["id", "account_id", "contact_id", "sent_at"])
+    .where("id", "in", missing).execute();
+  for (const row of rows) {
+    found.set(row.id, row);
+    if (!row.sent_at) continue;
+    if (sentFacts.size >= SENT_FACTS_MAX) sentFacts.delete(sentFacts.keys().next().value!);
+    sentFacts.set(row.id, row);
+  }
+  return found;
+}
+
+/**
+ * Records a batch of events set-wise (see the module comment) in one statement, or one
+ * transaction when a bounce or complaint also queues a reputation check: the
  * `record_event` task for reports, and the tracking endpoints' group commit directly.
  */
 export async function recordEvents(deps: Deps, events: RecordEventPayload[]): Promise<void> {
   const { db, log } = deps;
-  const ids = [...new Set(events.map((e) => e.sendId))];
-  const sends = new Map(
-    (await db.selectFrom("sends").select(["id", "account_id", "contact_id", "sent_at"]).where("id", "in", ids)
-      .execute())
-      .map((s) => [s.id, s]),
-  );
+  const sends = await factsOf(deps, [...new Set(events.map((e) => e.sendId))]);
   const rows: NewEvent[] = [];
   const firstOpen = new Map<string, Date>();
   const firstClick = new Map<string, Date>();
@@ -106,45 +136,13 @@ export async function recordEvents(deps: Deps, events: RecordEventPayload[]): Pr
   }
   if (rows.length === 0) return;
 
-  await db.transaction().execute(async (trx) => {
-    await insertEvents(trx, rows);
-    await stampFirst(trx, "opened_at", firstOpen);
-    await stampFirst(trx, "clicked_at", firstClick);
-    await stampFirst(trx, "delivered_at", delivered, "delivered", ["sending", "sent"]);
-    await stampFirst(trx, "bounced_at", hardBounced, "bounced", ["sending", "sent", "delivered"]);
-    if (contactStatus.size) {
-      const [cids, statuses] = [[...contactStatus.keys()], [...contactStatus.values()]];
-      // Only upgrades: subscribed → unsubscribed → complained/bounced.
-      await sql`update contacts c set status = u.status, updated_at = now()
-        from unnest(${cids}::uuid[], ${statuses}::text[]) as u(id, status)
-        where c.id = u.id and (c.status = 'subscribed' or (c.status = 'unsubscribed' and u.status <> 'unsubscribed'))`
-        .execute(trx);
-    }
-    for (const accountId of accountsToCheck) await queueReputationCheck(trx, accountId);
-  });
+  const stamps = { opened_at: firstOpen, clicked_at: firstClick, delivered_at: delivered, bounced_at: hardBounced };
+  if (accountsToCheck.size === 0) await writeEventBatch(db, rows, stamps, contactStatus);
+  else {
+    await db.transaction().execute(async (trx) => {
+      await writeEventBatch(trx, rows, stamps, contactStatus);
+      for (const accountId of accountsToCheck) await queueReputationCheck(trx, accountId);
+    });
+  }
   log.info("events recorded", { count: rows.length, sends: sends.size });
-}
-
-/**
- * Sets `column` to the earliest time per send where it is still null (one statement), and
- * optionally the send's status when it is in `from`; sends where neither changes are not written.
- */
-async function stampFirst(
-  db: Kysely<Database>,
-  column: "opened_at" | "clicked_at" | "delivered_at" | "bounced_at",
-  times: Map<string, Date>,
-  status?: SendStatus,
-  from?: SendStatus[],
-): Promise<void> {
-  if (times.size === 0) return;
-  const ids = [...times.keys()];
-  const at = [...times.values()];
-  await sql`update sends s set ${sql.ref(column)} = coalesce(s.${sql.ref(column)}, u.at)
-    ${status ? sql`, status = case when s.status = any(${from}::text[]) then ${status} else s.status end` : sql``},
-    updated_at = now()
-    from unnest(${ids}::uuid[], ${at}::timestamptz[]) as u(id, at)
-    where s.id = u.id
-      -- Only rows that change: a send opened a thousand times is written once, not a
-      -- thousand times (each rewrite queued on the row's lock and left a dead version).
-      and (s.${sql.ref(column)} is null ${status ? sql`or s.status = any(${from}::text[])` : sql``})`.execute(db);
 }

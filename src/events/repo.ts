@@ -1,6 +1,6 @@
 /** SQL for email events: append-only, read oldest first. */
 import { type Kysely, type Selectable, sql } from "kysely";
-import type { Database, EmailEventsTable, EventType } from "../db/tables.ts";
+import type { ContactStatus, Database, EmailEventsTable, EventType } from "../db/tables.ts";
 import type { RecordEventPayload } from "./inputs.ts";
 
 /** One event to record. */
@@ -30,6 +30,71 @@ export async function insertEvents(db: Kysely<Database>, events: NewEvent[]): Pr
         ${col((e) => JSON.stringify(e.data ?? {}))}::text[], ${col((e) => e.occurred_at ?? null)}::timestamptz[])
         as u(send_id, account_id, contact_id, type, data, at)
       returning id, send_id, account_id, type)
+    ${notifySelect}`.execute(db);
+}
+
+/** First times per send that an event batch stamps (each only where still unset). */
+export interface SendStamps {
+  opened_at: Map<string, Date>;
+  clicked_at: Map<string, Date>;
+  /** Also moves a `sending`/`sent` send to `delivered`. */
+  delivered_at: Map<string, Date>;
+  /** Also moves a `sending`/`sent`/`delivered` send to `bounced` (a hard bounce). */
+  bounced_at: Map<string, Date>;
+}
+
+/**
+ * Appends `events` (announced as insertEvents does), stamps each send's first times and
+ * status (`stamps`), and upgrades contacts' statuses (`contactStatus`: subscribed →
+ * unsubscribed → complained/bounced, never back), all in ONE statement: one round trip and
+ * one atomic write for a whole group of tracking hits. Every send is updated at most once
+ * (Postgres cannot update a row twice in one statement), and only when something changes:
+ * a send opened a thousand times is written once, not a thousand times.
+ */
+export async function writeEventBatch(
+  db: Kysely<Database>,
+  events: NewEvent[],
+  stamps: SendStamps,
+  contactStatus: Map<string, ContactStatus>,
+): Promise<void> {
+  if (events.length === 0) return;
+  const col = <T>(f: (e: NewEvent) => T) => events.map(f);
+  const ids = [
+    ...new Set(
+      [stamps.opened_at, stamps.clicked_at, stamps.delivered_at, stamps.bounced_at].flatMap((m) => [...m.keys()]),
+    ),
+  ];
+  const at = (m: Map<string, Date>) => ids.map((id) => m.get(id) ?? null);
+  const [cids, statuses] = [[...contactStatus.keys()], [...contactStatus.values()]];
+  await sql`
+    with ins as (
+      insert into email_events (send_id, account_id, contact_id, type, data, occurred_at)
+      select u.send_id, u.account_id, u.contact_id, u.type, u.data::jsonb, coalesce(u.at, clock_timestamp())
+      from unnest(${col((e) => e.send_id)}::uuid[], ${col((e) => e.account_id)}::uuid[],
+        ${col((e) => e.contact_id ?? null)}::uuid[], ${col((e) => e.type)}::text[],
+        ${col((e) => JSON.stringify(e.data ?? {}))}::text[], ${col((e) => e.occurred_at ?? null)}::timestamptz[])
+        as u(send_id, account_id, contact_id, type, data, at)
+      returning id, send_id, account_id, type),
+    stamped as (
+      update sends s set
+        opened_at = coalesce(s.opened_at, u.opened), clicked_at = coalesce(s.clicked_at, u.clicked),
+        delivered_at = coalesce(s.delivered_at, u.delivered), bounced_at = coalesce(s.bounced_at, u.bounced),
+        status = case
+          when u.bounced is not null and s.status in ('sending', 'sent', 'delivered') then 'bounced'
+          when u.delivered is not null and s.status in ('sending', 'sent') then 'delivered'
+          else s.status end,
+        updated_at = now()
+      from unnest(${ids}::uuid[], ${at(stamps.opened_at)}::timestamptz[], ${at(stamps.clicked_at)}::timestamptz[],
+        ${at(stamps.delivered_at)}::timestamptz[], ${at(stamps.bounced_at)}::timestamptz[])
+        as u(id, opened, clicked, delivered, bounced)
+      where s.id = u.id and (
+        (u.opened is not null and s.opened_at is null) or (u.clicked is not null and s.clicked_at is null)
+        or (u.delivered is not null and (s.delivered_at is null or s.status in ('sending', 'sent')))
+        or (u.bounced is not null and (s.bounced_at is null or s.status in ('sending', 'sent', 'delivered'))))),
+    contacts_upgraded as (
+      update contacts c set status = u.status, updated_at = now()
+      from unnest(${cids}::uuid[], ${statuses}::text[]) as u(id, status)
+      where c.id = u.id and (c.status = 'subscribed' or (c.status = 'unsubscribed' and u.status <> 'unsubscribed')))
     ${notifySelect}`.execute(db);
 }
 
