@@ -22,6 +22,7 @@ const EnvSchema = z.object({
   PP_WORKER_POLL_MS: z.coerce.number().int().min(50).default(100),
   PP_SMTP_POOL_SIZE: z.coerce.number().int().min(1).max(100).default(20),
   PP_SMTP_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(25).default(8),
+  PP_SCHEDULE_HORIZON_S: z.coerce.number().int().min(1).max(86_400).default(600),
   PP_DB_POOL_SIZE: z.coerce.number().int().min(2).max(200).default(50),
   PP_LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
   PP_BOUNCE_DOMAIN: z.string().regex(/^[A-Za-z0-9.-]+$/, "must be a domain name").optional(),
@@ -58,15 +59,20 @@ export interface Config {
   seed: boolean;
   /** Whether SMTP 250 is also `delivered` (smtp, default) or reports decide (reports). */
   deliveryConfirmation: "smtp" | "reports";
-  /** Jobs run at once per worker process. Default 10. */
+  /** Jobs run at once per worker process. Default 50. */
   workerConcurrency: number;
-  /** How often the worker looks for due scheduled jobs, ms. Default 500. */
+  /** How often the worker looks for due scheduled jobs, ms. Default 100. */
   workerPollMs: number;
-  /** Pooled SMTP connections per worker process. Default 5. */
+  /** Pooled SMTP connections per worker process. Default 20. */
   smtpPoolSize: number;
   /** Delivery attempts before a send is `failed` (4xx, dropped connections). Default 8. */
   smtpMaxAttempts: number;
-  /** Postgres connections per process. Default 20. */
+  /**
+   * A send scheduled further ahead than this (seconds) gets its delivery job only when its
+   * time comes within it (see sends/jobs.ts, promote_scheduled). Default 600.
+   */
+  scheduleHorizonS: number;
+  /** Postgres connections per process. Default 50. */
   dbPoolSize: number;
   /** Lowest log level written. Default info. */
   logLevel: "debug" | "info" | "warn" | "error";
@@ -112,6 +118,7 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     workerPollMs: e.PP_WORKER_POLL_MS,
     smtpPoolSize: e.PP_SMTP_POOL_SIZE,
     smtpMaxAttempts: e.PP_SMTP_MAX_ATTEMPTS,
+    scheduleHorizonS: e.PP_SCHEDULE_HORIZON_S,
     dbPoolSize: e.PP_DB_POOL_SIZE,
     logLevel: e.PP_LOG_LEVEL,
     bounceDomain: e.PP_BOUNCE_DOMAIN,

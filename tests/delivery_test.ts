@@ -471,6 +471,61 @@ Deno.test("delivery through SMTP_URL: mail, rendering, bounces, retries, schedul
   }
 });
 
+Deno.test(
+  "sends scheduled beyond the horizon wait without a job, get it in time, and go out on time",
+  opts,
+  async (t) => {
+    // A 2 s horizon: promote_scheduled then runs every second.
+    const stack = await startStack({ env: { PP_SCHEDULE_HORIZON_S: "2" } });
+    try {
+      const tn = await stack.tenant();
+      const at = Date.now() + 4500;
+      const scheduledAt = new Date(at).toISOString();
+      const deferred = (id: string) => stack.count(`select count(*) from sends where id = $1 and job_deferred`, [id]);
+      const a = await send(stack, tn.key, { templateId: tn.templateId, to: "far-a@example.test", scheduledAt });
+      const b = await send(stack, tn.key, { templateId: tn.templateId, to: "far-b@example.test", scheduledAt });
+
+      await t.step("accepted as scheduled, with no delivery job yet", async () => {
+        assertEquals([a.status, b.status], ["scheduled", "scheduled"]);
+        assertEquals([await jobsWithKey(stack, a.id), await deferred(a.id)], [0, 1]);
+      });
+
+      await t.step("a deferred send can be cancelled: no job, no mail, quota given back", async () => {
+        const r = await stack.api("POST", `/api/v1/sends/${b.id}/cancel`, { key: tn.key });
+        assertEquals([r.status, r.body.status], [200, "cancelled"]);
+        assertEquals(await used(stack, tn.key), 1);
+      });
+
+      await t.step("its job appears before its time, with run_at = scheduledAt", async () => {
+        await waitFor(async () => await jobsWithKey(stack, a.id) === 1, 5000, "the promoted job");
+        assert(Date.now() < at, "the job exists before the send's time");
+        assertEquals(
+          await stack.count(
+            `select count(*) from graphile_worker._private_jobs where key = $1 and run_at = $2::timestamptz`,
+            [`send:${a.id}`, scheduledAt],
+          ),
+          1,
+        );
+        assertEquals(await deferred(a.id), 0);
+      });
+
+      await t.step("delivered at its time, not before; the cancelled one never", async () => {
+        assertEquals(mailsTo(stack, "far-a@example.test").length, 0, "nothing before the time");
+        const done = await waitForStatus(stack, tn.key, a.id, ["delivered"], 8000);
+        assert(Date.parse(done.sentAt) >= at, `sent at ${done.sentAt}, before ${scheduledAt}`);
+        assert(Date.parse(done.deliveredAt) <= at + 2000, `delivered at ${done.deliveredAt}, > 2 s late`);
+        assertEquals(mailsTo(stack, "far-a@example.test").length, 1);
+        await sleep(500);
+        assertEquals(mailsTo(stack, "far-b@example.test").length, 0);
+        assertEquals([await jobsWithKey(stack, b.id), await deferred(b.id)], [0, 0], "the cancelled send is unmarked");
+        assertEquals((await getSend(stack, tn.key, b.id)).status, "cancelled");
+      });
+    } finally {
+      await stack.stop();
+    }
+  },
+);
+
 Deno.test("delivery without SMTP_URL: LIVE mail is written to the outbox", opts, async (t) => {
   const stack = await startStack({ smtp: false });
   try {

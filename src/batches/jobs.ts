@@ -97,9 +97,10 @@ async function expandPage(deps: Deps, trx: Kysely<Database>, batchId: string): P
   const scheduledAt = request.scheduledAt ? new Date(request.scheduledAt) : null;
   const deferred = scheduledAt !== null && scheduledAt.getTime() > Date.now();
   const personalizations = JSON.stringify(request.personalizations ?? {});
+  const common = sendCommon(tenant, prep, request, batchId, scheduledAt, deps.config);
   const inserted = await sendsRepo.insertSends(
     trx,
-    sendCommon(tenant, prep, request, batchId, scheduledAt),
+    common,
     page.map((c) => {
       const id = uuidv7();
       return {
@@ -121,7 +122,7 @@ async function expandPage(deps: Deps, trx: Kysely<Database>, batchId: string): P
     trx,
     ids.map((id) => ({ send_id: id, account_id: batch.account_id, type: "queued", data: { batchId } })),
   );
-  await sendsRepo.queueDeliveries(trx, ids, scheduledAt, deps.config.smtpMaxAttempts);
+  await sendsRepo.queueDeliveries(trx, ids, scheduledAt, deps.config, common.job_deferred);
   await repo.advanceBatch(trx, batchId, inserted.length, page[page.length - 1].id);
   if (page.length < EXPAND_PAGE) {
     await repo.updateBatch(trx, batchId, { status: "accepted" });

@@ -90,7 +90,8 @@ export async function createBatchSend(deps: Deps, p: Principal, input: unknown):
         message_id: messageId(id, prep.from.address),
       };
     });
-    await sendsRepo.insertSends(trx, sendCommon(t, prep, v, batchId, scheduledAt), items);
+    const common = sendCommon(t, prep, v, batchId, scheduledAt, deps.config);
+    await sendsRepo.insertSends(trx, common, items);
     await events.insertEvents(
       trx,
       items.map((s, i) => ({
@@ -101,7 +102,7 @@ export async function createBatchSend(deps: Deps, p: Principal, input: unknown):
       })),
     );
     const queued = items.filter((s) => s.status !== "suppressed").map((s) => s.id);
-    await sendsRepo.queueDeliveries(trx, queued, scheduledAt, deps.config.smtpMaxAttempts);
+    await sendsRepo.queueDeliveries(trx, queued, scheduledAt, deps.config, common.job_deferred);
     return { batchId, count: items.length, sends: items.map((s) => ({ id: s.id, to: s.to_email, status: s.status })) };
   });
   deps.log.info("batch accepted", {

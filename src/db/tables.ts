@@ -139,6 +139,8 @@ export interface SendsTable {
   error_code: string | null;
   error_message: string | null;
   scheduled_at: NullableTimestamp;
+  /** Scheduled beyond the horizon: no delivery job yet (promote_scheduled adds it in time). */
+  job_deferred: Generated<boolean>;
   created_at: Generated<Date>;
   updated_at: Timestamp;
   sent_at: NullableTimestamp;

@@ -17,7 +17,7 @@ import { CRONTAB, reputationCheckTask, reputationSweepTask } from "../accounts/j
 import { expandSegmentTask } from "../batches/jobs.ts";
 import { deleteExpiredKeys } from "../idempotency/service.ts";
 import { recordEventTask } from "../events/jobs.ts";
-import { deliverSendTask } from "../sends/jobs.ts";
+import { deliverSendTask, promoteScheduledTask, schedulePromotion } from "../sends/jobs.ts";
 
 /**
  * How our runner pulls and completes jobs (the benchmark runs its no-op baseline with the
@@ -42,9 +42,13 @@ export function runnerSettings(config: Config) {
   };
 }
 
-/** Starts the runner with every task; resolves once it is listening for jobs. */
+/**
+ * Starts the runner with every task; resolves once it is listening for jobs. It also
+ * (re)starts the promote_scheduled cycle at once, so deferred sends are looked at on start.
+ */
 export async function startWorker(deps: Deps, mailer: Mailer): Promise<Runner> {
   const { config, log } = deps;
+  await schedulePromotion(deps.db, 0);
   const logger = new Logger(() => (level, message) => {
     // A failed attempt is often a planned retry (SMTP 4xx), already logged by the task;
     // keep its first line as a warning instead of a stack trace at error level.
@@ -62,6 +66,7 @@ export async function startWorker(deps: Deps, mailer: Mailer): Promise<Runner> {
     crontab: CRONTAB,
     taskList: {
       deliver_send: deliverSendTask(deps, mailer),
+      promote_scheduled: promoteScheduledTask(deps),
       expand_segment: expandSegmentTask(deps),
       record_event: recordEventTask(deps),
       reputation_check: reputationCheckTask(deps),

@@ -4,8 +4,9 @@
  * went out is never mailed again, and its Message-ID was fixed when it was created.
  */
 import type { JobHelpers, Task } from "graphile-worker";
+import { type Kysely, sql } from "kysely";
 import type { Deps } from "../context.ts";
-import type { EventType, SendsTable } from "../db/tables.ts";
+import type { Database, EventType, SendsTable } from "../db/tables.ts";
 import type { Insertable } from "kysely";
 import { queueReputationCheck } from "../accounts/jobs.ts";
 import { decryptSecret } from "../crypto.ts";
@@ -18,6 +19,37 @@ import type { Mailer } from "../mail/transport.ts";
 import { GroupCommit } from "../db/group_commit.ts";
 import { DeliverSendPayload } from "./inputs.ts";
 import * as repo from "./repo.ts";
+
+/** How often deferred sends are looked at: a minute, or half the horizon when that is shorter. */
+export function promoteIntervalS(scheduleHorizonS: number): number {
+  return Math.min(60, scheduleHorizonS / 2);
+}
+
+/**
+ * Queues the next `promote_scheduled` run in `delayS` seconds. One job key for every
+ * process: adding it again replaces the waiting run, so there is always one.
+ */
+export async function schedulePromotion(db: Kysely<Database>, delayS: number): Promise<void> {
+  await sql`select graphile_worker.add_job('promote_scheduled', '{}'::json,
+    run_at := now() + make_interval(secs => ${delayS}), job_key := 'promote_scheduled')`.execute(db);
+}
+
+/**
+ * The `promote_scheduled` task: gives sends scheduled beyond the horizon their delivery jobs
+ * once their time is within it (sends/repo.ts promoteDeferred), then runs again after
+ * promoteIntervalS. The next run is queued first, so a failed run cannot end the cycle.
+ */
+export function promoteScheduledTask(deps: Deps): Task {
+  return async () => {
+    const { config } = deps;
+    await schedulePromotion(deps.db, promoteIntervalS(config.scheduleHorizonS));
+    let added: number;
+    do {
+      added = await repo.promoteDeferred(deps.db, config);
+      if (added) deps.log.info("scheduled sends queued for delivery", { count: added });
+    } while (added === repo.PROMOTE_MAX);
+  };
+}
 
 /** How long a send of a paused account waits before it looks again. */
 export const PAUSED_RECHECK_MS = 30_000;
@@ -101,7 +133,7 @@ export function deliverSendTask(deps: Deps, mailer: Mailer): Task {
     if (!claimed.sendingEnabled) {
       // Paused: the send waits, queued, and looks again later. Not lost, not failed.
       await repo.updateSend(db, send.id, { status: "queued" });
-      await repo.queueDeliveries(db, [send.id], new Date(Date.now() + PAUSED_RECHECK_MS), config.smtpMaxAttempts);
+      await repo.queueDeliveries(db, [send.id], new Date(Date.now() + PAUSED_RECHECK_MS), config);
       log.info("send held: account paused", { sendId, accountId: send.account_id });
       return;
     }

@@ -27,6 +27,8 @@ export interface SendCommon {
   track_clicks: boolean;
   sandbox: boolean;
   scheduled_at: Date | null;
+  /** Due beyond the horizon (jobDeferred): its scheduled sends wait without a job. */
+  job_deferred: boolean;
 }
 
 /** What differs per send. `personalizations` is JSON text. */
@@ -50,11 +52,12 @@ export async function insertSends(db: Kysely<Database>, common: SendCommon, item
   const r = await sql<SendRow>`
     insert into sends (id, contact_id, to_email, personalizations, status, message_id,
       account_id, template_id, batch_id, subject, from_email, from_name, reply_to, tags,
-      track_opens, track_clicks, sandbox, scheduled_at)
+      track_opens, track_clicks, sandbox, scheduled_at, job_deferred)
     select u.id, u.contact_id, u.to_email, u.personalizations::jsonb, u.status, u.message_id,
       ${common.account_id}::uuid, ${common.template_id}::uuid, ${common.batch_id}::uuid, ${common.subject},
       ${common.from_email}, ${common.from_name}, ${common.reply_to}, ${common.tags}::jsonb,
-      ${common.track_opens}, ${common.track_clicks}, ${common.sandbox}, ${common.scheduled_at}::timestamptz
+      ${common.track_opens}, ${common.track_clicks}, ${common.sandbox}, ${common.scheduled_at}::timestamptz,
+      u.status = 'scheduled' and ${common.job_deferred}
     from unnest(${col("id")}::uuid[], ${col("contact_id")}::uuid[], ${col("to_email")}::text[],
       ${col("personalizations")}::text[], ${col("status")}::text[], ${col("message_id")}::text[])
       as u(id, contact_id, to_email, personalizations, status, message_id)
@@ -63,24 +66,72 @@ export async function insertSends(db: Kysely<Database>, common: SendCommon, item
   return r.rows;
 }
 
+/** How deliveries are queued: attempts per job, and how far ahead a job is created. */
+export interface QueueOptions {
+  smtpMaxAttempts: number;
+  /** Sends due later than this many seconds from now wait with `job_deferred` instead of a job. */
+  scheduleHorizonS: number;
+}
+
+/**
+ * Whether sends due at `runAt` are created without a delivery job (SendCommon.job_deferred):
+ * due more than the horizon from now. promoteDeferred gives them their jobs when their time
+ * comes within it: thousands of not-yet-due jobs would make every job fetch of every worker
+ * scan them all (graphile-worker's index orders by priority, then run_at).
+ */
+export function jobDeferred(runAt: Date | null, opts: QueueOptions): boolean {
+  return runAt !== null && runAt.getTime() > Date.now() + opts.scheduleHorizonS * 1000;
+}
+
 /**
  * Queues the delivery jobs of many sends in one statement (graphile-worker's add_jobs), in
  * the caller's transaction, so sends and jobs commit or roll back together. `runAt` null
- * means now.
+ * means now. Sends created with `job_deferred` get no job here (pass `deferred`).
  */
 export async function queueDeliveries(
   db: Kysely<Database>,
   sendIds: string[],
   runAt: Date | null,
-  maxAttempts: number,
+  opts: QueueOptions,
+  deferred = false,
 ) {
-  if (sendIds.length === 0) return;
+  if (sendIds.length === 0 || deferred) return;
+  await addDeliveryJobs(db, sendIds.map((id) => ({ id, runAt })), opts.smtpMaxAttempts);
+}
+
+/** One add_jobs for many sends, each with its own run_at (null: now). */
+async function addDeliveryJobs(db: Kysely<Database>, jobs: { id: string; runAt: Date | null }[], maxAttempts: number) {
   await sql`select 1 from graphile_worker.add_jobs(array(
     select (
-      'deliver_send', json_build_object('sendId', id::text), null, ${runAt}::timestamptz,
+      'deliver_send', json_build_object('sendId', id::text), null, run_at,
       ${maxAttempts}::smallint, 'send:' || id::text, null, null
     )::graphile_worker.job_spec
-    from unnest(${sendIds}::uuid[]) as id))`.execute(db);
+    from unnest(${jobs.map((j) => j.id)}::uuid[], ${jobs.map((j) => j.runAt)}::timestamptz[]) as u(id, run_at)))`
+    .execute(db);
+}
+
+/** Most deferred sends promoted per statement; a bigger backlog is taken by the next runs. */
+export const PROMOTE_MAX = 10_000;
+
+/**
+ * Gives deferred sends due within the horizon their delivery jobs (run_at = their time), in
+ * one transaction; cancelled ones are only unmarked. Safe with any number of worker
+ * processes: rows are taken with SKIP LOCKED and unmarked in the same transaction.
+ * Returns how many jobs were added.
+ */
+export async function promoteDeferred(db: Kysely<Database>, opts: QueueOptions): Promise<number> {
+  return await db.transaction().execute(async (trx) => {
+    const due = await sql<{ id: string; status: string; scheduled_at: Date }>`
+      update sends s set job_deferred = false
+      from (select id from sends
+        where job_deferred and scheduled_at <= now() + make_interval(secs => ${opts.scheduleHorizonS})
+        order by scheduled_at limit ${PROMOTE_MAX} for update skip locked) d
+      where s.id = d.id
+      returning s.id, s.status, s.scheduled_at`.execute(trx);
+    const jobs = due.rows.filter((r) => r.status === "scheduled").map((r) => ({ id: r.id, runAt: r.scheduled_at }));
+    if (jobs.length) await addDeliveryJobs(trx, jobs, opts.smtpMaxAttempts);
+    return jobs.length;
+  });
 }
 
 /** Removes a send's pending job (a job already running is left; it sees the new status). */

@@ -107,6 +107,7 @@ export function sendCommon(
   v: SendOptions,
   batchId: string | null,
   scheduledAt: Date | null,
+  queue: repo.QueueOptions,
 ): repo.SendCommon {
   return {
     account_id: t.accountId,
@@ -121,6 +122,7 @@ export function sendCommon(
     track_clicks: v.trackClicks ?? prep.template.track_clicks,
     sandbox: t.mode === "test",
     scheduled_at: scheduledAt,
+    job_deferred: repo.jobDeferred(scheduledAt, queue),
   };
 }
 
@@ -227,7 +229,7 @@ function writeSends(deps: Deps, items: PendingSend[]): Promise<Written[]> {
       const status: SendStatus = c.status !== "subscribed" ? "suppressed" : deferred ? "scheduled" : "queued";
       return {
         i,
-        common: sendCommon(it.t, it.prep, it.v, null, it.scheduledAt),
+        common: sendCommon(it.t, it.prep, it.v, null, it.scheduledAt, deps.config),
         item: {
           id,
           contact_id: c.id,
@@ -265,10 +267,10 @@ function writeSends(deps: Deps, items: PendingSend[]): Promise<Written[]> {
       }),
     );
     const queued = rows.filter((r) => r.item.status !== "suppressed");
-    const byRunAt = Map.groupBy(queued, (r) => r.common.scheduled_at?.getTime() ?? null);
-    for (const [runAt, group] of byRunAt) {
-      const ids = group.map((r) => r.item.id);
-      await repo.queueDeliveries(trx, ids, runAt === null ? null : new Date(runAt), deps.config.smtpMaxAttempts);
+    const byRunAt = Map.groupBy(queued, (r) => `${r.common.scheduled_at?.getTime() ?? ""}:${r.common.job_deferred}`);
+    for (const group of byRunAt.values()) {
+      const { scheduled_at, job_deferred } = group[0].common;
+      await repo.queueDeliveries(trx, group.map((r) => r.item.id), scheduled_at, deps.config, job_deferred);
     }
     // The quota last: its row lock (every send of the account queues on it) is then held only
     // until the commit that follows, not across the inserts.
