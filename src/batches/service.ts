@@ -61,14 +61,6 @@ export async function createBatchSend(deps: Deps, p: Principal, input: unknown):
     // An address and a contact uuid may name the same contact: still one email each.
     rejectDuplicates(contacts.map((c) => c.id), (i) => `recipients.${i}.to`);
 
-    const live = contacts.filter((c) => c.status === "subscribed").length;
-    if (live > 0) {
-      const reserved = await accounts.reserveUsage(trx, t.accountId, live, prep.monthlyLimit);
-      if (!reserved) {
-        throw new AppError("quota_exceeded", `the batch needs ${live} emails, more than this month's remaining quota`);
-      }
-      noteQuota({ limit: prep.monthlyLimit, used: reserved.used });
-    }
     await repo.insertBatch(trx, {
       id: batchId,
       account_id: t.accountId,
@@ -103,6 +95,17 @@ export async function createBatchSend(deps: Deps, p: Principal, input: unknown):
     );
     const queued = items.filter((s) => s.status !== "suppressed").map((s) => s.id);
     await sendsRepo.queueDeliveries(trx, queued, scheduledAt, deps.config, common.job_deferred);
+    // The quota last: its row lock (every batch and send of the account queues on it) is then
+    // held only until the commit that follows, not across the inserts; refused, it rolls
+    // them back.
+    const live = contacts.filter((c) => c.status === "subscribed").length;
+    if (live > 0) {
+      const reserved = await accounts.reserveUsage(trx, t.accountId, live, prep.monthlyLimit);
+      if (!reserved) {
+        throw new AppError("quota_exceeded", `the batch needs ${live} emails, more than this month's remaining quota`);
+      }
+      noteQuota({ limit: prep.monthlyLimit, used: reserved.used });
+    }
     return { batchId, count: items.length, sends: items.map((s) => ({ id: s.id, to: s.to_email, status: s.status })) };
   });
   deps.log.info("batch accepted", {
