@@ -9,7 +9,7 @@ import type { Deps, Principal, Tenant } from "./context.ts";
 import { fingerprint, idempotent, ReplayedError, validKey } from "./idempotency/service.ts";
 import { rateHeaders, RateLimiter } from "./ratelimit.ts";
 import { AppError } from "./errors.ts";
-import { createGraphQL } from "./graphql/yoga.ts";
+import { createGraphQL, GRAPHQL_MAX_BODY_BYTES } from "./graphql/yoga.ts";
 import { json, problemResponse } from "./rest/problem.ts";
 import * as batches from "./batches/rest.ts";
 import { handleInbound } from "./inbound/webhook.ts";
@@ -172,6 +172,16 @@ export function createApp(deps: Deps, opts: { healthOnly?: boolean; ready?: () =
     }
 
     if (url.pathname === "/graphql") {
+      // Checked on the declared length, as yoga's 413 did; a body without Content-Length
+      // (chunked) is not limited here, as REST bodies are not: put a limit in the proxy.
+      if (Number(req.headers.get("content-length") ?? 0) > GRAPHQL_MAX_BODY_BYTES) {
+        return json({
+          errors: [{
+            message: `the request body is over ${GRAPHQL_MAX_BODY_BYTES} bytes`,
+            extensions: { code: "payload_too_large" },
+          }],
+        }, 413);
+      }
       let principal: Principal;
       try {
         principal = await authenticate(deps, req.headers);

@@ -28,6 +28,18 @@ Deno.test("graphql: ops mutations, tenant queries, errors", opts, async (t) => {
 
     const tenant = await stack.tenant();
 
+    await t.step("a body over 25 MB is refused with 413 before it is parsed", async () => {
+      const res = await fetch(`${stack.url}/graphql`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "x-api-key": tenant.key },
+        body: JSON.stringify({ query: "{ __typename }", variables: { pad: "x".repeat(25_000_000) } }),
+      });
+      assertEquals(res.status, 413);
+      assertEquals((await res.json()).errors[0].extensions.code, "payload_too_large");
+      const ok = await stack.gql(`{ __typename }`, {}, tenant.key);
+      assertEquals([ok.status, ok.body.data?.__typename], [200, "Query"]);
+    });
+
     await t.step("ops mutations need the admin token", async () => {
       const m = `mutation { createAccount(input: { name: "x" }) { id } }`;
       const asTenant = await stack.gql(m, {}, tenant.key);
