@@ -18,7 +18,7 @@ const EnvSchema = z.object({
   PP_SECRET: z.string().min(16).optional(),
   PP_SEED: bool.optional(),
   PP_DELIVERY_CONFIRMATION: z.enum(["smtp", "reports"]).default("smtp"),
-  PP_WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(200).default(50),
+  PP_WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(200).default(100),
   PP_WORKER_POLL_MS: z.coerce.number().int().min(50).default(100),
   PP_SMTP_POOL_SIZE: z.coerce.number().int().min(1).max(100).default(20),
   PP_SMTP_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(25).default(8),
@@ -59,7 +59,7 @@ export interface Config {
   seed: boolean;
   /** Whether SMTP 250 is also `delivered` (smtp, default) or reports decide (reports). */
   deliveryConfirmation: "smtp" | "reports";
-  /** Jobs run at once per worker process. Default 50. */
+  /** Jobs run at once per worker process. Default 100. */
   workerConcurrency: number;
   /** How often the worker looks for due scheduled jobs, ms. Default 100. */
   workerPollMs: number;

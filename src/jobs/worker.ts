@@ -26,7 +26,7 @@ import { deliverSendTask, promoteScheduledTask, schedulePromotion } from "../sen
  */
 export function runnerSettings(config: Config) {
   return {
-    /** Jobs run at once; default PP_WORKER_CONCURRENCY=50. */
+    /** Jobs run at once; default PP_WORKER_CONCURRENCY=100. */
     concurrency: config.workerConcurrency,
     /** Due scheduled jobs are found by polling; default PP_WORKER_POLL_MS=100 (a scheduled send goes out within ~0.1 s of its time; idle, one indexed query per 0.1 s). */
     pollInterval: config.workerPollMs,
