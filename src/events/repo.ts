@@ -20,17 +20,20 @@ export interface NewEvent {
  */
 export async function insertEvents(db: Kysely<Database>, events: NewEvent[]): Promise<void> {
   if (events.length === 0) return;
+  await sql`with ins as (${insertEventsSql(events)}) ${notifySelect}`.execute(db);
+}
+
+/** The set-wise insert of `events`, returning what notifySelect announces (for a CTE `ins`). */
+function insertEventsSql(events: NewEvent[]) {
   const col = <T>(f: (e: NewEvent) => T) => events.map(f);
-  await sql`
-    with ins as (
-      insert into email_events (send_id, account_id, contact_id, type, data, occurred_at)
-      select u.send_id, u.account_id, u.contact_id, u.type, u.data::jsonb, coalesce(u.at, clock_timestamp())
-      from unnest(${col((e) => e.send_id)}::uuid[], ${col((e) => e.account_id)}::uuid[],
-        ${col((e) => e.contact_id ?? null)}::uuid[], ${col((e) => e.type)}::text[],
-        ${col((e) => JSON.stringify(e.data ?? {}))}::text[], ${col((e) => e.occurred_at ?? null)}::timestamptz[])
-        as u(send_id, account_id, contact_id, type, data, at)
-      returning id, send_id, account_id, type)
-    ${notifySelect}`.execute(db);
+  return sql`
+    insert into email_events (send_id, account_id, contact_id, type, data, occurred_at)
+    select u.send_id, u.account_id, u.contact_id, u.type, u.data::jsonb, coalesce(u.at, clock_timestamp())
+    from unnest(${col((e) => e.send_id)}::uuid[], ${col((e) => e.account_id)}::uuid[],
+      ${col((e) => e.contact_id ?? null)}::uuid[], ${col((e) => e.type)}::text[],
+      ${col((e) => JSON.stringify(e.data ?? {}))}::text[], ${col((e) => e.occurred_at ?? null)}::timestamptz[])
+      as u(send_id, account_id, contact_id, type, data, at)
+    returning id, send_id, account_id, type`;
 }
 
 /** First times per send that an event batch stamps (each only where still unset). */
@@ -58,7 +61,6 @@ export async function writeEventBatch(
   contactStatus: Map<string, ContactStatus>,
 ): Promise<void> {
   if (events.length === 0) return;
-  const col = <T>(f: (e: NewEvent) => T) => events.map(f);
   const ids = [
     ...new Set(
       [stamps.opened_at, stamps.clicked_at, stamps.delivered_at, stamps.bounced_at].flatMap((m) => [...m.keys()]),
@@ -67,14 +69,7 @@ export async function writeEventBatch(
   const at = (m: Map<string, Date>) => ids.map((id) => m.get(id) ?? null);
   const [cids, statuses] = [[...contactStatus.keys()], [...contactStatus.values()]];
   await sql`
-    with ins as (
-      insert into email_events (send_id, account_id, contact_id, type, data, occurred_at)
-      select u.send_id, u.account_id, u.contact_id, u.type, u.data::jsonb, coalesce(u.at, clock_timestamp())
-      from unnest(${col((e) => e.send_id)}::uuid[], ${col((e) => e.account_id)}::uuid[],
-        ${col((e) => e.contact_id ?? null)}::uuid[], ${col((e) => e.type)}::text[],
-        ${col((e) => JSON.stringify(e.data ?? {}))}::text[], ${col((e) => e.occurred_at ?? null)}::timestamptz[])
-        as u(send_id, account_id, contact_id, type, data, at)
-      returning id, send_id, account_id, type),
+    with ins as (${insertEventsSql(events)}),
     stamped as (
       update sends s set
         opened_at = coalesce(s.opened_at, u.opened), clicked_at = coalesce(s.clicked_at, u.clicked),

@@ -11,23 +11,14 @@ import { Buffer } from "node:buffer";
 import net from "node:net";
 import { join } from "node:path";
 import { type DkimOptions, signDkim } from "./dkim.ts";
-import { buildMime } from "./mime.ts";
+import { buildMime, type MimeMessage } from "./mime.ts";
 import { type RsaSigner, rsaSigner } from "./rsa_sign.ts";
 import type { Logger } from "../log.ts";
 
-/** One message, ready to hand to a transport. */
-export interface OutgoingMessage {
+/** One message, ready to hand to a transport: what buildMime writes, and how to send it. */
+export interface OutgoingMessage extends MimeMessage {
   /** The send id; names the outbox file. */
   sendId: string;
-  from: { name?: string; address: string };
-  to: string;
-  replyTo?: string;
-  subject: string;
-  html?: string;
-  text?: string;
-  /** Fixed at send creation, with angle brackets. */
-  messageId: string;
-  headers?: Record<string, string>;
   /** SMTP envelope, when the return path differs from From (VERP bounces). */
   envelope?: { from: string; to: string[] };
   /** DKIM signing with the from domain's key, when it has one. */
