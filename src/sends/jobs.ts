@@ -43,11 +43,12 @@ export function promoteScheduledTask(deps: Deps): Task {
   return async () => {
     const { config } = deps;
     await schedulePromotion(deps.db, promoteIntervalS(config.scheduleHorizonS));
-    let added: number;
+    let taken: number;
     do {
-      added = await repo.promoteDeferred(deps.db, config);
-      if (added) deps.log.info("scheduled sends queued for delivery", { count: added });
-    } while (added === repo.PROMOTE_MAX);
+      const r = await repo.promoteDeferred(deps.db, config);
+      taken = r.taken;
+      if (r.queued) deps.log.info("scheduled sends queued for delivery", { count: r.queued });
+    } while (taken === repo.PROMOTE_MAX);
   };
 }
 

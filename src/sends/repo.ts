@@ -117,9 +117,12 @@ export const PROMOTE_MAX = 10_000;
  * Gives deferred sends due within the horizon their delivery jobs (run_at = their time), in
  * one transaction; cancelled ones are only unmarked. Safe with any number of worker
  * processes: rows are taken with SKIP LOCKED and unmarked in the same transaction.
- * Returns how many jobs were added.
+ * Returns how many rows were taken (PROMOTE_MAX: there may be more) and how many got a job.
  */
-export async function promoteDeferred(db: Kysely<Database>, opts: QueueOptions): Promise<number> {
+export async function promoteDeferred(
+  db: Kysely<Database>,
+  opts: QueueOptions,
+): Promise<{ taken: number; queued: number }> {
   return await db.transaction().execute(async (trx) => {
     const due = await sql<{ id: string; status: string; scheduled_at: Date }>`
       update sends s set job_deferred = false
@@ -130,7 +133,7 @@ export async function promoteDeferred(db: Kysely<Database>, opts: QueueOptions):
       returning s.id, s.status, s.scheduled_at`.execute(trx);
     const jobs = due.rows.filter((r) => r.status === "scheduled").map((r) => ({ id: r.id, runAt: r.scheduled_at }));
     if (jobs.length) await addDeliveryJobs(trx, jobs, opts.smtpMaxAttempts);
-    return jobs.length;
+    return { taken: due.rows.length, queued: jobs.length };
   });
 }
 
