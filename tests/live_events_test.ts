@@ -314,6 +314,37 @@ Deno.test("live events: LISTEN path, reconnects, bounded queues, errors", opts, 
       }
     });
 
+    await t.step(
+      "one insert of 100 events is announced as 3 notifications of 40, 40 and 20 notices, in order",
+      async () => {
+        const client = new pg.Client({ connectionString: stack.databaseUrl });
+        await client.connect();
+        try {
+          const payloads: string[] = [];
+          client.on("notification", (m) => m.channel === "pp_events" && payloads.push(m.payload ?? ""));
+          await client.query("listen pp_events");
+          await insertEvents(
+            stack.service.deps.db,
+            Array.from({ length: 100 }, (_, n) => ({
+              send_id: s.id,
+              account_id: tenant.accountId,
+              type: "opened" as const,
+              data: { n },
+            })),
+          );
+          await waitFor(() => payloads.length >= 3, 5000, "three notifications");
+          const notices = payloads.map((p) => JSON.parse(p) as { id: string; sendId: string; accountId: string }[]);
+          assertEquals(notices.map((n) => n.length), [40, 40, 20]);
+          const ids = notices.flat().map((n) => BigInt(n.id));
+          assertEquals(new Set(ids).size, 100);
+          assert(ids.every((id, i) => i === 0 || id > ids[i - 1]), "oldest first, across notifications");
+          assert(notices.flat().every((n) => n.sendId === s.id && n.accountId === tenant.accountId));
+        } finally {
+          await client.end();
+        }
+      },
+    );
+
     await t.step("a subscriber that falls behind keeps a bounded queue and loses nothing", async () => {
       // A hub of its own with a tiny queue, on the real database.
       const hub = new LiveEvents(

@@ -7,8 +7,9 @@
  * here as soon as its transaction commits. There is no in-process bus to miss it.
  *
  * Glossary:
- * - notice: the JSON payload of one NOTIFY (EventNotice: ids and type only, never the data,
- *   which stays under Postgres' 8,000-byte payload limit and is read back by id).
+ * - notice: one event's entry in a NOTIFY payload (EventNotice: ids and type only, never the
+ *   data, which is read back by id); a payload is a JSON array of up to 40 of them, or one
+ *   notice alone (as processes of earlier versions send it).
  * - gap: a subscriber may have missed notices (the connection dropped, or it fell more than
  *   `maxQueue` notices behind). It then reads what it missed back from the database by event
  *   id before it goes on, so memory stays bounded and no event is silently skipped.
@@ -332,18 +333,20 @@ export class LiveEvents {
   }
 
   #dispatch(payload: string): void {
-    let n: EventNotice | null = null;
+    let parsed: unknown = null;
     try {
-      n = JSON.parse(payload);
+      parsed = JSON.parse(payload);
     } catch { /* reported below */ }
-    if (typeof n?.id !== "string" || !/^\d{1,19}$/.test(n.id) || typeof n.accountId !== "string") {
-      this.#log.warn("live events: unreadable notice ignored", { payload: payload.slice(0, 200) });
-      return;
-    }
-    for (const key of [n.sendId && `send:${n.sendId}`, n.batchId && `batch:${n.batchId}`]) {
-      if (!key) continue;
-      for (const sub of this.#subs.get(key) ?? []) {
-        if (sub.accountId === n.accountId) sub.push(n.id);
+    for (const n of (Array.isArray(parsed) ? parsed : [parsed]) as (EventNotice | null)[]) {
+      if (typeof n?.id !== "string" || !/^\d{1,19}$/.test(n.id) || typeof n.accountId !== "string") {
+        this.#log.warn("live events: unreadable notice ignored", { payload: payload.slice(0, 200) });
+        continue;
+      }
+      for (const key of [n.sendId && `send:${n.sendId}`, n.batchId && `batch:${n.batchId}`]) {
+        if (!key) continue;
+        for (const sub of this.#subs.get(key) ?? []) {
+          if (sub.accountId === n.accountId) sub.push(n.id);
+        }
       }
     }
   }

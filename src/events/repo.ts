@@ -93,12 +93,26 @@ export async function writeEventBatch(
     ${notifySelect}`.execute(db);
 }
 
-/** `select pg_notify(…) from ins`: one notice per inserted event (see EventNotice). */
+/**
+ * Inserted events per NOTIFY: a JSON array of this many EventNotices (~150 bytes each) stays
+ * under Postgres' 8,000-byte payload limit.
+ */
+export const NOTICES_PER_NOTIFY = 40;
+
+/**
+ * `select pg_notify(…) from ins`: the inserted events announced as JSON arrays of
+ * EventNotices, oldest first, NOTICES_PER_NOTIFY to a notification. One NOTIFY per event
+ * cost Postgres a queue entry each: 1,000 per batch, two per delivered email.
+ */
 export const notifySelect = sql`
-  select pg_notify('pp_events', json_build_object('id', ins.id::text, 'sendId', ins.send_id,
-    'batchId', s.batch_id, 'accountId', ins.account_id, 'type', ins.type)::text)
-  from ins left join sends s on s.id = ins.send_id
-  order by ins.id`;
+  select pg_notify('pp_events', json_agg(n.notice order by n.id)::text)
+  from (
+    select ins.id, (row_number() over (order by ins.id) - 1) / ${NOTICES_PER_NOTIFY} as chunk,
+      json_build_object('id', ins.id::text, 'sendId', ins.send_id, 'batchId', s.batch_id,
+        'accountId', ins.account_id, 'type', ins.type) as notice
+    from ins left join sends s on s.id = ins.send_id) n
+  group by n.chunk
+  order by n.chunk`;
 
 /** A send's events, oldest first, optionally of one type and after an event id. */
 export function listEvents(
@@ -126,7 +140,7 @@ export async function enqueueEvent(db: Kysely<Database>, payload: RecordEventPay
 /** The notification channel of recorded events (LISTEN pp_events). */
 export const EVENTS_CHANNEL = "pp_events";
 
-/** What is sent on EVENTS_CHANNEL for each recorded event. */
+/** What is sent on EVENTS_CHANNEL for each recorded event, in arrays (see notifySelect). */
 export interface EventNotice {
   id: string;
   sendId: string | null;
