@@ -21,7 +21,7 @@ import { runnerSettings } from "../src/jobs/worker.ts";
 import { trackingUrls } from "../src/mail/tracking.ts";
 import { noDelaySocket } from "../src/mail/transport.ts";
 import { GIF } from "../src/events/tracking_http.ts";
-import { dropDatabase, freshDatabase } from "../tests/helpers.ts";
+import { dropDatabase, freshDatabase, startTaskFlags } from "../tests/helpers.ts";
 import { startSinkProcess } from "./sink_process.ts";
 
 const QUICK = Deno.args.includes("--quick");
@@ -169,16 +169,6 @@ async function rssOf(pid: number): Promise<{ rss: number; hwm: number }> {
   const s = await Deno.readTextFile(`/proc/${pid}/status`);
   const kb = (k: string) => Number(s.match(new RegExp(`${k}:\\s+(\\d+)`))?.[1] ?? 0);
   return { rss: kb("VmRSS") / 1024, hwm: kb("VmHWM") / 1024 };
-}
-
-/**
- * The flags of `deno task start` between `deno run` and `main.ts` (-A and the V8 heap cap), so
- * the bench measures the service as it is started, from the one place that says how.
- */
-async function startTaskFlags(): Promise<string[]> {
-  const denoJson = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url)));
-  const words: string[] = denoJson.tasks.start.command.split(/\s+/);
-  return words.slice(words.indexOf("run") + 1, words.indexOf("main.ts"));
 }
 
 async function main() {

@@ -397,10 +397,21 @@ export async function createsNothing<T>(stack: Stack, fn: () => Promise<T>): Pro
   return out;
 }
 
-/** Spawns main.ts as its own process (e.g. a worker) and resolves once it says it listens. */
+/**
+ * The flags of `deno task start` between `deno run` and `main.ts` (permissions, runtime and
+ * V8 flags), so that tests and the bench start main.ts as it is started in production, from
+ * the one place that says how.
+ */
+export async function startTaskFlags(): Promise<string[]> {
+  const denoJson = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url)));
+  const words: string[] = denoJson.tasks.start.command.split(/\s+/);
+  return words.slice(words.indexOf("run") + 1, words.indexOf("main.ts"));
+}
+
+/** Spawns main.ts as `deno task start` would (e.g. a worker) and resolves once it says it listens. */
 export async function spawnMain(env: Record<string, string>): Promise<{ child: Deno.ChildProcess; url: string }> {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL("../main.ts", import.meta.url).pathname],
+    args: ["run", ...await startTaskFlags(), new URL("../main.ts", import.meta.url).pathname],
     env: { PORT: "0", PP_LOG_LEVEL: "warn", PP_ADMIN_TOKEN: ADMIN_TOKEN, ...env },
     stdout: "piped",
     stderr: "inherit",
