@@ -23,12 +23,16 @@ const EnvSchema = z.object({
   PP_SMTP_POOL_SIZE: z.coerce.number().int().min(1).max(100).default(20),
   PP_SMTP_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(25).default(8),
   PP_SCHEDULE_HORIZON_S: z.coerce.number().int().min(1).max(86_400).default(600),
+  PP_RENDER_TIMEOUT_MS: z.coerce.number().int().min(50).max(60_000).default(2000),
+  PP_RENDER_WORKERS: z.coerce.number().int().min(1).max(16).default(2),
   PP_DB_POOL_SIZE: z.coerce.number().int().min(2).max(200).default(50),
   PP_LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
   PP_BOUNCE_DOMAIN: z.string().regex(/^[A-Za-z0-9.-]+$/, "must be a domain name").optional(),
   PP_INBOUND_SMTP_PORT: z.coerce.number().int().min(0).max(65535).optional(),
   PP_INBOUND_SECRET: z.string().min(16).optional(),
+  PP_INBOUND_PARSE_TIMEOUT_MS: z.coerce.number().int().min(1).max(60_000).default(2000),
   PP_TRUST_PROXY: bool.optional(),
+  PP_LIVE_KEY_CHECK_MS: z.coerce.number().int().min(100).max(60_000).default(30_000),
   PP_RATE_LIMIT: z.string().regex(/^\d+(:\d+)?$/, "must be RATE or RATE:BURST (requests per second)").default(
     "100:200",
   ),
@@ -72,6 +76,10 @@ export interface Config {
    * time comes within it (see sends/jobs.ts, promote_scheduled). Default 600.
    */
   scheduleHorizonS: number;
+  /** Longest one template compile or render may take, ms; past it the send is `failed` (render_failed). Default 2000. */
+  renderTimeoutMs: number;
+  /** Render sandbox processes per service process (see mail/render.ts). Default 2. */
+  renderWorkers: number;
   /** Postgres connections per process. Default 50. */
   dbPoolSize: number;
   /** Lowest log level written. Default info. */
@@ -82,10 +90,14 @@ export interface Config {
   inboundSmtpPort?: number;
   /** HMAC key of `POST /api/v1/events/inbound`; unset: that endpoint answers 401. */
   inboundSecret?: string;
+  /** Time limit of parsing one inbound report (off the event loop); a slower one is dropped. Default 2000 ms. */
+  inboundParseTimeoutMs: number;
   /** Requests per second per API key and the burst allowed; rate 0 turns limits off. Default 100 and 200. */
   rateLimit: { rate: number; burst: number };
   /** Behind a reverse proxy: take the client address from X-Forwarded-For. Default false. */
   trustProxy: boolean;
+  /** How often the keys of open live event streams are re-checked, ms: a revoked key's streams end by then. Default 30,000. */
+  liveKeyCheckMs: number;
   /** DNS server for domain verification (`host:port`); unset: the system resolver. */
   dnsServer?: { ipAddr: string; port: number };
 }
@@ -119,12 +131,16 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     smtpPoolSize: e.PP_SMTP_POOL_SIZE,
     smtpMaxAttempts: e.PP_SMTP_MAX_ATTEMPTS,
     scheduleHorizonS: e.PP_SCHEDULE_HORIZON_S,
+    renderTimeoutMs: e.PP_RENDER_TIMEOUT_MS,
+    renderWorkers: e.PP_RENDER_WORKERS,
     dbPoolSize: e.PP_DB_POOL_SIZE,
     logLevel: e.PP_LOG_LEVEL,
     bounceDomain: e.PP_BOUNCE_DOMAIN,
     inboundSmtpPort: e.PP_INBOUND_SMTP_PORT,
     inboundSecret: e.PP_INBOUND_SECRET,
+    inboundParseTimeoutMs: e.PP_INBOUND_PARSE_TIMEOUT_MS,
     trustProxy: e.PP_TRUST_PROXY ?? false,
+    liveKeyCheckMs: e.PP_LIVE_KEY_CHECK_MS,
     rateLimit: {
       rate: Number(e.PP_RATE_LIMIT.split(":")[0]),
       burst: Number(e.PP_RATE_LIMIT.split(":")[1] ?? Number(e.PP_RATE_LIMIT.split(":")[0]) * 2),

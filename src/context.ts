@@ -8,6 +8,7 @@ import type { Config } from "./config.ts";
 import type { Database } from "./db/tables.ts";
 import { AppError } from "./errors.ts";
 import type { Logger } from "./log.ts";
+import type { RenderPool } from "./mail/render.ts";
 
 /** Secrets resolved at start (from the environment or the data dir). */
 export interface Secrets {
@@ -24,6 +25,8 @@ export interface Deps {
   log: Logger;
   /** Base of tracking and unsubscribe links: PP_PUBLIC_URL, else http://HOST:PORT as bound. */
   publicUrl: string;
+  /** Where every template is compiled and rendered: sandbox processes, never this one. */
+  renderer: RenderPool;
 }
 
 /** A tenant authenticated by an API key. `mode: "test"` keys send to the outbox only. */

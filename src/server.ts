@@ -15,9 +15,16 @@ import { stopLiveEvents } from "./events/live.ts";
 import { startWorker } from "./jobs/worker.ts";
 import { type InboundSmtp, startInboundSmtp } from "./inbound/smtp.ts";
 import { createLogger } from "./log.ts";
+import { RenderPool } from "./mail/render.ts";
 import { createMailer } from "./mail/transport.ts";
 import { resolveSecrets } from "./secrets.ts";
 import { seedIfEmpty, type SeedResult } from "./seed.ts";
+
+/**
+ * Heap cap of each render sandbox, MB: room for three 2 MB parts being built, small enough
+ * that a template allocating without end dies in well under a second.
+ */
+const RENDER_HEAP_MB = 192;
 
 /** A running service. */
 export interface Service {
@@ -55,6 +62,12 @@ export async function startService(config: Readonly<Config>): Promise<Service> {
     secrets,
     log,
     publicUrl: config.publicUrl ?? `http://${config.host}:${config.port}`,
+    renderer: new RenderPool({
+      size: config.renderWorkers,
+      timeoutMs: config.renderTimeoutMs,
+      heapMb: RENDER_HEAP_MB,
+      log,
+    }),
   };
   const seed = config.seed ? await seedIfEmpty(deps) : null;
 
@@ -99,6 +112,7 @@ export async function startService(config: Readonly<Config>): Promise<Service> {
       await inbound?.close();
       await runner?.stop();
       mailer.close();
+      deps.renderer.close();
       await close();
       await embedded?.stop();
       log.info("service stopped");

@@ -429,5 +429,35 @@ export async function spawnMain(env: Record<string, string>): Promise<{ child: D
   return { child, url: out.match(/listening on (\S+)/)![1] };
 }
 
+/**
+ * Polls `/healthz` every 50 ms while an attack runs. `stop()` resolves to the slowest answer
+ * in ms (a request that failed, or answered other than 200, counts as Infinity), so a test
+ * can assert the service stayed responsive throughout.
+ */
+export function watchHealth(url: string): { stop(): Promise<number> } {
+  let running = true;
+  let worst = 0;
+  const loop = (async () => {
+    while (running) {
+      const t0 = performance.now();
+      try {
+        const res = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(5_000) });
+        await res.body?.cancel();
+        worst = Math.max(worst, res.status === 200 ? performance.now() - t0 : Infinity);
+      } catch {
+        worst = Infinity;
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      await loop;
+      return worst;
+    },
+  };
+}
+
 /** Test options shared by every file: the stack holds sockets across steps. */
 export const opts = { sanitizeOps: false, sanitizeResources: false } as const;

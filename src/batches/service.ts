@@ -12,6 +12,7 @@ import { noteQuota } from "../accounts/service.ts";
 import * as contactsRepo from "../contacts/repo.ts";
 import * as events from "../events/repo.ts";
 import { uuidv7 } from "../ids.ts";
+import { assertCompiles } from "../mail/render.ts";
 import { findSegment } from "../segments/service.ts";
 import * as sendsRepo from "../sends/repo.ts";
 import { messageId, prepareSend, sendCommon } from "../sends/service.ts";
@@ -38,6 +39,7 @@ export async function createBatchSend(deps: Deps, p: Principal, input: unknown):
     throw new AppError("batch_too_large", `a batch has at most ${MAX_BATCH} recipients; this one has ${size.length}`);
   }
   const v = parseInput(CreateBatchInput, input);
+  await assertCompiles(deps.renderer, { subject: v.subject });
   rejectDuplicates(v.recipients.map((r) => r.to.toLowerCase()), (i) => `recipients.${i}.to`);
   const prep = await prepareSend(deps.db, t, v);
   const scheduledAt = v.scheduledAt ? new Date(v.scheduledAt) : null;
@@ -138,6 +140,7 @@ function rejectDuplicates(keys: string[], path: (i: number) => string): void {
 export async function createSegmentSend(deps: Deps, p: Principal, input: unknown) {
   const t = requireTenant(p);
   const v = parseInput(CreateSegmentSendInput, input);
+  await assertCompiles(deps.renderer, { subject: v.subject });
   const segment = await findSegment(deps.db, t.accountId, v.segmentId);
   if (!segment) throw new AppError("segment_not_found", `segment ${v.segmentId} does not exist`);
   const prep = await prepareSend(deps.db, t, v);

@@ -4,7 +4,6 @@
  */
 import { z } from "zod";
 import { isEmail, isUuid, noLineBreaks } from "../validation.ts";
-import { templateError } from "../mail/render.ts";
 
 /** The most a send's personalizations may weigh, as JSON. */
 export const MAX_PERSONALIZATIONS_BYTES = 64 * 1024;
@@ -31,8 +30,8 @@ const jsonBytes = (v: unknown) => new TextEncoder().encode(JSON.stringify(v)).le
 /** The fields a single send, a batch and a segment send share. */
 export const sharedSendFields = {
   templateId: z.uuid("must be a template uuid"),
-  subject: z.string().trim().min(1).max(998).refine(...noLineBreaks)
-    .refine((v) => templateError(v) === null, "does not compile as a template").nullish(),
+  // Whether it compiles is checked by the service, in the render sandbox (assertCompiles).
+  subject: z.string().trim().min(1).max(998).refine(...noLineBreaks).nullish(),
   scheduledAt: z.iso.datetime({ offset: true, message: "must be ISO 8601 with a time zone offset" }).nullish(),
   from: z.string().max(320).refine(...noLineBreaks)
     .refine((v) => parseAddress(v) !== null, 'must be "Name <address>" or an address').nullish(),

@@ -12,7 +12,8 @@ import { queueReputationCheck } from "../accounts/jobs.ts";
 import { decryptSecret } from "../crypto.ts";
 import { signingKeyFor } from "../domains/repo.ts";
 import { type DkimOptions, dkimOptions } from "../mail/dkim.ts";
-import { render, renderContext } from "../mail/render.ts";
+import { renderContext, type Rendered, RenderError } from "../mail/render.ts";
+import { releaseUsage } from "../accounts/repo.ts";
 import { domainOf } from "../validation.ts";
 import { rewriteHtml, signToken, trackingUrls } from "../mail/tracking.ts";
 import type { Mailer } from "../mail/transport.ts";
@@ -140,11 +141,29 @@ export function deliverSendTask(deps: Deps, mailer: Mailer): Task {
     }
 
     const urls = trackingUrls(deps.publicUrl, deps.secrets.secret, send.id);
-    const rendered = render(
-      template,
-      send.subject,
-      renderContext(contact, send.personalizations, { unsubscribe_url: urls.unsubscribe }),
-    );
+    let rendered: Rendered;
+    try {
+      rendered = await deps.renderer.render(
+        template,
+        send.subject,
+        renderContext(contact, send.personalizations, { unsubscribe_url: urls.unsubscribe }),
+      );
+    } catch (err) {
+      if (!(err instanceof RenderError)) throw err;
+      // The tenant's template, not the delivery, failed: final, and its quota unit goes back.
+      // Both in one transaction, so a crash between them can neither keep the unit nor
+      // return it twice (a failed send is never claimed again).
+      await db.transaction().execute(async (trx) => {
+        await repo.recordOutcomes(trx, [{
+          send,
+          set: { status: "failed", error_code: "render_failed", error_message: err.message },
+          events: [{ type: "failed", data: { code: "render_failed", message: err.message } }],
+        }]);
+        await releaseUsage(trx, send.account_id, [send.created_at]);
+      });
+      log.warn("send failed: template did not render", { sendId, accountId: send.account_id });
+      return;
+    }
     const tracked = rendered.html
       ? rewriteHtml(rendered.html, { trackClicks: send.track_clicks, trackOpens: send.track_opens, urls })
       : { html: undefined, links: [] };

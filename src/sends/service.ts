@@ -19,6 +19,7 @@ import * as events from "../events/repo.ts";
 import * as templates from "../templates/repo.ts";
 import { TtlCache } from "../cache.ts";
 import { GroupCommit } from "../db/group_commit.ts";
+import { assertCompiles } from "../mail/render.ts";
 import { type Address, CreateSendInput, ListSendsInput, parseAddress } from "./inputs.ts";
 import * as repo from "./repo.ts";
 
@@ -140,6 +141,7 @@ export function messageId(sendId: string, from: string): string {
 export async function createSend(deps: Deps, p: Principal, input: unknown) {
   const t = requireTenant(p);
   const v = parseInput(CreateSendInput, input);
+  await assertCompiles(deps.renderer, { subject: v.subject });
   const prep = await prepareSend(deps.db, t, v);
   const scheduledAt = v.scheduledAt ? new Date(v.scheduledAt) : null;
   const { row: result, used } = await acceptGroup(deps).add({ t, prep, v, scheduledAt });

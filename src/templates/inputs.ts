@@ -1,13 +1,9 @@
 /** Template input shapes, shared by GraphQL and the services. */
 import { z } from "zod";
 import { isEmail, noLineBreaks } from "../validation.ts";
-import { templateError } from "../mail/render.ts";
 
-const source = (max: number) =>
-  z.string().max(max).superRefine((v, ctx) => {
-    const err = templateError(v);
-    if (err) ctx.addIssue({ code: "custom", message: `does not compile: ${err}` });
-  });
+// Whether a source compiles is checked by the service, in the render sandbox (assertCompiles).
+const source = (max: number) => z.string().max(max);
 
 const fields = {
   name: z.string().trim().min(1).max(200),

@@ -6,6 +6,7 @@ import { isUuid, parseInput } from "../validation.ts";
 import { CreateTemplateInput, UpdateTemplateInput } from "./inputs.ts";
 import * as repo from "./repo.ts";
 import { clearRequestCaches } from "../sends/service.ts";
+import { assertCompiles } from "../mail/render.ts";
 
 function columns(v: Partial<CreateTemplateInput>) {
   const out: Record<string, unknown> = {};
@@ -33,6 +34,7 @@ function columns(v: Partial<CreateTemplateInput>) {
 export async function createTemplate(deps: Deps, p: Principal, input: unknown) {
   const t = requireTenant(p);
   const v = parseInput(CreateTemplateInput, input);
+  await assertCompiles(deps.renderer, { subject: v.subject, html: v.html, text: v.text });
   const row = await repo.insertTemplate(deps.db, {
     ...(columns(v) as { name: string; subject: string }),
     account_id: t.accountId,
@@ -46,6 +48,7 @@ export async function createTemplate(deps: Deps, p: Principal, input: unknown) {
 export async function updateTemplate(deps: Deps, p: Principal, id: string, input: unknown) {
   const t = requireTenant(p);
   const v = parseInput(UpdateTemplateInput, input);
+  await assertCompiles(deps.renderer, { subject: v.subject, html: v.html, text: v.text });
   const set = columns(v);
   if (!isUuid(id)) throw new AppError("not_found", "template not found");
   // One transaction: an update that would leave neither html nor text is rolled back.
