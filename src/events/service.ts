@@ -3,6 +3,7 @@
  * tasks that cause them; the contact-level ones of API status changes by contactStatusEvent.
  */
 import type { Kysely } from "kysely";
+import { isKeyActive } from "../accounts/service.ts";
 import { findBatch } from "../batches/repo.ts";
 import type { Deps, Principal, Tenant } from "../context.ts";
 import { requireTenant } from "../context.ts";
@@ -34,8 +35,10 @@ export async function sendEvents(
  * A live stream of one send's events, or of those of every send of a batch: each event
  * committed from now on, by any process, in commit order. Needs a tenant key (401
  * `unauthorized`); exactly one of `sendId` and `batchId` (422 `validation_failed`); an
- * unknown or foreign send or batch is 404 `not_found`, before anything streams. The caller
- * must `return()` the iterator when its client goes away.
+ * unknown or foreign send or batch is 404 `not_found`, before anything streams. One key holds
+ * at most 20 streams per process (the next is 429 `rate_limited`); once the key is revoked its
+ * streams yield `unauthorized` and end within PP_LIVE_KEY_CHECK_MS. The caller must `return()`
+ * the iterator when its client goes away.
  */
 export async function subscribeSendEvents(
   deps: Deps,
@@ -64,6 +67,8 @@ export async function subscribeSendEvents(
   const startId = await repo.maxEventId(deps.db);
   return await liveEvents(deps).subscribe({
     accountId: t.accountId,
+    apiKeyId: t.apiKeyId || undefined,
+    keyActive: () => isKeyActive(deps, t.apiKeyId),
     ...of,
     startId,
     load: (ids) => repo.eventsByIds(deps.db, t.accountId, ids),

@@ -9,6 +9,7 @@ import { type TokenKind, verifyToken } from "../mail/tracking.ts";
 import type { RecordedEventType, RecordEventPayload } from "./inputs.ts";
 import { GroupCommit } from "../db/group_commit.ts";
 import { recordEvents } from "./jobs.ts";
+import { LRUCache } from "lru-cache";
 
 /** A transparent 1×1 GIF (also what the benchmark's bare baseline answers). */
 export const GIF = Uint8Array.from(
@@ -18,13 +19,35 @@ export const GIF = Uint8Array.from(
 
 const NOT_FOUND = () => new Response("Not found\n", { status: 404, headers: { "content-type": "text/plain" } });
 
+/** The longest User-Agent kept with an event: real ones are ~100–300 characters. */
+export const USER_AGENT_MAX = 512;
+
+/** The longest client address kept (an IPv6 address with a zone and port fits). */
+const ADDRESS_MAX = 64;
+
 /**
- * The client's address: the socket's, or with PP_TRUST_PROXY the first X-Forwarded-For
- * hop (a client could otherwise claim any address, e.g. Apple's, to skew machine flags).
+ * The client's address: the socket's, or with PP_TRUST_PROXY the rightmost X-Forwarded-For
+ * entry. The trusted proxy appends the address it was connected from to whatever the
+ * request brought, so the last entry is the only one a client cannot write; everything left
+ * of it is the client's own claim (one could otherwise claim e.g. Apple's range to skew
+ * machine flags). This assumes one trusted proxy in front; a chain of them is not supported.
  */
 function clientIp(deps: Deps, req: Request, remote?: Deno.NetAddr): string | undefined {
-  const forwarded = deps.config.trustProxy ? req.headers.get("x-forwarded-for")?.split(",")[0]?.trim() : undefined;
-  return forwarded || remote?.hostname;
+  if (deps.config.trustProxy) {
+    const forwarded = req.headers.get("x-forwarded-for");
+    if (forwarded) {
+      const last = forwarded.slice(forwarded.lastIndexOf(",") + 1).trim();
+      if (last) return last.slice(0, ADDRESS_MAX);
+    }
+  }
+  return remote?.hostname;
+}
+
+/** At most `max` UTF-16 units of `s`, never ending on half of a surrogate pair. */
+function truncate(s: string, max: number): string {
+  if (s.length <= max) return s;
+  const code = s.charCodeAt(max - 1);
+  return s.slice(0, code >= 0xd800 && code <= 0xdbff ? max - 1 : max);
 }
 
 /**
@@ -36,17 +59,34 @@ function clientIp(deps: Deps, req: Request, remote?: Deno.NetAddr): string | und
  */
 const batchers = new WeakMap<Deps, GroupCommit<RecordEventPayload>>();
 
-// Links of delivered sends never change: keep recent ones in memory for the redirect.
-const linkCache = new Map<string, string[]>();
+/** Sends whose links are kept in memory, at most. */
 const LINK_CACHE_MAX = 10_000;
+/** What the kept links may take: 16 MiB, counted as UTF-16 bytes plus a little per entry. */
+const LINK_CACHE_BYTES = 16 * 1024 * 1024;
+
+function linksSize(links: string[]): number {
+  let n = 64;
+  for (const url of links) n += 2 * url.length + 32;
+  return n;
+}
+
+/**
+ * Links of delivered sends never change: recent sends' links stay in memory for the
+ * redirect, least recently used out first. Bounded by count and by size (a send may carry
+ * up to 500 links of any length), so a few huge messages cannot hold the heap.
+ */
+const linkCache = new LRUCache<string, string[]>({
+  max: LINK_CACHE_MAX,
+  maxSize: LINK_CACHE_BYTES,
+  sizeCalculation: linksSize,
+});
 
 async function linksOf(deps: Deps, sendId: string): Promise<string[] | null> {
   const hit = linkCache.get(sendId);
   if (hit) return hit;
   const row = await deps.db.selectFrom("sends").select("links").where("id", "=", sendId).executeTakeFirst();
   if (!row?.links) return null;
-  if (linkCache.size >= LINK_CACHE_MAX) linkCache.delete(linkCache.keys().next().value!);
-  linkCache.set(sendId, row.links);
+  linkCache.set(sendId, row.links); // a list over LINK_CACHE_BYTES on its own is simply not kept
   return row.links;
 }
 
@@ -70,7 +110,7 @@ function record(
     type,
     occurredAt: new Date().toISOString(),
     data: {
-      userAgent: req.headers.get("user-agent") ?? "",
+      userAgent: truncate(req.headers.get("user-agent") ?? "", USER_AGENT_MAX),
       ip: clientIp(deps, req, remote),
       method: req.method,
       ...extra,

@@ -6,6 +6,7 @@
  */
 import { createHash, type Hash, timingSafeEqual } from "node:crypto";
 import { Buffer } from "node:buffer";
+import { QuoteType, Tokenizer } from "htmlparser2";
 
 /** What a token is for. */
 export type TokenKind = "open" | "click" | "unsubscribe" | "bounce";
@@ -96,32 +97,119 @@ function decodeEntities(v: string): string {
   );
 }
 
+/** Where the rewrite edits an HTML document: found in one tokenizer pass. */
+interface HtmlMarks {
+  /** The first valued `href` of each `<a>` tag, in document order: its value as written, and its span with quotes. */
+  hrefs: { start: number; end: number; value: string }[];
+  /** Where the first `</body>` begins, or -1. */
+  bodyClose: number;
+}
+
+/**
+ * Finds the `<a href>` values and the first `</body>` with htmlparser2's tokenizer: a state
+ * machine that reads each character once (no regex, no backtracking), so any input costs
+ * linear time. Entities are left as written (`decodeEntities: false`) so that spans are
+ * exact offsets into `html`; comments, scripts and attribute values are not mistaken for tags.
+ */
+function markHtml(html: string): HtmlMarks {
+  const marks: HtmlMarks = { hrefs: [], bodyClose: -1 };
+  let inAnchor = false; // inside an `<a …>` open tag
+  let anchorHasHref = false; // its first valued href is taken (browsers use the first)
+  let isHref = false; // the attribute being read is `href`
+  let valueStart = -1;
+  let valueEnd = -1;
+  const noop = () => {};
+  const tokenizer = new Tokenizer({ decodeEntities: false }, {
+    onopentagname(start, end) {
+      inAnchor = end - start === 1 && (html.charCodeAt(start) | 0x20) === 0x61; // "a" or "A"
+      anchorHasHref = false;
+    },
+    onattribname(start, end) {
+      isHref = inAnchor && !anchorHasHref && end - start === 4 && html.slice(start, end).toLowerCase() === "href";
+      valueStart = -1;
+    },
+    onattribdata(start, end) {
+      // A value may come in more than one piece (at the end of the input); keep its whole span.
+      if (!isHref) return;
+      if (valueStart < 0) valueStart = start;
+      valueEnd = end;
+    },
+    onattribend(quote, end) {
+      if (!isHref) return;
+      isHref = false;
+      if (quote === QuoteType.NoValue || valueStart < 0) return;
+      anchorHasHref = true;
+      const quoted = quote === QuoteType.Double || quote === QuoteType.Single;
+      marks.hrefs.push({
+        start: quoted ? valueStart - 1 : valueStart,
+        end: quoted ? end : valueEnd,
+        value: html.slice(valueStart, valueEnd),
+      });
+    },
+    onopentagend() {
+      inAnchor = false;
+    },
+    onselfclosingtag() {
+      inAnchor = false;
+    },
+    onclosetag(start, end) {
+      inAnchor = false;
+      if (marks.bodyClose < 0 && end - start === 4 && html.slice(start, end).toLowerCase() === "body") {
+        marks.bodyClose = html.lastIndexOf("<", start);
+      }
+    },
+    onattribentity: noop,
+    oncdata: noop,
+    oncomment: noop,
+    ondeclaration: noop,
+    onend: noop,
+    onprocessinginstruction: noop,
+    ontext: noop,
+    ontextentity: noop,
+  });
+  tokenizer.write(html);
+  tokenizer.end();
+  return marks;
+}
+
 /**
  * Rewrites every absolute http(s) link of `<a href>` through the click endpoint and adds
- * the open pixel. Other schemes (mailto:, tel:, javascript:) and relative URLs are left as
- * they are; so is the unsubscribe link. Returns the HTML and the original URLs, by index.
+ * the open pixel before the first `</body>` (at the end when there is none). Other schemes
+ * (mailto:, tel:, javascript:) and relative URLs are left as they are; so is the unsubscribe
+ * link; past MAX_LINKS links the rest stay as written. Returns the HTML and the original
+ * URLs (entities decoded, as a browser follows them), by index. Linear in the HTML's length.
  */
 export function rewriteHtml(
   html: string,
   opts: { trackClicks: boolean; trackOpens: boolean; urls: ReturnType<typeof trackingUrls> },
 ): { html: string; links: string[] } {
   const links: string[] = [];
-  let out = html;
+  if (!opts.trackClicks && !opts.trackOpens) return { html, links };
+  const marks = markHtml(html);
+  // The edits, in document order: each replaces html[start, end) with text.
+  const edits: { start: number; end: number; text: string }[] = [];
   if (opts.trackClicks) {
-    // The href attribute itself (not data-href), double-quoted, single-quoted or bare.
-    out = out.replace(
-      /(<a\b[^>]*?\s)(href\s*=\s*)(?:"([^"]*)"|'([^']*)'|([^\s>"']+))/gi,
-      (whole, pre: string, attr: string, dq?: string, sq?: string, bare?: string) => {
-        const url = decodeEntities((dq ?? sq ?? bare ?? "").trim());
-        if (!/^https?:\/\//i.test(url) || url === opts.urls.unsubscribe || links.length >= MAX_LINKS) return whole;
-        links.push(url);
-        return `${pre}${attr}"${opts.urls.click(links.length - 1)}"`;
-      },
-    );
+    for (const href of marks.hrefs) {
+      const url = decodeEntities(href.value.trim());
+      if (!/^https?:\/\//i.test(url) || url === opts.urls.unsubscribe || links.length >= MAX_LINKS) continue;
+      links.push(url);
+      edits.push({ start: href.start, end: href.end, text: `"${opts.urls.click(links.length - 1)}"` });
+    }
   }
   if (opts.trackOpens) {
     const pixel = `<img src="${opts.urls.open}" width="1" height="1" alt="" style="display:none" />`;
-    out = /<\/body>/i.test(out) ? out.replace(/<\/body>/i, `${pixel}</body>`) : out + pixel;
+    const at = marks.bodyClose >= 0 ? marks.bodyClose : html.length;
+    // A link after </body> is rare but possible: the pixel goes in its place among the edits.
+    let i = edits.length;
+    while (i > 0 && edits[i - 1].start >= at) i--;
+    edits.splice(i, 0, { start: at, end: at, text: pixel });
   }
-  return { html: out, links };
+  const parts: string[] = [];
+  let at = 0;
+  for (const e of edits) {
+    parts.push(html.slice(at, e.start), e.text);
+    at = e.end;
+  }
+  parts.push(html.slice(at));
+  return { html: parts.join(""), links };
 }

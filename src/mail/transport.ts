@@ -65,7 +65,8 @@ export function createMailer(
   async function toOutbox(raw: Uint8Array, msg: OutgoingMessage): Promise<DeliveryResult> {
     outboxReady ??= Deno.mkdir(opts.outboxDir, { recursive: true });
     await outboxReady;
-    await Deno.writeFile(join(opts.outboxDir, `${msg.sendId}.eml`), raw);
+    // Owner-only: a message holds its recipient's personal data and live tracking links.
+    await Deno.writeFile(join(opts.outboxDir, `${msg.sendId}.eml`), raw, { mode: 0o600 });
     // The file name only: tenants need not learn the server's paths.
     return { response: `outbox:${msg.sendId}.eml`, outbox: true };
   }
