@@ -122,3 +122,44 @@ export async function quotaOf(
     where a.id = ${accountId}`.execute(db);
   return r.rows[0] ?? { limit: null, used: 0 };
 }
+
+/**
+ * An account's reputation counts over its window (the last `windowDays`, or since ops' last
+ * resume when that is later): its live sends that went out (`sent`, `delivered`,
+ * `bounced`; sandbox sends of `pp_test_` keys never count), how many of those bounced
+ * hard, and how many of those drew a complaint. A complaint counts by its send's date, not
+ * by the date the report gives, so a complaint about a send older than the window does not.
+ */
+export async function reputationCounts(
+  db: Kysely<Database>,
+  accountId: string,
+  windowDays: number,
+): Promise<{ sends: number; bounces: number; complaints: number }> {
+  // One scan of the window's sends (sends_account_created); complaints joined from
+  // email_events_account_type (few: an account is paused at 0.5%).
+  const r = await sql<{ sends: number; bounces: number; complaints: number }>`
+    with a as (
+      select greatest(now() - make_interval(days => ${windowDays}), coalesce(reputation_since, '-infinity')) as since
+      from accounts where id = ${accountId}),
+    live as materialized (
+      select s.id, s.status from sends s, a
+      where s.account_id = ${accountId} and s.created_at >= a.since and not s.sandbox
+        and s.status in ('sent', 'delivered', 'bounced'))
+    select
+      (select count(*)::int from live) as sends,
+      (select count(*)::int from live where status = 'bounced') as bounces,
+      (select count(distinct e.send_id)::int from email_events e join live l on l.id = e.send_id
+        where e.account_id = ${accountId} and e.type = 'complained') as complaints`.execute(db);
+  return r.rows[0] ?? { sends: 0, bounces: 0, complaints: 0 };
+}
+
+/**
+ * Pauses an account's sending for its reputation, with `reason`; true when this paused it,
+ * false when it was already paused (by ops or earlier).
+ */
+export async function pauseForReputation(db: Kysely<Database>, accountId: string, reason: string): Promise<boolean> {
+  const paused = await db.updateTable("accounts")
+    .set({ sending_enabled: false, paused_by: "reputation", paused_reason: reason, updated_at: sql`now()` })
+    .where("id", "=", accountId).where("sending_enabled", "=", true).returning("id").executeTakeFirst();
+  return paused !== undefined;
+}

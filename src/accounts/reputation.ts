@@ -3,11 +3,14 @@
  * of 10% or more, or a complaint rate of 0.5% or more, pauses the account's sending until
  * ops resume it; 5% / 0.1% raise a warning. Rates are counted from ops' last resume when
  * that is inside the window, so a resumed account is judged on what it sends afterwards.
+ * Only live sends count: sandbox sends (`pp_test_` keys) never reach a mailbox, so they
+ * neither dilute a bounce rate nor draw complaints; a complaint counts only for a send
+ * inside the window (the SQL is reputationCounts in repo.ts).
  */
 import type { Kysely } from "kysely";
-import { sql } from "kysely";
 import type { Database } from "../db/tables.ts";
 import { clearRequestCaches } from "../sends/service.ts";
+import { pauseForReputation, reputationCounts } from "./repo.ts";
 
 /** The thresholds, as fractions. */
 export const REPUTATION = {
@@ -29,20 +32,9 @@ export interface Reputation {
   status: "OK" | "WARNING" | "PAUSED";
 }
 
-/** Counts the window's sends, hard bounces and complaints of an account (two indexed scans). */
+/** Counts the window's live sends, their hard bounces and complaints, and the rates. */
 export async function measure(db: Kysely<Database>, accountId: string): Promise<Omit<Reputation, "status">> {
-  const r = await sql<{ sends: number; bounces: number; complaints: number }>`
-    with a as (
-      select greatest(now() - make_interval(days => ${REPUTATION.windowDays}), coalesce(reputation_since, '-infinity')) as since
-      from accounts where id = ${accountId})
-    select
-      (select count(*)::int from sends s, a where s.account_id = ${accountId} and s.created_at >= a.since
-        and s.status in ('sent', 'delivered', 'bounced')) as sends,
-      (select count(*)::int from sends s, a where s.account_id = ${accountId} and s.created_at >= a.since
-        and s.status = 'bounced') as bounces,
-      (select count(distinct e.send_id)::int from email_events e, a where e.account_id = ${accountId}
-        and e.type = 'complained' and e.occurred_at >= a.since) as complaints`.execute(db);
-  const { sends, bounces, complaints } = r.rows[0] ?? { sends: 0, bounces: 0, complaints: 0 };
+  const { sends, bounces, complaints } = await reputationCounts(db, accountId, REPUTATION.windowDays);
   return {
     sends,
     bounces,
@@ -80,11 +72,9 @@ export async function checkReputation(db: Kysely<Database>, accountId: string) {
   if (verdict === "PAUSE") {
     const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
     const reason = `reputation: ${pct(m.bounceRate)} bounces, ${pct(m.complaintRate)} complaints over ${m.sends} sends`;
-    const paused = await db.updateTable("accounts")
-      .set({ sending_enabled: false, paused_by: "reputation", paused_reason: reason, updated_at: sql`now()` })
-      .where("id", "=", accountId).where("sending_enabled", "=", true).returning("id").executeTakeFirst();
+    const paused = await pauseForReputation(db, accountId, reason);
     if (paused) clearRequestCaches();
-    return { ...m, verdict, paused: paused !== undefined };
+    return { ...m, verdict, paused };
   }
   return { ...m, verdict, paused: false };
 }

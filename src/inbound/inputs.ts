@@ -115,6 +115,11 @@ export interface InboundEvent {
   type: InboundEventType;
   sendId?: string;
   messageId?: string;
+  /**
+   * The recipient address the report is about (a DSN's `Final-Recipient`, SES's
+   * `emailAddress`); when given, the event is recorded only if it is the send's address.
+   */
+  recipient?: string;
   occurredAt: string;
   data: Record<string, unknown>;
 }

@@ -33,9 +33,10 @@ const ENHANCED = /^[245]\.\d{1,3}\.\d{1,3}$/;
 
 /**
  * The events an SES notification reports: one `bounced` per bounced recipient (our sends
- * have one), `complained`, `delivered`, or a soft `bounced` for a DeliveryDelay. Other
- * types (Send, Reject, Open, Click, …), complaints SES made up itself
- * (`OnAccountSuppressionList`) and `not-spam` feedback give `[]`.
+ * have one; `recipient` is its address, checked against the send's by recordInbound),
+ * `complained`, `delivered`, or a soft `bounced` for a DeliveryDelay. Other types (Send,
+ * Reject, Open, Click, …), complaints SES made up itself (`OnAccountSuppressionList`) and
+ * `not-spam` feedback give `[]`.
  */
 export function sesEvents(n: SesNotification, now = new Date()): InboundEvent[] {
   const kind = n.notificationType ?? n.eventType;
@@ -47,8 +48,10 @@ export function sesEvents(n: SesNotification, now = new Date()): InboundEvent[] 
   if (kind === "Bounce" && n.bounce) {
     const b = n.bounce;
     const recipients = b.bouncedRecipients?.length ? b.bouncedRecipients : [{}];
-    return recipients.map((r: { status?: string; diagnosticCode?: string; action?: string }) =>
-      event("bounced", when(b.timestamp, now), {
+    return recipients.map((
+      r: { emailAddress?: string; status?: string; diagnosticCode?: string; action?: string },
+    ) => ({
+      ...event("bounced", when(b.timestamp, now), {
         bounceType: bounceType(b.bounceType),
         sesBounceType: b.bounceType,
         sesBounceSubType: b.bounceSubType,
@@ -57,8 +60,9 @@ export function sesEvents(n: SesNotification, now = new Date()): InboundEvent[] 
         diagnostic: r.diagnosticCode?.slice(0, 1000),
         reporter: b.reportingMTA?.replace(/^dns;\s*/i, ""),
         feedbackId: b.feedbackId,
-      })
-    );
+      }),
+      recipient: r.emailAddress?.trim().toLowerCase(),
+    }));
   }
   if (kind === "Complaint" && n.complaint) {
     const c = n.complaint;

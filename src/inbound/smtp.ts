@@ -10,15 +10,21 @@
  * better would come of that. Only our own failure to queue the events is a 451, so the
  * report comes again. No AUTH, no STARTTLS: reports are authenticated by the VERP token's
  * HMAC, not by the connection.
+ *
+ * Reports are parsed off the event loop (parse_pool.ts) within PP_INBOUND_PARSE_TIMEOUT_MS;
+ * a report that passes it is dropped (250, logged). A DSN recipient group is recorded only
+ * when its `Final-Recipient` is the send's address, and one report records at most one
+ * event per (send, type) (see recordInbound).
  */
 import { SMTPServer, type SMTPServerDataStream, type SMTPServerSession } from "smtp-server";
 import type { Deps } from "../context.ts";
 import type { InboundEvent } from "./inputs.ts";
-import { type InboundReport, parseReport, resolveSend } from "./parse.ts";
+import { type InboundReport, REPORT_LIMITS, resolveSend } from "./parse.ts";
+import { startReportParser } from "./parse_pool.ts";
 import { recordInbound } from "./service.ts";
 
 /** Largest message accepted, in bytes (reports with the returned original are small). */
-export const MAX_MESSAGE_BYTES = 10 * 1024 * 1024;
+export const MAX_MESSAGE_BYTES = REPORT_LIMITS.maxBytes;
 
 /** How long `close()` lets open sessions finish before dropping them, ms. */
 const CLOSE_TIMEOUT_MS = 5000;
@@ -44,35 +50,62 @@ function inBounceDomain(address: string, bounceDomain: string | undefined): bool
   return domain === want || domain.endsWith(`.${want}`);
 }
 
-/** The event a report item records, or null when nothing names the send. */
-function toEvent(deps: Deps, r: InboundReport, session: string): InboundEvent | null {
-  const ref = resolveSend(r, deps.secrets.secret);
-  if (ref.badToken) {
-    // Forged, or an MTA rewrote (lower-cased) the return path; the headers may still say.
-    deps.log.warn("inbound report: VERP token did not verify", { session, source: r.source, via: ref.via });
+/**
+ * The events a message's report items record: each item tied to its send (see
+ * {@link resolveSend}); items that name no send, and DSN groups without a Final-Recipient,
+ * are dropped. Items of one message mostly share their references, so each distinct one is
+ * resolved and logged once: a report with hundreds of groups writes a handful of lines.
+ */
+function toEvents(deps: Deps, reports: InboundReport[], session: string): InboundEvent[] {
+  const refs = new Map<string, ReturnType<typeof resolveSend>>();
+  const events: InboundEvent[] = [];
+  let unnamed = 0;
+  let noRecipient = 0;
+  for (const r of reports) {
+    const key = JSON.stringify([r.verpTokens, r.original.sendId, r.original.messageId]);
+    let ref = refs.get(key);
+    if (!ref) {
+      ref = resolveSend(r, deps.secrets.secret);
+      refs.set(key, ref);
+      if (ref.badToken) {
+        // Forged, or an MTA rewrote (lower-cased) the return path; the headers may still say.
+        deps.log.warn("inbound report: VERP token did not verify", { session, source: r.source, via: ref.via });
+      }
+    }
+    if (!ref.sendId) {
+      unnamed++;
+      continue;
+    }
+    if (r.source === "dsn" && r.recipient === undefined) {
+      // RFC 3464 requires Final-Recipient in every recipient group: without one, the group
+      // cannot be the send's recipient.
+      noRecipient++;
+      continue;
+    }
+    const data: Record<string, unknown> = {
+      source: r.source,
+      via: ref.via,
+      bounceType: r.bounceType,
+      action: r.action,
+      status: r.status,
+      diagnostic: r.diagnostic,
+      feedbackType: r.feedbackType,
+      reporter: r.reporter,
+      remoteMta: r.remoteMta,
+    };
+    for (const k of Object.keys(data)) if (data[k] === undefined) delete data[k];
+    events.push({ sendId: ref.sendId, type: r.type, recipient: r.recipient, occurredAt: r.occurredAt, data });
   }
-  if (!ref.sendId) {
-    deps.log.warn("inbound report names no send, dropped", { session, source: r.source, type: r.type });
-    return null;
+  if (unnamed > 0) deps.log.warn("inbound report names no send, dropped", { session, items: unnamed });
+  if (noRecipient > 0) {
+    deps.log.warn("inbound report: recipient groups without Final-Recipient, dropped", { session, items: noRecipient });
   }
-  const data: Record<string, unknown> = {
-    source: r.source,
-    via: ref.via,
-    bounceType: r.bounceType,
-    action: r.action,
-    status: r.status,
-    diagnostic: r.diagnostic,
-    feedbackType: r.feedbackType,
-    reporter: r.reporter,
-    remoteMta: r.remoteMta,
-  };
-  for (const k of Object.keys(data)) if (data[k] === undefined) delete data[k];
-  return { sendId: ref.sendId, type: r.type, occurredAt: r.occurredAt, data };
+  return events;
 }
 
 /**
  * Starts the listener on `deps.config.host`:`port` (0 picks a free port). Each message is
- * parsed ({@link parseReport}); each report item is tied to its send by the envelope's VERP
+ * parsed off the event loop ({@link startReportParser}); each report item is tied to its send by the envelope's VERP
  * token (verified), else by the returned original's `X-PP-Send-Id` / Message-ID, and queued
  * as a `record_event` job (`bounced` hard/soft, `delivered`, `complained`, with
  * `data.source` `dsn` or `arf`). Never throws on bad input.
@@ -80,15 +113,19 @@ function toEvent(deps: Deps, r: InboundReport, session: string): InboundEvent | 
 export async function startInboundSmtp(deps: Deps, port: number): Promise<InboundSmtp> {
   const { log, config } = deps;
   const inFlight = new Set<Promise<unknown>>();
+  const parser = startReportParser(log, config.inboundParseTimeoutMs);
 
   async function handle(raw: Uint8Array, session: SMTPServerSession): Promise<void> {
     const envelopeTo = session.envelope.rcptTo.map((r) => r.address);
-    const reports = await parseReport(raw, { envelopeTo });
+    const bytes = raw.length;
+    const reports = await parser.parse(raw, { envelopeTo });
+    // Null: dropped by the parser, which logged why (time limit, failure).
+    if (reports === null) return;
     if (reports.length === 0) {
-      log.warn("inbound message is no report we record, dropped", { session: session.id, bytes: raw.length });
+      log.warn("inbound message is no report we record, dropped", { session: session.id, bytes });
       return;
     }
-    const events = reports.map((r) => toEvent(deps, r, session.id)).filter((e): e is InboundEvent => e !== null);
+    const events = toEvents(deps, reports, session.id);
     if (events.length === 0) return;
     const result = await recordInbound(deps, events, reports[0].source);
     log.info("inbound report read", { session: session.id, reports: reports.length, ...result });
@@ -159,6 +196,7 @@ export async function startInboundSmtp(deps: Deps, port: number): Promise<Inboun
     async close() {
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await Promise.allSettled([...inFlight]);
+      parser.close();
     },
   };
 }

@@ -1,0 +1,488 @@
+/**
+ * Hostile reports (issue 11, points 4 and 5): DSNs and ARF reports built to stall the
+ * parser or to multiply events, mailed to the real inbound SMTP listener and posted to the
+ * signed webhooks of a running service; and reputation that counts only live sends inside
+ * its window. Real SMTP both ways, real HTTP, real Postgres.
+ */
+import nodemailer from "nodemailer";
+import { signatureHeader } from "../src/inbound/webhook.ts";
+import { assert, assertEquals, assertMatch } from "./assert.ts";
+import {
+  ADMIN_TOKEN,
+  opts,
+  type ReceivedMail,
+  type Stack,
+  startStack,
+  type TestTenant,
+  waitFor,
+  waitForStatus,
+} from "./helpers.ts";
+
+// deno-lint-ignore no-explicit-any
+type Json = any;
+
+const SECRET = "inbound-secret-0123456789";
+const BOUNCE_DOMAIN = "bounces.shop.test";
+const ENV = {
+  PP_INBOUND_SMTP_PORT: "0",
+  PP_BOUNCE_DOMAIN: BOUNCE_DOMAIN,
+  PP_INBOUND_SECRET: SECRET,
+  PP_DELIVERY_CONFIRMATION: "reports",
+};
+
+/** One DSN recipient group (RFC 3464). */
+function group(recipient: string, action = "failed", status = "5.1.1"): string {
+  return [
+    `Final-Recipient: rfc822; ${recipient}`,
+    `Action: ${action}`,
+    `Status: ${status}`,
+    `Diagnostic-Code: smtp; 550 ${status} <${recipient}>: Recipient address rejected`,
+  ].join("\r\n");
+}
+
+/** A DSN about one of our mails: the groups given, the returned original's headers. */
+function dsn(o: {
+  to: string;
+  groups: string[];
+  arrivalDate?: string;
+  headers?: string[];
+  human?: string;
+  original: string;
+}): string {
+  return [
+    "From: MAILER-DAEMON@mx.example.test",
+    `To: ${o.to}`,
+    "Subject: Undelivered Mail Returned to Sender",
+    "Date: Mon, 01 Jan 2024 10:00:00 +0000",
+    ...(o.headers ?? []),
+    "MIME-Version: 1.0",
+    'Content-Type: multipart/report; report-type=delivery-status; boundary="DSN-B"',
+    "",
+    "--DSN-B",
+    "Content-Type: text/plain; charset=us-ascii",
+    "",
+    o.human ?? "Your message could not be delivered.",
+    "",
+    "--DSN-B",
+    "Content-Type: message/delivery-status",
+    "",
+    "Reporting-MTA: dns; mx.example.test",
+    `Arrival-Date: ${o.arrivalDate ?? "Mon, 01 Jan 2024 09:59:58 +0000"}`,
+    "",
+    o.groups.join("\r\n\r\n"),
+    "",
+    "--DSN-B",
+    "Content-Type: text/rfc822-headers",
+    "",
+    o.original,
+    "",
+    "--DSN-B--",
+    "",
+  ].join("\r\n");
+}
+
+/** The header block of a received mail. */
+function headersOf(m: ReceivedMail): string {
+  return m.raw.split(/\r?\n\r?\n/, 1)[0];
+}
+
+/** Mails `raw` to the inbound listener with a null sender, as MTAs send reports; the SMTP answer. */
+async function report(port: number, to: string, raw: string): Promise<string> {
+  const tr = nodemailer.createTransport({ host: "127.0.0.1", port, secure: false, ignoreTLS: true });
+  try {
+    return (await tr.sendMail({ envelope: { from: "", to: [to] }, raw })).response;
+  } finally {
+    tr.close();
+  }
+}
+
+/**
+ * Runs `work` while probing `/healthz` every 50 ms; fails if any probe takes 1 s or more.
+ * Returns what `work` gave and how long it took.
+ */
+async function whileHealthy<T>(stack: Stack, work: () => Promise<T>): Promise<{ value: T; ms: number }> {
+  const started = performance.now();
+  let done = false;
+  const running = work().finally(() => done = true);
+  let probes = 0;
+  while (!done) {
+    const t = performance.now();
+    const r = await fetch(`${stack.url}/healthz`);
+    await r.body?.cancel();
+    const ms = performance.now() - t;
+    assertEquals(r.status, 200);
+    assert(ms < 1000, `/healthz took ${ms.toFixed(0)} ms while a report was processed`);
+    probes++;
+    await new Promise((res) => setTimeout(res, 50));
+  }
+  const value = await running;
+  assert(probes > 0);
+  return { value, ms: performance.now() - started };
+}
+
+/** Sends one mail and waits until the sink has it (`sent`: reports decide `delivered`). */
+async function deliver(stack: Stack, tenant: TestTenant, to: string): Promise<{ send: Json; mail: ReceivedMail }> {
+  const r = await stack.api("POST", "/api/v1/sends", { key: tenant.key, body: { templateId: tenant.templateId, to } });
+  assertEquals(r.status, 202, JSON.stringify(r.body));
+  const send = await waitForStatus(stack, tenant.key, r.body.id, ["sent", "delivered", "bounced", "failed"]);
+  assertEquals(send.status, "sent");
+  const mail = stack.sink.messages.find((m) => m.messageId === send.messageId);
+  assert(mail, "the sink received the mail");
+  return { send, mail };
+}
+
+/**
+ * Waits until no `record_event` or `reputation_check` job is left, due or not (every report
+ * is written and judged; a check runs 2 s after the bounce or complaint that queued it).
+ */
+async function drained(stack: Stack): Promise<void> {
+  await waitFor(
+    async () =>
+      (await stack.count(
+        `select count(*) from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id
+         where t.identifier in ('record_event', 'reputation_check')`,
+      )) === 0,
+    10_000,
+    "record_event and reputation_check jobs to finish",
+  );
+}
+
+/** Events of `type` recorded for a send. */
+function eventsOf(stack: Stack, sendId: string, type: string): Promise<number> {
+  return stack.count("select count(*) from email_events where send_id = $1 and type = $2", [sendId, type]);
+}
+
+async function contactStatus(stack: Stack, key: string, email: string): Promise<string> {
+  const r = await stack.gql(`query($e: String!) { contact(email: $e) { status } }`, { e: email }, key);
+  return r.body.data.contact.status;
+}
+
+/** POSTs `body` to an inbound webhook path, signed. */
+function postSigned(stack: Stack, path: string, body: unknown) {
+  const raw = JSON.stringify(body);
+  return stack.api("POST", path, {
+    raw,
+    headers: { "content-type": "application/json", "x-pp-signature": signatureHeader(SECRET, raw) },
+  });
+}
+
+Deno.test("hostile DSN and ARF reports: linear parsing, one event per send and type", opts, async (t) => {
+  const stack = await startStack({ env: ENV });
+  try {
+    const tenant = await stack.tenant();
+    const port = stack.service.inboundSmtpPort!;
+
+    await t.step(
+      "Arrival-Date of 300,000 '(', 2 MB lines, a 2 MB header: fast, /healthz < 1 s, one bounce",
+      async () => {
+        const to = "hostile@example.test";
+        const { send, mail } = await deliver(stack, tenant, to);
+        const raw = dsn({
+          to: mail.from,
+          arrivalDate: "(".repeat(300_000),
+          headers: [
+            `X-Long: ${"x".repeat(2_000_000)}`,
+            ...Array.from({ length: 20_000 }, (_, i) => `X-Filler-${i}: ${"(".repeat(40)} ${"y".repeat(40)}`),
+            `Comments: a${"\r\n (".repeat(50_000)}`,
+          ],
+          human: `${"(".repeat(2_000_000)}\r\n${"-".repeat(1_000_000)}`,
+          groups: [group(to)],
+          original: headersOf(mail),
+        });
+        assert(raw.length > 6_000_000);
+        const { value: answer, ms } = await whileHealthy(stack, () => report(port, mail.from, raw));
+        assertMatch(answer, /^250/);
+        assert(ms < 3000, `the hostile DSN took ${ms.toFixed(0)} ms`);
+        const s = await waitForStatus(stack, tenant.key, send.id, ["bounced"]);
+        await drained(stack);
+        assertEquals(await eventsOf(stack, send.id, "bounced"), 1);
+        const ev = s.events.find((e: Json) => e.type === "bounced");
+        assertEquals([ev.data.status, ev.data.bounceType, ev.data.source], ["5.1.1", "hard", "dsn"]);
+        // The unreadable Arrival-Date falls back to the report's Date header.
+        assertEquals(ev.occurredAt, "2024-01-01T10:00:00.000Z");
+      },
+    );
+
+    await t.step("a DSN with 5,000 recipient groups naming one send records exactly one bounce", async () => {
+      const to = "many-groups@example.test";
+      const { send, mail } = await deliver(stack, tenant, to);
+      const groups = Array.from(
+        { length: 5000 },
+        (_, i) => group(to, i % 2 ? "failed" : "delayed", i % 2 ? "5.1.1" : "4.2.2"),
+      );
+      const { value: answer } = await whileHealthy(
+        stack,
+        () => report(port, mail.from, dsn({ to: mail.from, groups, original: headersOf(mail) })),
+      );
+      assertMatch(answer, /^250/);
+      await waitForStatus(stack, tenant.key, send.id, ["bounced"]);
+      await drained(stack);
+      assertEquals(await eventsOf(stack, send.id, "bounced"), 1, "one event per (send, type)");
+      const r = await stack.pg.query("select data from email_events where send_id = $1 and type = 'bounced'", [
+        send.id,
+      ]);
+      assertEquals(r.rows[0].data.bounceType, "hard", "a hard bounce wins over the soft ones");
+    });
+
+    await t.step("a group whose Final-Recipient is not the send's address records nothing", async () => {
+      const to = "owner@example.test";
+      const { send, mail } = await deliver(stack, tenant, to);
+      const before = await stack.count("select count(*) from email_events where send_id = $1", [send.id]);
+      const answer = await report(
+        port,
+        mail.from,
+        dsn({ to: mail.from, groups: [group("someone-else@example.test")], original: headersOf(mail) }),
+      );
+      assertMatch(answer, /^250/);
+      // A group without any Final-Recipient is not the send's either.
+      const noRecipient = dsn({
+        to: mail.from,
+        groups: ["Action: failed\r\nStatus: 5.1.1"],
+        original: headersOf(mail),
+      });
+      assertMatch(await report(port, mail.from, noRecipient), /^250/);
+      await new Promise((r) => setTimeout(r, 300));
+      await drained(stack);
+      assertEquals(await stack.count("select count(*) from email_events where send_id = $1", [send.id]), before);
+      assertEquals((await waitForStatus(stack, tenant.key, send.id, ["sent"])).status, "sent");
+      assertEquals(await contactStatus(stack, tenant.key, to), "SUBSCRIBED");
+
+      // Next to a foreign group, the send's own group is what is recorded (here a soft bounce).
+      await report(
+        port,
+        mail.from,
+        dsn({
+          to: mail.from,
+          groups: [group("cc-person@example.test"), group(to.toUpperCase(), "delayed", "4.2.2")],
+          original: headersOf(mail),
+        }),
+      );
+      await waitFor(async () => (await eventsOf(stack, send.id, "bounced")) === 1, 5000, "the soft bounce");
+      await drained(stack);
+      const r = await stack.pg.query("select data from email_events where send_id = $1 and type = 'bounced'", [
+        send.id,
+      ]);
+      assertEquals([r.rows.length, r.rows[0].data.bounceType, r.rows[0].data.status], [1, "soft", "4.2.2"]);
+      assertEquals((await waitForStatus(stack, tenant.key, send.id, ["sent"])).status, "sent");
+    });
+
+    await t.step("a hostile ARF (5,000 feedback parts, 300,000 '(') records one complaint", async () => {
+      const to = "arf-target@example.test";
+      const { send, mail } = await deliver(stack, tenant, to);
+      const feedback = (arrival: string) =>
+        [
+          "--ARF-B",
+          "Content-Type: message/feedback-report",
+          "",
+          "Feedback-Type: abuse",
+          "User-Agent: SomeGenerator/1.0",
+          "Version: 1",
+          `Original-Mail-From: <${mail.from}>`,
+          `Arrival-Date: ${arrival}`,
+          "",
+        ].join("\r\n");
+      const raw = [
+        "From: <staff@isp.example.test>",
+        `To: <fbl@${BOUNCE_DOMAIN}>`,
+        "Subject: FW: Order confirmed",
+        `Date: ${"(".repeat(300_000)}`,
+        "MIME-Version: 1.0",
+        'Content-Type: multipart/report; report-type=feedback-report; boundary="ARF-B"',
+        "",
+        "--ARF-B",
+        "Content-Type: text/plain",
+        "",
+        `An abuse report. ${"(".repeat(1_000_000)}`,
+        "",
+        feedback("(".repeat(300_000)),
+        ...Array.from({ length: 5000 }, () => feedback("Thu, 8 Mar 2024 14:00:00 EDT")),
+        "--ARF-B",
+        "Content-Type: text/rfc822-headers",
+        "",
+        headersOf(mail),
+        "",
+        "--ARF-B--",
+        "",
+      ].join("\r\n");
+      const { value: answer, ms } = await whileHealthy(stack, () => report(port, `fbl@${BOUNCE_DOMAIN}`, raw));
+      assertMatch(answer, /^250/);
+      assert(ms < 3000, `the hostile ARF took ${ms.toFixed(0)} ms`);
+      await waitFor(async () => (await eventsOf(stack, send.id, "complained")) > 0, 5000, "the complaint");
+      await drained(stack);
+      assertEquals(await eventsOf(stack, send.id, "complained"), 1);
+      assertEquals(await contactStatus(stack, tenant.key, to), "COMPLAINED");
+    });
+
+    await t.step("webhooks: 100 events or 200 SES recipients naming one send are one event", async () => {
+      const a = await deliver(stack, tenant, "hook-many@example.test");
+      const events = Array.from({ length: 100 }, () => ({ type: "bounced", sendId: a.send.id, status: "5.1.1" }));
+      const r = await postSigned(stack, "/api/v1/events/inbound", { events });
+      assertEquals(r.status, 202, JSON.stringify(r.body));
+      assertEquals(r.body, { accepted: 1, ignored: 99 });
+
+      const b = await deliver(stack, tenant, "ses-many@example.test");
+      const ses = (recipient: string, n: number) => ({
+        notificationType: "Bounce",
+        bounce: {
+          bounceType: "Permanent",
+          bouncedRecipients: Array.from({ length: n }, () => ({ emailAddress: recipient, status: "5.1.1" })),
+          timestamp: new Date().toISOString(),
+        },
+        mail: { messageId: "ses-id", headers: [{ name: "X-PP-Send-Id", value: b.send.id }] },
+      });
+      const other = await postSigned(stack, "/api/v1/events/inbound/ses", ses("not-the-recipient@example.test", 5));
+      assertEquals(other.body, { accepted: 0, ignored: 5 }, "another recipient's bounce is not this send's");
+      const s = await postSigned(stack, "/api/v1/events/inbound/ses", ses("ses-many@example.test", 200));
+      assertEquals(s.status, 202, JSON.stringify(s.body));
+      assertEquals(s.body, { accepted: 1, ignored: 199 });
+      await waitForStatus(stack, tenant.key, b.send.id, ["bounced"]);
+      await drained(stack);
+      assertEquals(await eventsOf(stack, a.send.id, "bounced"), 1);
+      assertEquals(await eventsOf(stack, b.send.id, "bounced"), 1);
+    });
+  } finally {
+    await stack.stop();
+  }
+});
+
+Deno.test("a report that passes the parse time limit is dropped; the service keeps answering", opts, async (t) => {
+  const stack = await startStack({ env: { ...ENV, PP_INBOUND_PARSE_TIMEOUT_MS: "50" } });
+  try {
+    const tenant = await stack.tenant();
+    const port = stack.service.inboundSmtpPort!;
+    const to = "slow@example.test";
+    const { send, mail } = await deliver(stack, tenant, to);
+
+    await t.step("a 9 MB report of field lines takes longer than 50 ms: 250, nothing recorded", async () => {
+      // ~700,000 short lines that each look like a DSN field: linear, but more than 50 ms.
+      const raw = dsn({
+        to: mail.from,
+        groups: [group(to)],
+        original: headersOf(mail),
+        human: "Status: 5.1.1\r\n".repeat(600_000),
+      });
+      const { value: answer } = await whileHealthy(stack, () => report(port, mail.from, raw));
+      assertMatch(answer, /^250/, "dropped, not refused: the reporter would only retry it");
+      await new Promise((r) => setTimeout(r, 300));
+      await drained(stack);
+      assertEquals(await eventsOf(stack, send.id, "bounced"), 0);
+    });
+
+    await t.step("the next report is parsed by a fresh worker and recorded", async () => {
+      const answer = await report(
+        port,
+        mail.from,
+        dsn({ to: mail.from, groups: [group(to)], original: headersOf(mail) }),
+      );
+      assertMatch(answer, /^250/);
+      await waitForStatus(stack, tenant.key, send.id, ["bounced"]);
+      const h = await fetch(`${stack.url}/healthz`);
+      assertEquals(h.status, 200);
+      await h.body?.cancel();
+    });
+  } finally {
+    await stack.stop();
+  }
+});
+
+// ---------------------------------------------------------------------------------------
+// Reputation.
+
+/** Sends a batch of `n` (addresses `<prefix>-<i>@…`) with `key`, waits until none is pending; the send ids. */
+async function sendMany(stack: Stack, key: string, templateId: string, prefix: string, n: number): Promise<string[]> {
+  const recipients = Array.from({ length: n }, (_, i) => ({ to: `${prefix}-${i}@example.test` }));
+  const r = await stack.api("POST", "/api/v1/sends/batch", { key, body: { templateId, recipients } });
+  assertEquals(r.status, 202, JSON.stringify(r.body));
+  await waitFor(
+    async () =>
+      (await stack.count("select count(*) from sends where batch_id = $1 and status in ('queued','sending')", [
+        r.body.batchId,
+      ])) === 0,
+    30_000,
+    "the batch to go out",
+  );
+  return r.body.sends.map((s: { id: string }) => s.id);
+}
+
+async function account(stack: Stack, key: string) {
+  const r = await stack.gql(
+    `{ account { sendingEnabled pausedBy reputation { sends bounces complaints bounceRate complaintRate status } } }`,
+    {},
+    key,
+  );
+  return r.body.data.account;
+}
+
+Deno.test("reputation counts live sends inside the window only", opts, async (t) => {
+  const stack = await startStack({ env: { PP_INBOUND_SECRET: SECRET } });
+  stack.sink.reply = (rcpt) => rcpt.startsWith("bad-") ? { code: 550, message: "5.1.1 No such user" } : null;
+  try {
+    await t.step("a complaint about a send older than 7 days does not count", async () => {
+      const tenant = await stack.tenant({ domain: "window.test" });
+      const [old] = await sendMany(stack, tenant.key, tenant.templateId, "old", 1);
+      // Eight days ago (the clock of the rows is moved, nothing waits).
+      await stack.pg.query(
+        `update sends set created_at = created_at - interval '8 days', sent_at = sent_at - interval '8 days'
+         where id = $1`,
+        [old],
+      );
+      const recent = await sendMany(stack, tenant.key, tenant.templateId, "reader", 100);
+      const r = await postSigned(stack, "/api/v1/events/inbound", { events: [{ type: "complained", sendId: old }] });
+      assertEquals(r.body, { accepted: 1, ignored: 0 });
+      await waitFor(async () => (await eventsOf(stack, old, "complained")) === 1, 5000, "the complaint");
+      await drained(stack);
+      const a = await account(stack, tenant.key);
+      assertEquals(a.reputation.sends, 100);
+      assertEquals(a.reputation.complaints, 0, "the complained send is outside the window");
+      assertEquals(a.sendingEnabled, true);
+
+      // The same complaint about a send inside the window: 1 in 100, paused.
+      await postSigned(stack, "/api/v1/events/inbound", { events: [{ type: "complained", sendId: recent[3] }] });
+      const paused = await waitFor(
+        async () => {
+          const x = await account(stack, tenant.key);
+          return x.sendingEnabled === false ? x : null;
+        },
+        10_000,
+        "the account to be paused",
+      );
+      assertEquals(paused.reputation.complaints, 1);
+      assertEquals(paused.pausedBy, "reputation");
+    });
+
+    await t.step("1,000 sandbox sends do not dilute 10 bounces in 100 live sends: paused", async () => {
+      const tenant = await stack.tenant({ domain: "sandboxed.test" });
+      const test = await stack.gql(
+        `mutation($i: CreateApiKeyInput!) { createApiKey(input: $i) { key } }`,
+        { i: { accountId: tenant.accountId, mode: "TEST" } },
+        ADMIN_TOKEN,
+      );
+      const testKey = test.body.data.createApiKey.key;
+      assertMatch(testKey, /^pp_test_/);
+      await sendMany(stack, testKey, tenant.templateId, "sandbox", 1000);
+      assertEquals(
+        await stack.count(
+          "select count(*) from sends where account_id = $1 and sandbox and status in ('sent', 'delivered')",
+          [
+            tenant.accountId,
+          ],
+        ),
+        1000,
+      );
+      await sendMany(stack, tenant.key, tenant.templateId, "fine", 90);
+      await sendMany(stack, tenant.key, tenant.templateId, "bad", 10);
+      const a = await waitFor(
+        async () => {
+          const x = await account(stack, tenant.key);
+          return x.sendingEnabled === false ? x : null;
+        },
+        10_000,
+        "the account to be paused",
+      );
+      assertEquals([a.reputation.sends, a.reputation.bounces, a.reputation.bounceRate], [100, 10, 0.1]);
+      assertEquals(a.pausedBy, "reputation");
+    });
+  } finally {
+    await stack.stop();
+  }
+});
