@@ -41,7 +41,14 @@ curl -X POST ${service.url}/api/v1/sends \\
   const stop = async () => {
     if (stopping) return;
     stopping = true;
+    // In-flight work gets PP_SHUTDOWN_TIMEOUT_MS; a stop that takes longer exits anyway
+    // (unfinished jobs stay locked only until the heartbeat of another worker frees them).
+    const deadline = setTimeout(() => {
+      console.error(JSON.stringify({ level: "error", msg: "graceful stop timed out; exiting" }));
+      Deno.exit(1);
+    }, config.shutdownTimeoutMs);
     await service.stop();
+    clearTimeout(deadline);
     Deno.exit(0);
   };
   Deno.addSignalListener("SIGTERM", stop);

@@ -23,6 +23,8 @@ const EnvSchema = z.object({
   PP_SMTP_POOL_SIZE: z.coerce.number().int().min(1).max(100).default(20),
   PP_SMTP_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(25).default(8),
   PP_SCHEDULE_HORIZON_S: z.coerce.number().int().min(1).max(86_400).default(600),
+  PP_SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(15_000),
+  PP_SMTP_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(30_000),
   PP_RENDER_TIMEOUT_MS: z.coerce.number().int().min(50).max(60_000).default(2000),
   PP_RENDER_WORKERS: z.coerce.number().int().min(1).max(16).default(2),
   PP_DB_POOL_SIZE: z.coerce.number().int().min(2).max(200).default(50),
@@ -37,6 +39,8 @@ const EnvSchema = z.object({
     "100:200",
   ),
   PP_DNS_SERVER: z.string().regex(/^[^:\s]+:\d{1,5}$/, "must be host:port").optional(),
+  // At least the 7 days of the reputation window (accounts/reputation.ts), which counts sends.
+  PP_RETENTION_DAYS: z.coerce.number().int().min(7).max(3650).default(30),
 });
 
 /** Runtime configuration, parsed once at start. Defaults are those of API.md. */
@@ -76,6 +80,10 @@ export interface Config {
    * time comes within it (see sends/jobs.ts, promote_scheduled). Default 600.
    */
   scheduleHorizonS: number;
+  /** How long a SIGTERM waits for in-flight work before the process exits anyway, ms. Default 15,000. */
+  shutdownTimeoutMs: number;
+  /** Longest an SMTP relay may take to connect, greet or answer one command, ms. Default 30,000. */
+  smtpTimeoutMs: number;
   /** Longest one template compile or render may take, ms; past it the send is `failed` (render_failed). Default 2000. */
   renderTimeoutMs: number;
   /** Render sandbox processes per service process (see mail/render.ts). Default 2. */
@@ -100,6 +108,11 @@ export interface Config {
   liveKeyCheckMs: number;
   /** DNS server for domain verification (`host:port`); unset: the system resolver. */
   dnsServer?: { ipAddr: string; port: number };
+  /**
+   * Days finished sends, their events and outbox files are kept (retention/service.ts);
+   * at least 7, the reputation window. Default 30.
+   */
+  retentionDays: number;
 }
 
 /**
@@ -131,6 +144,8 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     smtpPoolSize: e.PP_SMTP_POOL_SIZE,
     smtpMaxAttempts: e.PP_SMTP_MAX_ATTEMPTS,
     scheduleHorizonS: e.PP_SCHEDULE_HORIZON_S,
+    shutdownTimeoutMs: e.PP_SHUTDOWN_TIMEOUT_MS,
+    smtpTimeoutMs: e.PP_SMTP_TIMEOUT_MS,
     renderTimeoutMs: e.PP_RENDER_TIMEOUT_MS,
     renderWorkers: e.PP_RENDER_WORKERS,
     dbPoolSize: e.PP_DB_POOL_SIZE,
@@ -141,6 +156,7 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     inboundParseTimeoutMs: e.PP_INBOUND_PARSE_TIMEOUT_MS,
     trustProxy: e.PP_TRUST_PROXY ?? false,
     liveKeyCheckMs: e.PP_LIVE_KEY_CHECK_MS,
+    retentionDays: e.PP_RETENTION_DAYS,
     rateLimit: {
       rate: Number(e.PP_RATE_LIMIT.split(":")[0]),
       burst: Number(e.PP_RATE_LIMIT.split(":")[1] ?? Number(e.PP_RATE_LIMIT.split(":")[0]) * 2),

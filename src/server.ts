@@ -4,7 +4,6 @@
  * tests both start it this way.
  */
 import { join, resolve } from "node:path";
-import type { Runner } from "graphile-worker";
 import { createApp } from "./app.ts";
 import type { Config } from "./config.ts";
 import type { Deps } from "./context.ts";
@@ -12,7 +11,7 @@ import { openDb } from "./db/database.ts";
 import { type EmbeddedDb, startEmbeddedPostgres } from "./db/embedded.ts";
 import { migrate } from "./db/migrate.ts";
 import { stopLiveEvents } from "./events/live.ts";
-import { startWorker } from "./jobs/worker.ts";
+import { startWorker, type Worker } from "./jobs/worker.ts";
 import { type InboundSmtp, startInboundSmtp } from "./inbound/smtp.ts";
 import { createLogger } from "./log.ts";
 import { RenderPool } from "./mail/render.ts";
@@ -84,9 +83,10 @@ export async function startService(config: Readonly<Config>): Promise<Service> {
     smtpUrl: config.smtpUrl,
     outboxDir: join(config.dataDir, "outbox"),
     poolSize: config.smtpPoolSize,
+    timeoutMs: config.smtpTimeoutMs,
     log,
   });
-  let runner: Runner | null = null;
+  let runner: Worker | null = null;
   if (config.role !== "api") runner = await startWorker(deps, mailer);
   // Bounce and complaint reports by mail: a worker-side input, like the job runner.
   let inbound: InboundSmtp | null = null;

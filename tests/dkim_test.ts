@@ -181,7 +181,7 @@ Deno.test("dkim: our signer verifies with mailauth, with every RSA backend", asy
 
     await t.step("the mailer signs what it composes (outbox), and leaves unsigned mail alone", async () => {
       const dir = await Deno.makeTempDir({ prefix: "pp-dkim-" });
-      const mailer = createMailer({ outboxDir: dir, poolSize: 1, signer: signers.at(-1) });
+      const mailer = createMailer({ outboxDir: dir, poolSize: 1, timeoutMs: 30_000, signer: signers.at(-1) });
       try {
         const base = {
           from: { name: "Brånd News", address: "news@brand.test" },

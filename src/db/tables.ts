@@ -204,6 +204,13 @@ export interface BatchesTable {
 }
 
 /** Every table the app reads or writes. */
+/** A graphile-worker pool of a live worker process (jobs/heartbeat.ts). */
+export interface WorkerHeartbeatsTable {
+  pool_id: string;
+  started_at: Generated<Date>;
+  seen_at: Generated<Date>;
+}
+
 export interface Database {
   accounts: AccountsTable;
   api_keys: ApiKeysTable;
@@ -216,4 +223,5 @@ export interface Database {
   segments: SegmentsTable;
   batches: BatchesTable;
   idempotency_keys: IdempotencyKeysTable;
+  worker_heartbeats: WorkerHeartbeatsTable;
 }

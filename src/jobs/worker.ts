@@ -9,15 +9,16 @@
  * - runner: this process's pool of workers pulling jobs with SKIP LOCKED, so any number
  *   of worker processes can share one database.
  */
-import { Logger, run, type Runner } from "graphile-worker";
+import { EventEmitter } from "node:events";
+import { Logger, run, type WorkerEvents } from "graphile-worker";
 import type { Config } from "../config.ts";
 import type { Deps } from "../context.ts";
 import type { Mailer } from "../mail/transport.ts";
 import { CRONTAB, reputationCheckTask, reputationSweepTask } from "../accounts/jobs.ts";
 import { expandSegmentTask } from "../batches/jobs.ts";
-import { deleteExpiredKeys } from "../idempotency/service.ts";
 import { recordEventTask } from "../events/jobs.ts";
 import { deliverSendTask, promoteScheduledTask, schedulePromotion } from "../sends/jobs.ts";
+import { startHeartbeat } from "./heartbeat.ts";
 
 /**
  * How our runner pulls and completes jobs (the benchmark runs its no-op baseline with the
@@ -42,11 +43,22 @@ export function runnerSettings(config: Config) {
   };
 }
 
+/** A running worker. */
+export interface Worker {
+  /**
+   * Graceful stop: no new jobs; jobs fetched but not started go back at once (graphile-worker
+   * releases its local queue first); running ones finish, or are failed back for a retry
+   * after `PP_SHUTDOWN_TIMEOUT_MS`; then this process's heartbeat is removed.
+   */
+  stop(): Promise<void>;
+}
+
 /**
- * Starts the runner with every task; resolves once it is listening for jobs. It also
- * (re)starts the promote_scheduled cycle at once, so deferred sends are looked at on start.
+ * Starts the runner with every task and its heartbeat (heartbeat.ts); resolves once it is
+ * listening for jobs. It also (re)starts the promote_scheduled cycle at once, so deferred
+ * sends are looked at on start.
  */
-export async function startWorker(deps: Deps, mailer: Mailer): Promise<Runner> {
+export async function startWorker(deps: Deps, mailer: Mailer): Promise<Worker> {
   const { config, log } = deps;
   await schedulePromotion(deps.db, 0);
   const logger = new Logger(() => (level, message) => {
@@ -58,10 +70,18 @@ export async function startWorker(deps: Deps, mailer: Mailer): Promise<Runner> {
     else if (level === "warning") log.warn(message, { scope: "graphile-worker" });
     else log.debug(message, { scope: "graphile-worker" });
   });
-  return await run({
+  // The pools this runner creates: the ids their job locks carry (locked_by).
+  const pools: string[] = [];
+  const events: WorkerEvents = new EventEmitter();
+  events.on("pool:create", ({ workerPool }) => pools.push(workerPool.id));
+  const runner = await run({
     pgPool: deps.pool,
     logger,
+    events,
     noHandleSignals: true,
+    // Running jobs get most of the stop's time to finish; then they are failed back for a
+    // retry, leaving the rest for closing the database before main.ts's deadline.
+    gracefulShutdownAbortTimeout: Math.max(100, config.shutdownTimeoutMs - 2_000),
     ...runnerSettings(config),
     crontab: CRONTAB,
     taskList: {
@@ -71,10 +91,14 @@ export async function startWorker(deps: Deps, mailer: Mailer): Promise<Runner> {
       record_event: recordEventTask(deps),
       reputation_check: reputationCheckTask(deps),
       reputation_sweep: reputationSweepTask(deps),
-      idempotency_cleanup: async () => {
-        const n = await deleteExpiredKeys(deps.db);
-        if (n) deps.log.info("expired idempotency keys deleted", { count: n });
-      },
+      // Also deletes expired idempotency keys (the former idempotency_cleanup task).
     },
   });
+  const heartbeat = startHeartbeat(deps, () => pools);
+  return {
+    async stop() {
+      await runner.stop();
+      await heartbeat.stop();
+    },
+  };
 }

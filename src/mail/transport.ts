@@ -48,10 +48,10 @@ export interface Mailer {
  * mail from a domain that publishes DKIM would fail DMARC.
  */
 export function createMailer(
-  opts: { smtpUrl?: string; outboxDir: string; poolSize: number; log?: Logger; signer?: RsaSigner },
+  opts: { smtpUrl?: string; outboxDir: string; poolSize: number; timeoutMs: number; log?: Logger; signer?: RsaSigner },
 ): Mailer {
   let outboxReady: Promise<void> | null = null;
-  const smtp = opts.smtpUrl ? createSmtpPool(opts.smtpUrl, opts.poolSize) : null;
+  const smtp = opts.smtpUrl ? createSmtpPool(opts.smtpUrl, opts.poolSize, opts.timeoutMs) : null;
   let signer = opts.signer;
 
   /** The message as it goes out: composed, then signed when it has a DKIM key. */
@@ -87,7 +87,13 @@ export function createMailer(
   };
 }
 
-function createSmtpPool(url: string, poolSize: number) {
+/**
+ * The relay pool. A relay that refuses connections fails the attempt at once; one that
+ * hangs (after connecting, or mid-transaction) fails it after `timeoutMs` of silence, and
+ * holds only its own connection meanwhile: the pool's other connections go on. Either way
+ * the send is retried with backoff (sends/jobs.ts).
+ */
+function createSmtpPool(url: string, poolSize: number, timeoutMs: number) {
   const u = new URL(url);
   const secure = u.protocol === "smtps:";
   return nodemailer.createTransport({
@@ -97,9 +103,9 @@ function createSmtpPool(url: string, poolSize: number) {
     maxMessages: Infinity,
     // The sender decides about retries; a message is not silently requeued here.
     maxRequeues: 0,
-    connectionTimeout: 10_000,
-    greetingTimeout: 10_000,
-    socketTimeout: 30_000,
+    connectionTimeout: timeoutMs,
+    greetingTimeout: timeoutMs,
+    socketTimeout: timeoutMs,
     getSocket: secure ? undefined : noDelaySocket,
   });
 }

@@ -124,8 +124,26 @@ export function deliverSendTask(deps: Deps, mailer: Mailer): Task {
     contactStatus?: "bounced",
   ) => outcomes.add({ send, set, events, contactStatus });
 
-  return async (payload: unknown, helpers: JobHelpers) => {
+  /**
+   * A delivery that throws unexpectedly (not an SMTP answer: a lost database connection, a
+   * key that cannot be decrypted, a bug) is retried by graphile-worker with backoff; on its
+   * last attempt the send is ended `failed` (`internal_error`), so none stays `sending`.
+   */
+  const task = async (payload: unknown, helpers: JobHelpers) => {
     const { sendId } = DeliverSendPayload.parse(payload);
+    try {
+      await deliver(sendId, helpers);
+    } catch (err) {
+      const { attempts, max_attempts } = helpers.job;
+      if (attempts < max_attempts) throw err;
+      const message = err instanceof Error ? err.message.slice(0, 500) : String(err).slice(0, 500);
+      if (await repo.failUnfinished(db, sendId, "internal_error", message)) {
+        log.error("send failed: delivery kept throwing", { sendId, attempts, err });
+      }
+    }
+  };
+
+  async function deliver(sendId: string, helpers: JobHelpers) {
     const claimed = await claims.add(sendId);
     if (!claimed) {
       log.debug("deliver_send: nothing to do", { sendId });
@@ -168,6 +186,9 @@ export function deliverSendTask(deps: Deps, mailer: Mailer): Task {
       ? rewriteHtml(rendered.html, { trackClicks: send.track_clicks, trackOpens: send.track_opens, urls })
       : { html: undefined, links: [] };
     const missingVariables = rendered.missingVariables.length ? rendered.missingVariables : null;
+    // Before the attempt: a key that cannot be decrypted is this deployment's fault, not the
+    // relay's, so it fails the job (retried, then internal_error), not the delivery.
+    const dkim = await dkimFor(send.account_id, send.from_email);
     const started = performance.now();
     try {
       const result = await mailer.send({
@@ -185,7 +206,7 @@ export function deliverSendTask(deps: Deps, mailer: Mailer): Task {
           "List-Unsubscribe": `<${urls.unsubscribe}>`,
           "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
         },
-        dkim: await dkimFor(send.account_id, send.from_email),
+        dkim,
         // VERP: a bounce report to bounces+<token>@PP_BOUNCE_DOMAIN names its send.
         envelope: config.bounceDomain
           ? {
@@ -255,5 +276,7 @@ export function deliverSendTask(deps: Deps, mailer: Mailer): Task {
       log.info("send deferred", { sendId, accountId: send.account_id, attempts, smtpCode: code });
       throw err;
     }
-  };
+  }
+
+  return task;
 }

@@ -267,6 +267,26 @@ export async function recordOutcomes(db: Kysely<Database>, outcomes: Outcome[]):
     ${notifySelect}`.execute(db);
 }
 
+/**
+ * Ends a send that is still waiting or being delivered as `failed` with `code`, and records
+ * its `failed` event (announced like every event). A send already past `sending` is left as
+ * it is. Returns whether the send was changed.
+ */
+export async function failUnfinished(db: Kysely<Database>, sendId: string, code: string, message: string) {
+  const r = await sql`
+    with upd as (
+      update sends set status = 'failed', error_code = ${code}, error_message = ${message}, updated_at = now()
+      where id = ${sendId} and status in ('scheduled', 'queued', 'sending')
+      returning id, account_id),
+    ins as (
+      insert into email_events (send_id, account_id, type, data)
+      select id, account_id, 'failed', ${JSON.stringify({ code, message })}::jsonb from upd
+      returning id, send_id, account_id, type)
+    ${notifySelect}`.execute(db);
+  // One notify row per chunk of events: none when nothing was failed.
+  return r.rows.length > 0;
+}
+
 /** Updates a send's delivery outcome. */
 export function updateSend(db: Kysely<Database>, id: string, set: Partial<Insertable<SendsTable>>) {
   return db.updateTable("sends").set({ ...set, updated_at: sql`now()` }).where("id", "=", id).execute();
