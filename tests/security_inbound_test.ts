@@ -5,6 +5,7 @@
  * its window. Real SMTP both ways, real HTTP, real Postgres.
  */
 import nodemailer from "nodemailer";
+import { parseReport } from "../src/inbound/parse.ts";
 import { signatureHeader } from "../src/inbound/webhook.ts";
 import { assert, assertEquals, assertMatch } from "./assert.ts";
 import {
@@ -165,6 +166,88 @@ function postSigned(stack: Stack, path: string, body: unknown) {
     headers: { "content-type": "application/json", "x-pp-signature": signatureHeader(SECRET, raw) },
   });
 }
+
+Deno.test("parseReport: linear time, capped fields, encoded and nested parts", async (t) => {
+  const original = "Message-ID: <0190aaaa-bbbb-7ccc-8ddd-eeeeffff0000@shop.test>\r\nSubject: x";
+  const fields = (recipient: string, diagnostic: string) =>
+    `Reporting-MTA: dns; mx\r\n\r\nFinal-Recipient: rfc822; ${recipient}\r\nAction: failed\r\nStatus: 5.1.1\r\n` +
+    `Diagnostic-Code: smtp; ${diagnostic}\r\n`;
+  /** A DSN whose delivery-status part is `body` in transfer encoding `encoding`, optionally forwarded. */
+  const wrapped = (body: string, encoding: string, forwarded = false) => {
+    const report = [
+      'Content-Type: multipart/report; report-type=delivery-status; boundary="in"',
+      "",
+      "--in",
+      "Content-Type: message/delivery-status",
+      `Content-Transfer-Encoding: ${encoding}`,
+      "",
+      body,
+      "--in",
+      "Content-Type: message/rfc822",
+      "",
+      original,
+      "",
+      "body",
+      "--in--",
+      "",
+    ].join("\r\n");
+    const date = "Date: Tue, 02 Jan 2024 10:00:00 +0000\r\n";
+    if (!forwarded) return date + report;
+    return `${date}Content-Type: multipart/mixed; boundary=out\r\n\r\n--out\r\n\r\nfwd\r\n--out\r\n${report}--out--\r\n`;
+  };
+
+  await t.step("base64 and quoted-printable parts, a report inside a forwarded message", async () => {
+    const body = fields("<Buyer@Example.test>", "550 caf\u00e9 unknown");
+    const b64 = btoa(String.fromCharCode(...new TextEncoder().encode(body))).replace(/(.{76})/g, "$1\r\n");
+    const qp = body.replace("caf\u00e9", "caf=C3=A9").replace("smtp; 550", "smtp; 5=\r\n50");
+    for (
+      const raw of [
+        wrapped(body, "7bit"),
+        wrapped(b64, "base64"),
+        wrapped(qp, "quoted-printable"),
+        wrapped(body, "7bit", true),
+      ]
+    ) {
+      const [r, ...rest] = await parseReport(raw);
+      assertEquals(rest, []);
+      assertEquals([r.type, r.bounceType, r.status, r.recipient, r.diagnostic], [
+        "bounced",
+        "hard",
+        "5.1.1",
+        "buyer@example.test",
+        "550 caf\u00e9 unknown",
+      ]);
+      assertEquals(r.original.messageId, "<0190aaaa-bbbb-7ccc-8ddd-eeeeffff0000@shop.test>");
+      assertEquals(r.occurredAt, "2024-01-02T10:00:00.000Z");
+    }
+  });
+
+  await t.step("hostile fields are read in linear time and capped", async () => {
+    const groups = Array.from({ length: 5000 }, () => fields("a@b.test", "550 x").split("\r\n\r\n")[1]).join("\r\n");
+    for (
+      const [what, raw] of [
+        [
+          "Arrival-Date of 300,000 '('",
+          wrapped(`Arrival-Date: ${"(".repeat(300_000)}\r\n\r\n${fields("a@b", "x")}`, "7bit"),
+        ],
+        ["a 5 MB Diagnostic-Code", wrapped(fields("a@b", "y".repeat(5_000_000)), "7bit")],
+        ["5,000 recipient groups", wrapped(`Reporting-MTA: dns; mx\r\n\r\n${groups}`, "7bit")],
+        ["1,000,000 folded lines", wrapped(fields("a@b", `z${"\r\n (".repeat(1_000_000)}`), "7bit")],
+        [
+          "300,000 Content-Type lines",
+          "Content-Type: message/delivery-status\r\n\r\nStatus: 5.1.1\r\n".repeat(300_000),
+        ],
+      ] as const
+    ) {
+      const t0 = performance.now();
+      const items = await parseReport(raw);
+      const ms = performance.now() - t0;
+      assert(ms < 1000, `${what}: ${ms.toFixed(0)} ms`);
+      assert(items.length <= 200, `${what}: ${items.length} items`);
+      for (const i of items) assert((i.diagnostic?.length ?? 0) <= 1000, `${what}: diagnostic capped`);
+    }
+  });
+});
 
 Deno.test("hostile DSN and ARF reports: linear parsing, one event per send and type", opts, async (t) => {
   const stack = await startStack({ env: ENV });
