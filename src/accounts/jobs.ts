@@ -11,8 +11,11 @@ import type { Deps } from "../context.ts";
 import type { Database } from "../db/tables.ts";
 import { checkReputation, REPUTATION } from "./reputation.ts";
 
-/** The periodic jobs (graphile-worker crontab syntax): the reputation sweep, key cleanup. */
-export const CRONTAB = ["*/10 * * * * reputation_sweep", "17 * * * * idempotency_cleanup"].join("\n");
+/**
+ * The periodic jobs (graphile-worker crontab syntax): the reputation sweep, and retention
+ * (retention/jobs.ts: old sends, events, expired idempotency keys, outbox files).
+ */
+export const CRONTAB = ["*/10 * * * * reputation_sweep", "17 * * * * retention"].join("\n");
 
 const Payload = z.object({ accountId: z.uuid() });
 

@@ -13,6 +13,7 @@ import { type Kysely, sql } from "kysely";
 import type { Deps, Tenant } from "../context.ts";
 import type { Database } from "../db/tables.ts";
 import { AppError, type ErrorCode, type FieldError, invalid } from "../errors.ts";
+import { deleteKeysOlderThan } from "./repo.ts";
 
 /** Longest accepted key. */
 export const MAX_IDEMPOTENCY_KEY = 256;
@@ -111,10 +112,21 @@ export async function idempotent(
   return { ...result, replayed: false };
 }
 
-/** Deletes keys older than the TTL (the hourly `idempotency_cleanup` job). */
-export async function deleteExpiredKeys(db: Kysely<Database>): Promise<number> {
-  const r = await db.deleteFrom("idempotency_keys")
-    .where("created_at", "<", sql<Date>`now() - make_interval(hours => ${IDEMPOTENCY_TTL_HOURS})`)
-    .executeTakeFirst();
-  return Number(r.numDeletedRows);
+/**
+ * Deletes every key older than the TTL (the hourly `retention` job), at most `chunk` rows per
+ * statement, each its own short transaction, until none is left or `signal` aborts. Returns
+ * how many were deleted and in how many statements.
+ */
+export async function deleteExpiredKeys(
+  db: Kysely<Database>,
+  chunk = 10_000,
+  signal?: AbortSignal,
+): Promise<{ deleted: number; statements: number }> {
+  let deleted = 0, statements = 0, n: number;
+  do {
+    n = await deleteKeysOlderThan(db, IDEMPOTENCY_TTL_HOURS, chunk);
+    deleted += n;
+    statements++;
+  } while (n === chunk && !signal?.aborted);
+  return { deleted, statements };
 }
