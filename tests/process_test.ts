@@ -3,7 +3,16 @@
  * `worker` process serves only /healthz and delivers), and SIGTERM exits 0.
  */
 import { assertEquals, assertMatch } from "./assert.ts";
-import { opts, spawnMain, startStack, waitFor, waitForStatus } from "./helpers.ts";
+import {
+  dropDatabase,
+  freshDatabase,
+  opts,
+  spawnMain,
+  startStack,
+  startTaskFlags,
+  waitFor,
+  waitForStatus,
+} from "./helpers.ts";
 
 Deno.test("process: api role accepts, worker role delivers, SIGTERM exits 0", opts, async (t) => {
   const stack = await startStack({ env: { PP_ROLE: "api" } });
@@ -53,5 +62,42 @@ Deno.test("process: api role accepts, worker role delivers, SIGTERM exits 0", op
   } finally {
     if (worker) (worker as { child: Deno.ChildProcess }).child.kill("SIGKILL");
     await stack.stop();
+  }
+});
+
+Deno.test("process: a start with the defaults logs no warning", opts, async () => {
+  const databaseUrl = await freshDatabase();
+  const dataDir = await Deno.makeTempDir({ prefix: "pp-test-data-" });
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", ...await startTaskFlags(), new URL("../main.ts", import.meta.url).pathname],
+    env: { DATABASE_URL: databaseUrl, PORT: "0", PP_DATA_DIR: dataDir, PP_LOG_LEVEL: "warn" },
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  try {
+    const out = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let text = "";
+    while (!text.includes("listening on")) {
+      const { value, done } = await out.read();
+      if (done) break;
+      text += value;
+    }
+    assertMatch(text, /listening on/);
+    child.kill("SIGTERM");
+    const [status, stderr] = await Promise.all([
+      child.status,
+      new Response(child.stderr).text(),
+      (async () => {
+        while (!(await out.read()).done) { /* drain */ }
+      })(),
+    ]);
+    assertEquals(status.code, 0);
+    assertEquals(stderr.trim(), "", "warnings or errors on a default start");
+  } finally {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* exited */ }
+    await dropDatabase(databaseUrl);
+    await Deno.remove(dataDir, { recursive: true }).catch(() => {});
   }
 });
