@@ -9,7 +9,9 @@ import type { Deps, Principal, Tenant } from "./context.ts";
 import { fingerprint, idempotent, ReplayedError, validKey } from "./idempotency/service.ts";
 import { rateHeaders, RateLimiter } from "./ratelimit.ts";
 import { AppError } from "./errors.ts";
-import { createGraphQL, GRAPHQL_MAX_BODY_BYTES } from "./graphql/yoga.ts";
+import { shouldRenderGraphiQL } from "graphql-yoga";
+import { createGraphQL } from "./graphql/yoga.ts";
+import { BODY_LIMITS, readBody, readText } from "./rest/body.ts";
 import { json, problemResponse } from "./rest/problem.ts";
 import * as batches from "./batches/rest.ts";
 import { handleInbound } from "./inbound/webhook.ts";
@@ -26,8 +28,11 @@ function path(pattern: string): RegExp {
   return new RegExp(`^${pattern.replace(/:(\w+)/g, "(?<$1>[^/]+)")}$`);
 }
 
-/** The REST routes: method, path pattern, handler; `idempotent` routes honour Idempotency-Key. */
-const ROUTES: { method: string; pattern: RegExp; handler: Handler; idempotent?: boolean }[] = [
+/**
+ * The REST routes: method, path pattern, handler; `idempotent` routes honour Idempotency-Key;
+ * `maxBody` is the route's body limit in bytes (default `BODY_LIMITS.rest`).
+ */
+const ROUTES: { method: string; pattern: RegExp; handler: Handler; idempotent?: boolean; maxBody?: number }[] = [
   {
     method: "POST",
     pattern: path("/api/v1/sends"),
@@ -44,6 +49,7 @@ const ROUTES: { method: string; pattern: RegExp; handler: Handler; idempotent?: 
     pattern: path("/api/v1/sends/batch"),
     handler: (d, p, r) => batches.postBatch(d, p, r),
     idempotent: true,
+    maxBody: BODY_LIMITS.batch,
   },
   {
     method: "GET",
@@ -81,14 +87,15 @@ const TRACKING = /^\/(?<kind>t\/o|t\/c|u)\/(?<token>[^/]+)$/;
  * answers 503 until `ready()` says the process is fully started.
  */
 export function createApp(deps: Deps, opts: { healthOnly?: boolean; ready?: () => boolean } = {}): App {
-  const graphql = createGraphQL(deps);
   const limiter = deps.config.rateLimit.rate > 0
     ? new RateLimiter(deps.config.rateLimit.rate, deps.config.rateLimit.burst)
     : null;
+  const graphql = createGraphQL(deps, limiter);
 
   /**
-   * A tenant REST call: rate limit, then the handler (under its Idempotency-Key when the
-   * route takes one); POST answers carry the quota headers, every answer the rate headers.
+   * A tenant REST call: rate limit, the body read up to the route's limit, then the handler
+   * (under its Idempotency-Key when the route takes one); POST answers carry the quota
+   * headers, every answer the rate headers.
    */
   async function tenantCall(route: typeof ROUTES[number], t: Tenant, req: Request, params: Record<string, string>) {
     const rate = limiter?.take(t.apiKeyId);
@@ -102,25 +109,22 @@ export function createApp(deps: Deps, opts: { healthOnly?: boolean; ready?: () =
           `more than ${rate.limit} requests per second; retry in ${rate.retryAfter} s`,
         );
       }
+      // Read here, before anything parses it: the handler gets the bounded copy.
+      const body = req.body ? await readText(req, route.maxBody ?? BODY_LIMITS.rest) : null;
+      const bounded = body === null ? req : new Request(req.url, { method: req.method, headers: req.headers, body });
       const key = route.idempotent ? req.headers.get("idempotency-key") : null;
       if (key === null) {
-        const out = await withQuotaScope(() => route.handler(deps, t, req, params));
+        const out = await withQuotaScope(() => route.handler(deps, t, bounded, params));
         res = out.value;
         quota = out.quota;
       } else {
-        const body = await req.text();
         const out = await idempotent(
           deps,
           t,
           validKey(key, "Idempotency-Key"),
-          fingerprint(req.method, new URL(req.url).pathname, body),
+          fingerprint(req.method, new URL(req.url).pathname, body ?? ""),
           async () => {
-            const r = await route.handler(
-              deps,
-              t,
-              new Request(req.url, { method: req.method, headers: req.headers, body }),
-              params,
-            );
+            const r = await route.handler(deps, t, bounded, params);
             return { status: r.status, body: await r.json() };
           },
         );
@@ -166,28 +170,34 @@ export function createApp(deps: Deps, opts: { healthOnly?: boolean; ready?: () =
         }
         return new Response("Method not allowed\n", { status: 405 });
       } catch (err) {
+        // A body over the unsubscribe POST's limit: the caller's error, answered as such.
+        if (err instanceof AppError) return problemResponse(err, deps.log);
         deps.log.error("tracking endpoint failed", { path: url.pathname.slice(0, 4), err });
         return new Response("Temporarily unavailable\n", { status: 503 });
       }
     }
 
     if (url.pathname === "/graphql") {
-      // Checked on the declared length, as yoga's 413 did; a body without Content-Length
-      // (chunked) is not limited here, as REST bodies are not: put a limit in the proxy.
-      if (Number(req.headers.get("content-length") ?? 0) > GRAPHQL_MAX_BODY_BYTES) {
-        return json({
-          errors: [{
-            message: `the request body is over ${GRAPHQL_MAX_BODY_BYTES} bytes`,
-            extensions: { code: "payload_too_large" },
-          }],
-        }, 413);
-      }
+      // In this order, each before the next costs anything: the caller (headers only), its
+      // first rate token, the body up to its limit; then yoga parses, checks the document's
+      // limits (graphql/limits.ts) and runs it.
+      const graphqlError = (err: AppError) =>
+        json({ errors: [{ message: err.message, extensions: { code: err.code } }] }, err.status);
       let principal: Principal;
       try {
         principal = await authenticate(deps, req.headers);
       } catch (err) {
         if (!(err instanceof AppError)) throw err;
-        return json({ errors: [{ message: err.message, extensions: { code: err.code } }] }, err.status);
+        return graphqlError(err);
+      }
+      // Only the GraphiQL page (a browser's GET; yoga never runs an operation for it) is open.
+      if (!principal && !shouldRenderGraphiQL(req)) {
+        return graphqlError(
+          new AppError(
+            "unauthorized",
+            "an API key or the admin token is required (X-API-Key or Authorization: Bearer)",
+          ),
+        );
       }
       if (principal?.kind === "tenant" && limiter) {
         const rate = limiter.take(principal.apiKeyId);
@@ -204,7 +214,17 @@ export function createApp(deps: Deps, opts: { healthOnly?: boolean; ready?: () =
           );
         }
       }
-      return await graphql.fetch(req, { principal });
+      if (!req.body) return await graphql.fetch(req, { principal });
+      let body: Uint8Array<ArrayBuffer>;
+      try {
+        body = await readBody(req, BODY_LIMITS.graphql);
+      } catch (err) {
+        if (!(err instanceof AppError)) throw err;
+        return graphqlError(err);
+      }
+      return await graphql.fetch(new Request(req.url, { method: req.method, headers: req.headers, body }), {
+        principal,
+      });
     }
 
     // Relays' bounce/complaint reports: authenticated by X-PP-Signature, not by an API key.

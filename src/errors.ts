@@ -7,6 +7,7 @@
 /** The codes of API.md with the HTTP status each one answers. */
 export const ERROR_STATUS = {
   invalid_json: 400,
+  query_too_complex: 400,
   unauthorized: 401,
   forbidden: 403,
   sending_paused: 403,
@@ -14,6 +15,7 @@ export const ERROR_STATUS = {
   method_not_allowed: 405,
   not_cancellable: 409,
   idempotency_conflict: 409,
+  payload_too_large: 413,
   validation_failed: 422,
   template_not_found: 422,
   contact_not_found: 422,
@@ -23,6 +25,7 @@ export const ERROR_STATUS = {
   quota_exceeded: 429,
   rate_limited: 429,
   internal: 500,
+  unavailable: 503,
 } as const;
 
 /** An error code of the public contract. */
@@ -59,4 +62,43 @@ export function invalid(path: string, message: string): AppError {
 export function isUniqueViolation(err: unknown, constraint?: string): boolean {
   const e = err as { code?: unknown; constraint?: unknown } | null;
   return e?.code === "23505" && (constraint === undefined || e.constraint === constraint);
+}
+
+/** Seconds a caller is asked to wait (`Retry-After`) while the database cannot be reached. */
+export const UNAVAILABLE_RETRY_AFTER_S = 5;
+
+// Socket errors, and SQLSTATE classes 08 (connection exception) and 57P (operator
+// intervention: shutdown, crash, not yet accepting connections).
+const UNREACHABLE = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "EHOSTUNREACH", "ENOTFOUND"]);
+const UNREACHABLE_MESSAGES = [
+  "Connection terminated",
+  "timeout exceeded when trying to connect",
+  "Client has encountered a connection error",
+  "Connection terminated unexpectedly",
+  "terminating connection due to administrator command",
+];
+
+/**
+ * Whether an error means Postgres cannot be reached right now (stopped, restarting, out of
+ * connections, a broken connection) rather than a bug: such an error is answered `503
+ * unavailable` with Retry-After, and the work is retried, never failed.
+ */
+export function isDatabaseUnavailable(err: unknown): boolean {
+  for (let e = err as { code?: unknown; message?: unknown; cause?: unknown } | null, i = 0; e && i < 4; i++) {
+    const code = typeof e.code === "string" ? e.code : "";
+    if (UNREACHABLE.has(code) || code.startsWith("08") || code.startsWith("57P")) return true;
+    const message = typeof e.message === "string" ? e.message : "";
+    if (UNREACHABLE_MESSAGES.some((m) => message.includes(m))) return true;
+    e = e.cause as typeof e;
+  }
+  return false;
+}
+
+/** The AppError a caller sees for `err`: itself, `unavailable` when the database is away, else null (unexpected). */
+export function asAppError(err: unknown): AppError | null {
+  if (err instanceof AppError) return err;
+  if (isDatabaseUnavailable(err)) {
+    return new AppError("unavailable", "the database cannot be reached; retry shortly");
+  }
+  return null;
 }

@@ -20,23 +20,26 @@ export class RateLimiter {
 
   constructor(readonly rate: number, readonly burst: number, private readonly now = () => performance.now()) {}
 
-  /** Takes one token for `key`, if there is one. */
-  take(key: string): RateDecision {
+  /**
+   * Takes `n` tokens (default 1) for `key` if it has them all, else none. A GraphQL operation
+   * takes one per root field, so `n` can exceed `burst`: such a request is never allowed.
+   */
+  take(key: string, n = 1): RateDecision {
     const now = this.now();
     const b = this.#buckets.get(key) ?? { tokens: this.burst, at: now };
     b.tokens = Math.min(this.burst, b.tokens + ((now - b.at) / 1000) * this.rate);
     b.at = now;
     if (this.#buckets.size > 100_000) this.#buckets.clear();
     this.#buckets.set(key, b);
-    if (b.tokens >= 1) {
-      b.tokens -= 1;
+    if (b.tokens >= n) {
+      b.tokens -= n;
       return { allowed: true, limit: this.rate, remaining: Math.floor(b.tokens), retryAfter: 0 };
     }
     return {
       allowed: false,
       limit: this.rate,
-      remaining: 0,
-      retryAfter: Math.max(1, Math.ceil((1 - b.tokens) / this.rate)),
+      remaining: Math.floor(b.tokens),
+      retryAfter: Math.max(1, Math.ceil((Math.min(n, this.burst) - b.tokens) / this.rate)),
     };
   }
 }

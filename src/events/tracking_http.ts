@@ -6,6 +6,7 @@
  */
 import type { Deps } from "../context.ts";
 import { type TokenKind, verifyToken } from "../mail/tracking.ts";
+import { BODY_LIMITS, readText } from "../rest/body.ts";
 import type { RecordedEventType, RecordEventPayload } from "./inputs.ts";
 import { GroupCommit } from "../db/group_commit.ts";
 import { recordEvents } from "./jobs.ts";
@@ -170,7 +171,7 @@ export async function unsubscribePost(
 ): Promise<Response> {
   const c = claims(deps, token, "unsubscribe");
   if (!c) return NOT_FOUND();
-  const body = await req.text().catch(() => "");
+  const body = await readText(req, BODY_LIMITS.unsubscribe);
   const oneClick = new URLSearchParams(body).get("List-Unsubscribe") === "One-Click";
   await record(deps, c.sendId, "unsubscribed", req, remote, { via: oneClick ? "one-click" : "page" });
   return page("Unsubscribed", `<h1>You are unsubscribed.</h1><p>You will not receive these emails any more.</p>`);

@@ -3,7 +3,8 @@
  * schema.ts, which src/graphql/schema.ts imports.
  */
 import SchemaBuilder from "@pothos/core";
-import { GraphQLError, Kind, valueFromASTUntyped } from "graphql";
+import ComplexityPlugin, { type FieldComplexityValue } from "@pothos/plugin-complexity";
+import { getNullableType, GraphQLError, type GraphQLField, isListType, Kind, valueFromASTUntyped } from "graphql";
 import type { Deps, Principal } from "../context.ts";
 
 /** What every resolver receives. */
@@ -25,8 +26,42 @@ export interface BuilderTypes {
 /** The resolved schema types, for helpers that take refs (connection.ts). */
 export type Types = PothosSchemaTypes.ExtendDefaultTypes<BuilderTypes>;
 
+/** How many rows a list field is counted as when its `first`/`limit` is not given. */
+const DEFAULT_LIST_ROWS = 10;
+/** How many rows a paginated field (it takes `first` or `limit`) is counted as when the argument is absent. */
+const DEFAULT_PAGE_ROWS = 20;
+
+/**
+ * The cost of one field for the limit in limits.ts: 1, times its rows for what it selects.
+ * A field that takes `first` or `limit` is that many rows (at least 1); a connection's
+ * `edges` and `nodes` are its rows already (counted by the connection field); any other list
+ * is {@link DEFAULT_LIST_ROWS}.
+ */
+function fieldCost(
+  args: Record<string, unknown>,
+  _ctx: GraphQLContext,
+  field: GraphQLField<unknown, GraphQLContext>,
+): FieldComplexityValue {
+  const rows = args.first ?? args.limit;
+  if (typeof rows === "number") return { field: 1, multiplier: Math.max(1, rows) };
+  if (field.args.some((a) => a.name === "first" || a.name === "limit")) {
+    return { field: 1, multiplier: DEFAULT_PAGE_ROWS };
+  }
+  if (!isListType(getNullableType(field.type))) return 1;
+  if (field.name === "edges" || field.name === "nodes") return { field: 1, multiplier: 1 };
+  return { field: 1, multiplier: DEFAULT_LIST_ROWS };
+}
+
 /** The one schema builder of the app. */
-export const builder = new SchemaBuilder<BuilderTypes>({ defaultFieldNullability: false });
+export const builder = new SchemaBuilder<BuilderTypes>({
+  defaultFieldNullability: false,
+  plugins: [ComplexityPlugin],
+  complexity: {
+    fieldComplexity: fieldCost,
+    // The limit is checked once before execution (limits.ts), not again in each root resolver.
+    disabled: true,
+  },
+});
 
 builder.scalarType("DateTime", {
   description: "An ISO 8601 timestamp. Inputs must carry a time zone offset (`Z` or `+02:00`).",

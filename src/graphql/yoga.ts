@@ -3,24 +3,38 @@
  * browser. AppErrors keep their message and carry `extensions.code`; anything else is
  * logged in full and masked.
  */
-import { GraphQLError } from "graphql";
+import { type DocumentNode, GraphQLError } from "graphql";
 import { createYoga } from "graphql-yoga";
 import { useGraphQlJit } from "@envelop/graphql-jit";
+import { LRUCache } from "lru-cache";
 import type { Deps, Principal } from "../context.ts";
 import { AppError } from "../errors.ts";
+import type { RateLimiter } from "../ratelimit.ts";
 import type { GraphQLContext } from "./builder.ts";
+import { queryLimits } from "./limits.ts";
 import { schema } from "./schema.ts";
 
-/** The largest GraphQL request body accepted (yoga's own default limit), in bytes. */
-export const GRAPHQL_MAX_BODY_BYTES = 25_000_000;
+/** Rough bytes a parsed document holds per token (token, AST node, location), for the cache's bound. */
+const BYTES_PER_TOKEN = 200;
+
+/** The tokens of a parsed document (its location's token list), once per cache miss. */
+function tokenCount(doc: DocumentNode): number {
+  let n = 0;
+  for (let t = doc.loc?.startToken ?? null; t; t = t.next) n++;
+  return n;
+}
 
 /** Server context passed per request by app.ts. */
 export interface ServerContext {
   principal: Principal;
 }
 
-/** Builds the yoga handler; call `fetch(request, { principal })`. */
-export function createGraphQL(deps: Deps) {
+/**
+ * Builds the yoga handler; call `fetch(request, { principal })` once app.ts has authenticated
+ * the caller, taken its first rate token from `limiter` (null: no rate limit) and bounded the
+ * body. The limits of limits.ts run inside.
+ */
+export function createGraphQL(deps: Deps, limiter: RateLimiter | null = null) {
   return createYoga<ServerContext, GraphQLContext>({
     schema,
     graphqlEndpoint: "/graphql",
@@ -31,11 +45,24 @@ export function createGraphQL(deps: Deps) {
     // No file uploads in this API.
     multipart: false,
     // yoga enforces its body limit while streaming the body chunk by chunk: ~75 µs of the
-    // ~145 µs it spends on a `{ __typename }` request. app.ts refuses a declared length over
-    // GRAPHQL_MAX_BODY_BYTES before yoga runs instead (see there).
+    // ~145 µs it spends on a `{ __typename }` request. app.ts reads the body up to
+    // BODY_LIMITS.graphql before yoga runs instead (see there).
     maxRequestBodySize: false,
+    // yoga's caches hold up to 1,024 documents each, keyed by the source text: a stream of
+    // distinct multi-megabyte documents would hold gigabytes. Parsed documents are kept up to
+    // ~32 MB in all; failed parses are not kept (the token limit makes them cheap to repeat).
+    parserAndValidationCache: {
+      documentCache: new LRUCache<string, DocumentNode>({
+        max: 1024,
+        ttl: 3_600_000,
+        maxSize: 32_000_000,
+        sizeCalculation: (doc, source) => source.length + BYTES_PER_TOKEN * tokenCount(doc),
+      }),
+      errorCache: { get: () => undefined, set: () => {} },
+    },
     context: ({ principal }) => ({ deps, principal }),
-    plugins: [useGraphQlJit()],
+    // The limits come first: they refuse a document before graphql-jit's execute compiles it.
+    plugins: [...queryLimits(limiter), useGraphQlJit()],
     maskedErrors: {
       maskError(error) {
         const original = error instanceof GraphQLError ? error.originalError : error;

@@ -18,6 +18,7 @@ import { createHmac, timingSafeEqual } from "node:crypto";
 import { Buffer } from "node:buffer";
 import type { Deps } from "../context.ts";
 import { AppError } from "../errors.ts";
+import { BODY_LIMITS, readBody } from "../rest/body.ts";
 import { json, problemResponse } from "../rest/problem.ts";
 import { parseInput } from "../validation.ts";
 import { type InboundEvent, SesNotification, SnsEnvelope, WebhookBody } from "./inputs.ts";
@@ -76,7 +77,7 @@ export function signatureProblem(
 
 /** The raw body, once authenticated; throws 401 otherwise. */
 async function authenticatedBody(deps: Deps, req: Request, route: string): Promise<Uint8Array> {
-  const body = new Uint8Array(await req.arrayBuffer());
+  const body = await readBody(req, BODY_LIMITS.inbound);
   const problem = signatureProblem(deps.config.inboundSecret, req.headers.get(SIGNATURE_HEADER), body);
   if (problem) {
     deps.log.warn("inbound webhook refused", { route, reason: problem });
