@@ -38,6 +38,7 @@ const ROUTES: { method: string; pattern: RegExp; handler: Handler; idempotent?: 
     pattern: path("/api/v1/sends"),
     handler: (d, p, r) => sends.postSend(d, p, r),
     idempotent: true,
+    maxBody: BODY_LIMITS.send,
   },
   {
     method: "GET",

@@ -13,9 +13,9 @@ const MiB = 1024 * KiB;
 /**
  * The body limit of each route, in bytes. What fits, and why each is what it is:
  *
- * - `rest` 1 MiB: a single send (its personalizations, tags, subject) and every other REST
- *   call. Attachments (25 MB decoded, ~34 MB as base64 JSON) need this raised for the send
- *   routes only: give those routes their own entry here and name it in their ROUTES line.
+ * - `rest` 1 MiB: every REST call that names no limit of its own in app.ts's ROUTES.
+ * - `send` 1 MiB: a single send (personalizations are at most 64 KB). Attachments (25 MB
+ *   decoded, ~34 MB as base64 JSON) need this one raised (and `graphql`, for `createSend`).
  * - `batch` 4 MiB: a full batch of 1,000 recipients with 1 KB of personalizations each is
  *   ~1.2 MB of JSON; 4 MiB leaves room for escaped text and per-recipient fields.
  * - `graphql` 4 MiB: the same batch through `createBatchSend`.
@@ -28,6 +28,7 @@ const MiB = 1024 * KiB;
  */
 export const BODY_LIMITS = {
   rest: 1 * MiB,
+  send: 1 * MiB,
   batch: 4 * MiB,
   graphql: 4 * MiB,
   inbound: 1 * MiB,
