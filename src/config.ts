@@ -27,7 +27,7 @@ const EnvSchema = z.object({
   PP_SMTP_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(30_000),
   PP_RENDER_TIMEOUT_MS: z.coerce.number().int().min(50).max(60_000).default(2000),
   PP_RENDER_WORKERS: z.coerce.number().int().min(1).max(16).default(2),
-  PP_DB_POOL_SIZE: z.coerce.number().int().min(2).max(250).optional(),
+  PP_DB_POOL_SIZE: z.coerce.number().int().min(2).max(200).default(50),
   PP_LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
   PP_BOUNCE_DOMAIN: z.string().regex(/^[A-Za-z0-9.-]+$/, "must be a domain name").optional(),
   PP_INBOUND_SMTP_PORT: z.coerce.number().int().min(0).max(65535).optional(),
@@ -88,10 +88,7 @@ export interface Config {
   renderTimeoutMs: number;
   /** Render sandbox processes per service process (see mail/render.ts). Default 2. */
   renderWorkers: number;
-  /**
-   * Postgres connections per process, opened as needed. Default PP_WORKER_CONCURRENCY + 10
-   * (110): graphile-worker wants one per concurrent job, and warns on every start otherwise.
-   */
+  /** Postgres connections per process for the service, opened as needed. Default 50. */
   dbPoolSize: number;
   /** Lowest log level written. Default info. */
   logLevel: "debug" | "info" | "warn" | "error";
@@ -151,7 +148,7 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     smtpTimeoutMs: e.PP_SMTP_TIMEOUT_MS,
     renderTimeoutMs: e.PP_RENDER_TIMEOUT_MS,
     renderWorkers: e.PP_RENDER_WORKERS,
-    dbPoolSize: e.PP_DB_POOL_SIZE ?? e.PP_WORKER_CONCURRENCY + 10,
+    dbPoolSize: e.PP_DB_POOL_SIZE,
     logLevel: e.PP_LOG_LEVEL,
     bounceDomain: e.PP_BOUNCE_DOMAIN,
     inboundSmtpPort: e.PP_INBOUND_SMTP_PORT,

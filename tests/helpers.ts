@@ -205,9 +205,14 @@ export interface Stack {
   stop(): Promise<void>;
 }
 
-/** Starts the whole service on a fresh database with an SMTP sink as SMTP_URL (unless `smtp: false`). */
-export async function startStack(opts: { smtp?: boolean; env?: Record<string, string> } = {}): Promise<Stack> {
-  const databaseUrl = await freshDatabase();
+/**
+ * Starts the whole service on a fresh database (or `databaseUrl`, which the caller owns) with
+ * an SMTP sink as SMTP_URL (unless `smtp: false`).
+ */
+export async function startStack(
+  opts: { smtp?: boolean; env?: Record<string, string>; databaseUrl?: string } = {},
+): Promise<Stack> {
+  const databaseUrl = opts.databaseUrl ?? await freshDatabase();
   const sink = await startSmtpSink();
   const dataDir = await Deno.makeTempDir({ prefix: "pp-test-data-" });
   const config = loadConfig({
@@ -318,7 +323,7 @@ export async function startStack(opts: { smtp?: boolean; env?: Record<string, st
       await service.stop();
       await pool.end();
       await sink.close();
-      await dropDatabase(databaseUrl);
+      if (!opts.databaseUrl) await dropDatabase(databaseUrl);
       await Deno.remove(dataDir, { recursive: true }).catch(() => {});
     },
   };

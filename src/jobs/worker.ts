@@ -20,6 +20,7 @@ import { retentionTask } from "../retention/jobs.ts";
 import { recordEventTask } from "../events/jobs.ts";
 import { deliverSendTask, promoteScheduledTask, schedulePromotion } from "../sends/jobs.ts";
 import { startHeartbeat } from "./heartbeat.ts";
+import { openPool } from "../db/database.ts";
 
 /**
  * How our runner pulls and completes jobs (the benchmark runs its no-op baseline with the
@@ -55,11 +56,11 @@ export interface Worker {
 }
 
 /**
- * Starts the runner with every task and its heartbeat (heartbeat.ts); resolves once it is
- * listening for jobs. It also (re)starts the promote_scheduled cycle at once, so deferred
- * sends are looked at on start.
+ * Starts the runner, on its own pool to `databaseUrl`, with every task and its heartbeat
+ * (heartbeat.ts); resolves once it is listening for jobs. It also (re)starts the
+ * promote_scheduled cycle at once, so deferred sends are looked at on start.
  */
-export async function startWorker(deps: Deps, mailer: Mailer): Promise<Worker> {
+export async function startWorker(deps: Deps, mailer: Mailer, databaseUrl: string): Promise<Worker> {
   const { config, log } = deps;
   await schedulePromotion(deps.db, 0);
   const logger = new Logger(() => (level, message) => {
@@ -71,12 +72,17 @@ export async function startWorker(deps: Deps, mailer: Mailer): Promise<Worker> {
     else if (level === "warning") log.warn(message, { scope: "graphile-worker" });
     else log.debug(message, { scope: "graphile-worker" });
   });
+  // graphile-worker's own connections: its job fetches, completions and LISTEN use a few, but
+  // it asks for a pool of at least its concurrency (a warning on every start otherwise). Our
+  // tasks use deps.db, so this pool never opens more than graphile-worker itself needs, and
+  // the service's pool (PP_DB_POOL_SIZE) stays within a default Postgres's 100 connections.
+  const jobsPool = openPool(databaseUrl, config.workerConcurrency);
   // The pools this runner creates: the ids their job locks carry (locked_by).
   const pools: string[] = [];
   const events: WorkerEvents = new EventEmitter();
   events.on("pool:create", ({ workerPool }) => pools.push(workerPool.id));
   const runner = await run({
-    pgPool: deps.pool,
+    pgPool: jobsPool,
     logger,
     events,
     noHandleSignals: true,
@@ -101,6 +107,7 @@ export async function startWorker(deps: Deps, mailer: Mailer): Promise<Worker> {
     async stop() {
       await runner.stop();
       await heartbeat.stop();
+      await jobsPool.end();
     },
   };
 }
