@@ -8,7 +8,8 @@ import { quotaOf } from "./accounts/repo.ts";
 import type { Deps, Principal, Tenant } from "./context.ts";
 import { fingerprint, idempotent, ReplayedError, validKey } from "./idempotency/service.ts";
 import { rateHeaders, RateLimiter } from "./ratelimit.ts";
-import { AppError } from "./errors.ts";
+import { AppError, asAppError, UNAVAILABLE_RETRY_AFTER_S } from "./errors.ts";
+import { ping } from "./db/database.ts";
 import { shouldRenderGraphiQL } from "graphql-yoga";
 import { createGraphQL } from "./graphql/yoga.ts";
 import { BODY_LIMITS, readBody, readText } from "./rest/body.ts";
@@ -76,6 +77,31 @@ const ROUTES: { method: string; pattern: RegExp; handler: Handler; idempotent?: 
   },
 ];
 
+/** How long /healthz trusts its last look at the database, ms. */
+const HEALTH_CACHE_MS = 1_000;
+/** How long /healthz waits for the database before it says it is unreachable, ms. */
+const HEALTH_TIMEOUT_MS = 2_000;
+
+/**
+ * Whether the database answers, for /healthz: one `select 1` at most every HEALTH_CACHE_MS
+ * (probes from several load balancers share it), answered within HEALTH_TIMEOUT_MS.
+ */
+function healthCheck(deps: Deps) {
+  let last = { at: -Infinity, ok: true };
+  let inFlight: Promise<boolean> | null = null;
+  return {
+    reachable(): Promise<boolean> {
+      if (performance.now() - last.at < HEALTH_CACHE_MS) return Promise.resolve(last.ok);
+      inFlight ??= ping(deps.pool, HEALTH_TIMEOUT_MS).then((ok) => {
+        last = { at: performance.now(), ok };
+        inFlight = null;
+        return ok;
+      });
+      return inFlight;
+    },
+  };
+}
+
 /** The HTTP handler; `info` (from Deno.serve) gives the client's address to tracking. */
 export interface App {
   fetch(req: Request, info?: Deno.ServeHandlerInfo): Promise<Response>;
@@ -92,6 +118,7 @@ export function createApp(deps: Deps, opts: { healthOnly?: boolean; ready?: () =
     ? new RateLimiter(deps.config.rateLimit.rate, deps.config.rateLimit.burst)
     : null;
   const graphql = createGraphQL(deps, limiter);
+  const database = healthCheck(deps);
 
   /**
    * A tenant REST call: rate limit, the body read up to the route's limit, then the handler
@@ -136,10 +163,13 @@ export function createApp(deps: Deps, opts: { healthOnly?: boolean; ready?: () =
       res = problemResponse(err, deps.log, { method: req.method, path: new URL(req.url).pathname });
       if (err instanceof ReplayedError) headers.set("idempotent-replayed", "true");
     }
-    if (req.method === "POST" && !(rate && !rate.allowed)) {
-      const q = quota ?? await quotaOf(deps.db, t.accountId);
-      headers.set("x-quota-limit", q.limit === null ? "unlimited" : String(q.limit));
-      headers.set("x-quota-remaining", q.limit === null ? "unlimited" : String(Math.max(q.limit - q.used, 0)));
+    if (req.method === "POST" && !(rate && !rate.allowed) && res.status !== 503) {
+      // Best effort: the answer stands without them if the read fails.
+      const q = quota ?? await quotaOf(deps.db, t.accountId).catch(() => null);
+      if (q) {
+        headers.set("x-quota-limit", q.limit === null ? "unlimited" : String(q.limit));
+        headers.set("x-quota-remaining", q.limit === null ? "unlimited" : String(Math.max(q.limit - q.used, 0)));
+      }
     }
     headers.forEach((v, k) => res.headers.set(k, v));
     return res;
@@ -148,7 +178,12 @@ export function createApp(deps: Deps, opts: { healthOnly?: boolean; ready?: () =
   async function handle(req: Request, info?: Deno.ServeHandlerInfo): Promise<Response> {
     const url = new URL(req.url);
     if (url.pathname === "/healthz") {
-      return opts.ready && !opts.ready() ? json({ status: "starting" }, 503) : json({ status: "ok" });
+      if (opts.ready && !opts.ready()) return json({ status: "starting" }, 503);
+      return (await database.reachable())
+        ? json({ status: "ok" })
+        : json({ status: "unavailable", reason: "the database cannot be reached" }, 503, {
+          "retry-after": String(UNAVAILABLE_RETRY_AFTER_S),
+        });
     }
     if (opts.healthOnly) {
       return problemResponse(new AppError("not_found", "this process runs the worker only"), deps.log);
@@ -183,13 +218,18 @@ export function createApp(deps: Deps, opts: { healthOnly?: boolean; ready?: () =
       // first rate token, the body up to its limit; then yoga parses, checks the document's
       // limits (graphql/limits.ts) and runs it.
       const graphqlError = (err: AppError) =>
-        json({ errors: [{ message: err.message, extensions: { code: err.code } }] }, err.status);
+        json(
+          { errors: [{ message: err.message, extensions: { code: err.code } }] },
+          err.status,
+          err.status === 503 ? { "retry-after": String(UNAVAILABLE_RETRY_AFTER_S) } : undefined,
+        );
       let principal: Principal;
       try {
         principal = await authenticate(deps, req.headers);
       } catch (err) {
-        if (!(err instanceof AppError)) throw err;
-        return graphqlError(err);
+        const app = asAppError(err);
+        if (!app) throw err;
+        return graphqlError(app);
       }
       // Only the GraphiQL page (a browser's GET; yoga never runs an operation for it) is open.
       if (!principal && !shouldRenderGraphiQL(req)) {

@@ -57,3 +57,14 @@ export function openDb(url: string, max = 20): Db {
     },
   };
 }
+
+/** Whether Postgres answers `select 1` on `pool` within `timeoutMs` (never throws). */
+export async function ping(pool: pg.Pool, timeoutMs: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<boolean>((r) => timer = setTimeout(() => r(false), timeoutMs));
+  try {
+    return await Promise.race([pool.query("select 1").then(() => true, () => false), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

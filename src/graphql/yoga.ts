@@ -8,7 +8,7 @@ import { createYoga } from "graphql-yoga";
 import { useGraphQlJit } from "@envelop/graphql-jit";
 import { LRUCache } from "lru-cache";
 import type { Deps, Principal } from "../context.ts";
-import { AppError } from "../errors.ts";
+import { asAppError, UNAVAILABLE_RETRY_AFTER_S } from "../errors.ts";
 import type { RateLimiter } from "../ratelimit.ts";
 import type { GraphQLContext } from "./builder.ts";
 import { queryLimits } from "./limits.ts";
@@ -66,11 +66,19 @@ export function createGraphQL(deps: Deps, limiter: RateLimiter | null = null) {
     maskedErrors: {
       maskError(error) {
         const original = error instanceof GraphQLError ? error.originalError : error;
-        if (original instanceof AppError) {
-          return new GraphQLError(original.message, {
+        const app = asAppError(original);
+        if (app) {
+          return new GraphQLError(app.message, {
             nodes: error instanceof GraphQLError ? error.nodes : undefined,
             path: error instanceof GraphQLError ? error.path : undefined,
-            extensions: { code: original.code, ...(original.errors ? { errors: original.errors } : {}) },
+            extensions: {
+              code: app.code,
+              ...(app.errors ? { errors: app.errors } : {}),
+              // A database outage answers 503 with Retry-After, like REST (yoga reads `http`).
+              ...(app.code === "unavailable"
+                ? { http: { status: 503, headers: { "retry-after": String(UNAVAILABLE_RETRY_AFTER_S) } } }
+                : {}),
+            },
           });
         }
         // Parse, validation and scalar errors are the client's and safe to show.

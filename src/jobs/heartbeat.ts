@@ -20,19 +20,45 @@ export interface Heartbeat {
 }
 
 /**
+ * Frees the jobs of pools this process knows are dead (its own runner, stopped by an outage)
+ * at once, without waiting for their heartbeat to go stale.
+ */
+export async function freePools(deps: Deps, poolIds: string[]): Promise<void> {
+  if (poolIds.length === 0) return;
+  await deps.db.transaction().execute(async (trx) => {
+    await repo.unlockPools(trx, poolIds);
+    await repo.forget(trx, poolIds);
+  });
+}
+
+/**
  * Beats for `poolIds()` (read on every beat: pools are created as the runner starts) and
  * reaps dead pools, at once and then every HEARTBEAT_MS. A beat that fails (Postgres away)
- * is logged and tried again at the next one.
+ * is logged and tried again at the next one; the first beat that works again calls
+ * `onReconnect` with the time (performance.now()) of the first failed one (the worker
+ * restarts its runner then, see worker.ts).
  */
-export function startHeartbeat(deps: Deps, poolIds: () => string[]): Heartbeat {
+export function startHeartbeat(
+  deps: Deps,
+  poolIds: () => string[],
+  onReconnect: (downSince: number) => void,
+): Heartbeat {
   const { db, log } = deps;
   let timer: ReturnType<typeof setTimeout> | undefined;
   let running: Promise<void> = Promise.resolve();
   let stopped = false;
+  /** When the first failed beat of the current outage was, or null while the database answers. */
+  let downSince: number | null = null;
 
   async function once() {
     try {
       await repo.beat(db, poolIds());
+      if (downSince !== null) {
+        const since = downSince;
+        downSince = null;
+        log.info("database reachable again");
+        onReconnect(since);
+      }
       const freed = await db.transaction().execute(async (trx) => {
         const dead = await repo.claimDeadPools(trx, DEAD_AFTER_S);
         if (dead.length) await repo.unlockPools(trx, dead);
@@ -40,7 +66,8 @@ export function startHeartbeat(deps: Deps, poolIds: () => string[]): Heartbeat {
       });
       if (freed.length) log.warn("jobs of dead workers freed", { pools: freed });
     } catch (err) {
-      log.warn("worker heartbeat failed; retrying", { err: err instanceof Error ? err : new Error(String(err)) });
+      downSince ??= performance.now();
+      log.warn("worker heartbeat failed; retrying", { err: String(err) });
     }
   }
 

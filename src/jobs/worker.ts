@@ -19,7 +19,7 @@ import { expandSegmentTask } from "../batches/jobs.ts";
 import { retentionTask } from "../retention/jobs.ts";
 import { recordEventTask } from "../events/jobs.ts";
 import { deliverSendTask, promoteScheduledTask, schedulePromotion } from "../sends/jobs.ts";
-import { startHeartbeat } from "./heartbeat.ts";
+import { freePools, startHeartbeat } from "./heartbeat.ts";
 import { openPool } from "../db/database.ts";
 
 /**
@@ -77,35 +77,87 @@ export async function startWorker(deps: Deps, mailer: Mailer, databaseUrl: strin
   // tasks use deps.db, so this pool never opens more than graphile-worker itself needs, and
   // the service's pool (PP_DB_POOL_SIZE) stays within a default Postgres's 100 connections.
   const jobsPool = openPool(databaseUrl, config.workerConcurrency);
-  // The pools this runner creates: the ids their job locks carry (locked_by).
-  const pools: string[] = [];
+  // The pools of the runner that is running: the ids its job locks carry (locked_by).
+  let pools: string[] = [];
   const events: WorkerEvents = new EventEmitter();
   events.on("pool:create", ({ workerPool }) => pools.push(workerPool.id));
-  const runner = await run({
-    pgPool: jobsPool,
-    logger,
-    events,
-    noHandleSignals: true,
-    // Running jobs get most of the stop's time to finish; then they are failed back for a
-    // retry, leaving the rest for closing the database before main.ts's deadline.
-    gracefulShutdownAbortTimeout: Math.max(100, config.shutdownTimeoutMs - 2_000),
-    ...runnerSettings(config),
-    crontab: CRONTAB,
-    taskList: {
-      deliver_send: deliverSendTask(deps, mailer),
-      promote_scheduled: promoteScheduledTask(deps),
-      expand_segment: expandSegmentTask(deps),
-      record_event: recordEventTask(deps),
-      reputation_check: reputationCheckTask(deps),
-      reputation_sweep: reputationSweepTask(deps),
-      // Also deletes expired idempotency keys (the former idempotency_cleanup task).
-      retention: retentionTask(deps),
-    },
-  });
-  const heartbeat = startHeartbeat(deps, () => pools);
+  // Built once: the tasks hold this process's group commits and caches across restarts.
+  const taskList = {
+    deliver_send: deliverSendTask(deps, mailer),
+    promote_scheduled: promoteScheduledTask(deps),
+    expand_segment: expandSegmentTask(deps),
+    record_event: recordEventTask(deps),
+    reputation_check: reputationCheckTask(deps),
+    reputation_sweep: reputationSweepTask(deps),
+    // Also deletes expired idempotency keys (the former idempotency_cleanup task).
+    retention: retentionTask(deps),
+  };
+  const start = () =>
+    run({
+      pgPool: jobsPool,
+      logger,
+      events,
+      noHandleSignals: true,
+      // Running jobs get most of the stop's time to finish; then they are failed back for a
+      // retry, leaving the rest for closing the database before main.ts's deadline.
+      gracefulShutdownAbortTimeout: Math.max(100, config.shutdownTimeoutMs - 2_000),
+      ...runnerSettings(config),
+      crontab: CRONTAB,
+      taskList,
+    });
+
+  let stopping = false;
+  let runner = await start();
+  let startedAt = performance.now();
+  let restarting: Promise<void> | null = null;
+
+  /**
+   * A fresh runner, after graphile-worker's own ended itself (its pool lost the database) or
+   * after an outage (its listener, local queue and batched completions may be wedged: jobs
+   * whose completion failed stay locked by a pool that still runs). The old runner is
+   * killed and its pools' jobs are freed at once; a job it was still running may go out
+   * twice (what was in flight bounds the duplicates). Retried with backoff while Postgres
+   * is away.
+   */
+  const restart = (why: string, outageSince?: number) => {
+    // A runner started since the outage began is fresh already.
+    if (outageSince !== undefined && startedAt > outageSince) return;
+    restarting ??= (async () => {
+      log.warn("restarting the job runner", { why, pools });
+      const old = runner;
+      const dead = pools;
+      pools = [];
+      await old.kill("restart").catch(() => {});
+      for (let delay = 1_000; !stopping; delay = Math.min(delay * 2, 30_000)) {
+        try {
+          await freePools(deps, dead);
+          runner = await start();
+          startedAt = performance.now();
+          supervise(runner);
+          log.info("job runner restarted");
+          return;
+        } catch (err) {
+          dead.push(...pools);
+          pools = [];
+          log.warn("job runner restart failed; retrying", { err: String(err), retryInMs: delay });
+          await new Promise((res) => setTimeout(res, delay));
+        }
+      }
+    })().finally(() => restarting = null);
+  };
+  const supervise = (r: typeof runner) => {
+    r.promise.catch(() => {}).finally(() => {
+      if (!stopping && r === runner) restart("the runner stopped");
+    });
+  };
+  supervise(runner);
+  const heartbeat = startHeartbeat(deps, () => pools, (since) => restart("the database is back", since));
+
   return {
     async stop() {
-      await runner.stop();
+      stopping = true;
+      await restarting;
+      await runner.stop().catch(() => {});
       await heartbeat.stop();
       await jobsPool.end();
     },

@@ -1,8 +1,9 @@
 /**
  * The one mapping from errors to REST answers: RFC 9457 problem+json with the `code`
- * of API.md. Unexpected errors are logged in full and answered as a bare 500.
+ * of API.md. A database that cannot be reached is `503 unavailable` with Retry-After;
+ * other unexpected errors are logged in full and answered as a bare 500.
  */
-import { AppError, ERROR_STATUS } from "../errors.ts";
+import { AppError, asAppError, ERROR_STATUS, UNAVAILABLE_RETRY_AFTER_S } from "../errors.ts";
 import type { Logger } from "../log.ts";
 
 const TITLES: Record<string, string> = {
@@ -16,12 +17,14 @@ const TITLES: Record<string, string> = {
   422: "Unprocessable Content",
   429: "Too Many Requests",
   500: "Internal Server Error",
+  503: "Service Unavailable",
 };
 
 /** A problem+json response for any thrown value. */
 export function problemResponse(err: unknown, log: Logger, context: Record<string, unknown> = {}): Response {
-  const e = err instanceof AppError ? err : null;
+  const e = asAppError(err);
   if (!e) log.error("unexpected error", { ...context, err });
+  else if (e.code === "unavailable") log.warn("database unavailable", { ...context, err: String(err) });
   const code = e?.code ?? "internal";
   const status = ERROR_STATUS[code];
   const body: Record<string, unknown> = {
@@ -34,6 +37,7 @@ export function problemResponse(err: unknown, log: Logger, context: Record<strin
   if (e?.errors) body.errors = e.errors;
   const headers = new Headers({ "content-type": "application/problem+json" });
   if (status === 401) headers.set("www-authenticate", 'Bearer realm="pigeon-perch"');
+  if (status === 503) headers.set("retry-after", String(UNAVAILABLE_RETRY_AFTER_S));
   return new Response(JSON.stringify(body), { status, headers });
 }
 
