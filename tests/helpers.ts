@@ -15,6 +15,17 @@ export const ADMIN_TOKEN = "test-admin-token-0123456789";
 
 let serverUrl: Promise<string> | null = null;
 
+/**
+ * A TCP port free right now on loopback (the kernel picks it), for a server a test starts
+ * itself: a random guess can hit a port in use after thousands of test connections.
+ */
+export function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
 /** The URL of a Postgres server to create test databases on. */
 function testServerUrl(): Promise<string> {
   serverUrl ??= (async () => {
@@ -22,7 +33,7 @@ function testServerUrl(): Promise<string> {
     if (fromEnv) return fromEnv;
     const dir = await Deno.makeTempDir({ prefix: "pp-test-pg-" });
     await Deno.chmod(dir, 0o755); // initdb runs as user postgres when we are root
-    const port = 55000 + Math.floor(Math.random() * 5000);
+    const port = freePort();
     const stop = await embeddedStopper(`${dir}/postgres`);
     // Stop the server when the test process ends, whatever happens: normal end, Deno.exit,
     // an uncaught error (unload), or an interrupt (a signal ends the process without unload).

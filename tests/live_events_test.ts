@@ -438,7 +438,14 @@ Deno.test("live events: LISTEN path, reconnects, bounded queues, errors", opts, 
         const both = await firstError({ sendId: s.id, batchId: crypto.randomUUID() }, { key: tenant.key });
         assertEquals(both.extensions.code, "validation_failed");
         assertEquals((await firstError({ sendId: s.id }, { token: ADMIN_TOKEN })).extensions.code, "unauthorized");
-        assertEquals((await firstError({ sendId: s.id }, {})).extensions.code, "unauthorized");
+        // Without any credential the request is refused before it is read: a plain 401, no stream.
+        const anonymous = await fetch(`${stack.url}/graphql`, {
+          method: "POST",
+          headers: { "content-type": "application/json", accept: "text/event-stream" },
+          body: JSON.stringify({ query: SUBSCRIBE, variables: { sendId: s.id } }),
+        });
+        assertEquals(anonymous.status, 401);
+        assertEquals((await anonymous.json()).errors[0].extensions.code, "unauthorized");
         await waitFor(() => liveEvents(stack.service.deps).subscriberCount === 0, 5000, "no subscriber left");
       },
     );

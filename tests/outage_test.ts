@@ -5,7 +5,7 @@
  * recover by themselves and every accepted send is delivered.
  */
 import { assert, assertEquals } from "./assert.ts";
-import { opts, startStack, waitFor } from "./helpers.ts";
+import { freePort, opts, startStack, waitFor } from "./helpers.ts";
 import { startEmbeddedPostgres } from "../src/db/embedded.ts";
 
 interface Answer {
@@ -20,7 +20,7 @@ interface Answer {
 Deno.test("outage: Postgres stops under load, the service answers 503, then recovers alone", opts, async (t) => {
   const dir = await Deno.makeTempDir({ prefix: "pp-test-outage-" });
   await Deno.chmod(dir, 0o755); // initdb runs as user postgres when we are root
-  const port = 60000 + Math.floor(Math.random() * 4000);
+  const port = freePort();
   let pg = await startEmbeddedPostgres(`${dir}/postgres`, port);
   const stack = await startStack({ databaseUrl: pg.url, env: { PP_RATE_LIMIT: "0" } });
   const tenant = await stack.tenant();

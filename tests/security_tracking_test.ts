@@ -11,7 +11,7 @@ import { liveEvents } from "../src/events/live.ts";
 import { insertEvents } from "../src/events/repo.ts";
 import { rewriteHtml, trackingUrls, verifyToken } from "../src/mail/tracking.ts";
 import { assert, assertEquals, assertMatch, assertNotEquals } from "./assert.ts";
-import { ADMIN_TOKEN, opts, type Stack, startStack, waitFor, waitForStatus } from "./helpers.ts";
+import { ADMIN_TOKEN, freePort, opts, type Stack, startStack, waitFor, waitForStatus } from "./helpers.ts";
 
 const SECRET = "s".repeat(48);
 const SEND_ID = "0190f5a2-7c1e-7b3a-9d4e-5f6a7b8c9d0e";
@@ -370,7 +370,7 @@ async function readSecrets(dir: string) {
 Deno.test("embedded Postgres: a random password kept in secrets.json; old data dirs move to it", opts, async (t) => {
   const dir = await Deno.makeTempDir({ prefix: "pp-test-embedded-" });
   await Deno.chmod(dir, 0o755); // initdb runs as user postgres when we are root
-  const port = 55000 + Math.floor(Math.random() * 5000);
+  const port = freePort();
   let db: Awaited<ReturnType<typeof startEmbeddedPostgres>> | null = null;
   try {
     let password = "";
