@@ -87,7 +87,7 @@ export async function startService(config: Readonly<Config>): Promise<Service> {
     log,
   });
   let runner: Worker | null = null;
-  if (config.role !== "api") runner = await startWorker(deps, mailer, databaseUrl);
+  if (config.role !== "api") runner = await startWorker(deps, mailer);
   // Bounce and complaint reports by mail: a worker-side input, like the job runner.
   let inbound: InboundSmtp | null = null;
   if (config.role !== "api" && config.inboundSmtpPort !== undefined) {
