@@ -10,32 +10,40 @@ type Json<T = Record<string, unknown>> = ColumnType<T, string | T | undefined, s
 
 /** A contact's deliverability status. */
 export type ContactStatus = "subscribed" | "unsubscribed" | "bounced" | "complained";
+/** A send's lifecycle statuses (API.md), in lifecycle order: zod, Pothos and the rows derive from this list. */
+export const SEND_STATUSES = [
+  "scheduled",
+  "queued",
+  "sending",
+  "sent",
+  "delivered",
+  "bounced",
+  "failed",
+  "cancelled",
+  "suppressed",
+] as const;
 /** A send's lifecycle status (API.md). */
-export type SendStatus =
-  | "scheduled"
-  | "queued"
-  | "sending"
-  | "sent"
-  | "delivered"
-  | "bounced"
-  | "failed"
-  | "cancelled"
-  | "suppressed";
+export type SendStatus = typeof SEND_STATUSES[number];
+/**
+ * An email event's types (API.md); the GraphQL enum derives from this list. `resubscribed`
+ * is a contact-level event (no send): a suppression lifted through the API.
+ */
+export const EVENT_TYPES = [
+  "queued",
+  "sent",
+  "delivered",
+  "opened",
+  "clicked",
+  "bounced",
+  "complained",
+  "unsubscribed",
+  "failed",
+  "cancelled",
+  "suppressed",
+  "resubscribed",
+] as const;
 /** An email event's type (API.md). */
-export type EventType =
-  | "queued"
-  | "sent"
-  | "delivered"
-  | "opened"
-  | "clicked"
-  | "bounced"
-  | "complained"
-  | "unsubscribed"
-  | "failed"
-  | "cancelled"
-  | "suppressed"
-  /** A contact-level event (no send): a suppression lifted through the API. */
-  | "resubscribed";
+export type EventType = typeof EVENT_TYPES[number];
 
 export interface AccountsTable {
   id: Generated<string>;

@@ -1,35 +1,20 @@
 /** GraphQL for email events. */
 import type { Selectable } from "kysely";
-import type { EmailEventsTable } from "../db/tables.ts";
+import { type EmailEventsTable, EVENT_TYPES, type EventType } from "../db/tables.ts";
 import { Contact } from "../contacts/schema.ts";
 import { builder } from "../graphql/builder.ts";
 import { connectionType, toConnection } from "../graphql/connection.ts";
 import { LiveFailure } from "./live.ts";
 import * as service from "./service.ts";
 
-const TYPES = [
-  "queued",
-  "sent",
-  "delivered",
-  "opened",
-  "clicked",
-  "bounced",
-  "complained",
-  "unsubscribed",
-  "failed",
-  "cancelled",
-  "suppressed",
-  "resubscribed",
-] as const;
-
 /**
  * GraphQL `EmailEventType`: the REST event types upper-cased, and `RESUBSCRIBED`, a
  * contact-level event (no send) recorded when a suppression is lifted through the API.
  */
 export const EmailEventType = builder.enumType("EmailEventType", {
-  values: Object.fromEntries(TYPES.map((v) => [v.toUpperCase(), { value: v }])) as Record<
-    Uppercase<typeof TYPES[number]>,
-    { value: typeof TYPES[number] }
+  values: Object.fromEntries(EVENT_TYPES.map((v) => [v.toUpperCase(), { value: v }])) as Record<
+    Uppercase<EventType>,
+    { value: EventType }
   >,
 });
 

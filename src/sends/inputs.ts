@@ -3,6 +3,7 @@
  * Unknown fields are dropped (zod's default), as API.md asks.
  */
 import { z } from "zod";
+import { SEND_STATUSES } from "../db/tables.ts";
 import { isEmail, isUuid, noLineBreaks } from "../validation.ts";
 
 /** The most a send's personalizations may weigh, as JSON. */
@@ -58,18 +59,8 @@ export const CreateSendInput = z.object({
 });
 export type CreateSendInput = z.infer<typeof CreateSendInput>;
 
-/** Send statuses a list can filter on. */
-export const SendStatusFilter = z.enum([
-  "scheduled",
-  "queued",
-  "sending",
-  "sent",
-  "delivered",
-  "bounced",
-  "failed",
-  "cancelled",
-  "suppressed",
-]);
+/** Send statuses a list can filter on: every one. */
+export const SendStatusFilter = z.enum(SEND_STATUSES);
 
 /** Query of `GET /api/v1/sends` and arguments of `sends`. */
 export const ListSendsInput = z.object({
