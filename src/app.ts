@@ -3,7 +3,7 @@
  * the caller once per request and hands it to thin handlers; errors become problem+json
  * (REST) or GraphQL errors with `extensions.code`.
  */
-import { authenticate, type Quota, withQuotaScope } from "./accounts/service.ts";
+import { authenticate } from "./accounts/service.ts";
 import { quotaOf } from "./accounts/repo.ts";
 import type { Deps, Principal, Tenant } from "./context.ts";
 import { fingerprint, idempotent, ReplayedError, validKey } from "./idempotency/service.ts";
@@ -14,6 +14,7 @@ import { shouldRenderGraphiQL } from "graphql-yoga";
 import { createGraphQL } from "./graphql/yoga.ts";
 import { BODY_LIMITS, readBody, readText } from "./rest/body.ts";
 import { json, problemResponse } from "./rest/problem.ts";
+import { quotaHeaders } from "./rest/quota.ts";
 import * as batches from "./batches/rest.ts";
 import { handleInbound } from "./inbound/webhook.ts";
 import * as tracking from "./events/tracking_http.ts";
@@ -123,13 +124,13 @@ export function createApp(deps: Deps, opts: { healthOnly?: boolean; ready?: () =
   /**
    * A tenant REST call: rate limit, the body read up to the route's limit, then the handler
    * (under its Idempotency-Key when the route takes one); POST answers carry the quota
-   * headers, every answer the rate headers.
+   * headers (the handler's, from its service's answer, or else read here), every answer
+   * the rate headers.
    */
   async function tenantCall(route: typeof ROUTES[number], t: Tenant, req: Request, params: Record<string, string>) {
     const rate = limiter?.take(t.apiKeyId);
     const headers = new Headers(rate ? rateHeaders(rate) : {});
     let res: Response;
-    let quota: Quota | undefined;
     try {
       if (rate && !rate.allowed) {
         throw new AppError(
@@ -142,9 +143,7 @@ export function createApp(deps: Deps, opts: { healthOnly?: boolean; ready?: () =
       const bounded = body === null ? req : new Request(req.url, { method: req.method, headers: req.headers, body });
       const key = route.idempotent ? req.headers.get("idempotency-key") : null;
       if (key === null) {
-        const out = await withQuotaScope(() => route.handler(deps, t, bounded, params));
-        res = out.value;
-        quota = out.quota;
+        res = await route.handler(deps, t, bounded, params);
       } else {
         const out = await idempotent(
           deps,
@@ -163,13 +162,11 @@ export function createApp(deps: Deps, opts: { healthOnly?: boolean; ready?: () =
       res = problemResponse(err, deps.log, { method: req.method, path: new URL(req.url).pathname });
       if (err instanceof ReplayedError) headers.set("idempotent-replayed", "true");
     }
-    if (req.method === "POST" && !(rate && !rate.allowed) && res.status !== 503) {
-      // Best effort: the answer stands without them if the read fails.
-      const q = quota ?? await quotaOf(deps.db, t.accountId).catch(() => null);
-      if (q) {
-        headers.set("x-quota-limit", q.limit === null ? "unlimited" : String(q.limit));
-        headers.set("x-quota-remaining", q.limit === null ? "unlimited" : String(Math.max(q.limit - q.used, 0)));
-      }
+    if (req.method === "POST" && !(rate && !rate.allowed) && res.status !== 503 && !res.headers.has("x-quota-limit")) {
+      // Errors, replays and answers that reserved nothing: best effort, the answer stands
+      // without them if the read fails.
+      const q = await quotaOf(deps.db, t.accountId).catch(() => null);
+      for (const [k, v] of Object.entries(quotaHeaders(q))) headers.set(k, v);
     }
     headers.forEach((v, k) => res.headers.set(k, v));
     return res;

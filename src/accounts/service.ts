@@ -5,7 +5,6 @@
  * this process's cache at once and other processes' within KEY_CACHE_MS.
  */
 import { createHash, timingSafeEqual } from "node:crypto";
-import { AsyncLocalStorage } from "node:async_hooks";
 import type { Deps, Principal, Tenant } from "../context.ts";
 import { requireAdmin, requireTenant } from "../context.ts";
 import { AppError } from "../errors.ts";
@@ -163,26 +162,12 @@ export function keysOf(deps: Deps, accountId: string) {
   return repo.listKeys(deps.db, accountId);
 }
 
-/** An account's monthly limit (null: unlimited) and its use this month. */
+/**
+ * An account's monthly limit (null: unlimited) and its use this month, as a reservation
+ * left it: the accepting services return it with their result, the REST edge turns it into
+ * the X-Quota headers (rest/quota.ts).
+ */
 export interface Quota {
   limit: number | null;
   used: number;
-}
-
-const quotaScope = new AsyncLocalStorage<{ quota?: Quota }>();
-
-/**
- * Runs a request's handler and returns, with its result, the quota its reservation saw (when
- * it reserved any), so that the X-Quota headers need no query of their own.
- */
-export async function withQuotaScope<T>(fn: () => Promise<T>): Promise<{ value: T; quota?: Quota }> {
-  const scope: { quota?: Quota } = {};
-  const value = await quotaScope.run(scope, fn);
-  return { value, quota: scope.quota };
-}
-
-/** Tells the current request (if any) what its quota reservation left. */
-export function noteQuota(quota: Quota): void {
-  const scope = quotaScope.getStore();
-  if (scope) scope.quota = quota;
 }

@@ -1,6 +1,7 @@
 /** SQL for batches. */
 import { type Insertable, type Kysely, sql } from "kysely";
-import type { BatchesTable, Database, SendStatus } from "../db/tables.ts";
+import type { BatchesTable, Database, SegmentRule, SendStatus } from "../db/tables.ts";
+import { segmentWhere } from "../segments/rules.ts";
 
 /** Inserts a batch row. */
 export function insertBatch(db: Kysely<Database>, row: Insertable<BatchesTable>) {
@@ -28,6 +29,31 @@ export function advanceBatch(db: Kysely<Database>, id: string, n: number, cursor
   return db.updateTable("batches")
     .set({ count: sql`count + ${n}`, expand_cursor: cursor, updated_at: sql`now()` })
     .where("id", "=", id).execute();
+}
+
+/**
+ * The next page of a segment expansion: the account's subscribed contacts that match the
+ * rules, after the batch's cursor in id order, that have no send of this batch yet (a page
+ * repeated from an earlier cursor then neither sends twice nor reserves quota for them).
+ */
+export function segmentPage(
+  db: Kysely<Database>,
+  batch: { id: string; account_id: string; expand_cursor: string | null },
+  rules: readonly SegmentRule[],
+  limit: number,
+) {
+  return db.selectFrom("contacts").select(["id", "email"])
+    .where("account_id", "=", batch.account_id)
+    .where("status", "=", "subscribed")
+    .where(segmentWhere(rules))
+    .$if(batch.expand_cursor !== null, (q) => q.where("id", ">", batch.expand_cursor!))
+    .where(({ not, exists, selectFrom }) =>
+      not(exists(
+        selectFrom("sends").select("sends.id").where("sends.batch_id", "=", batch.id)
+          .whereRef("sends.contact_id", "=", "contacts.id"),
+      ))
+    )
+    .orderBy("id").limit(limit).execute();
 }
 
 /** How many of a batch's sends are in each status. */

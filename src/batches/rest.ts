@@ -1,6 +1,7 @@
 /** REST handlers for batches: `POST /api/v1/sends/batch`, `GET /api/v1/batches/:id`, `POST …/cancel`. */
 import type { Deps, Principal } from "../context.ts";
 import { json, readJson } from "../rest/problem.ts";
+import { quotaHeaders } from "../rest/quota.ts";
 import * as service from "./service.ts";
 
 /** A batch as REST shows it, with its counts by status. */
@@ -20,7 +21,8 @@ export function batchJson(b: Awaited<ReturnType<typeof service.getBatch>>) {
 
 /** POST /api/v1/sends/batch → 202 {batchId, count, sends}. */
 export async function postBatch(deps: Deps, p: Principal, req: Request): Promise<Response> {
-  return json(await service.createBatchSend(deps, p, await readJson(req)), 202);
+  const { batch, quota } = await service.createBatchSend(deps, p, await readJson(req));
+  return json(batch, 202, quotaHeaders(quota));
 }
 
 /** GET /api/v1/batches/:id → 200 batch with counts. */

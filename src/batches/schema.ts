@@ -115,7 +115,7 @@ builder.mutationField("createBatchSend", (t) =>
         ctx,
         "createBatchSend",
         a.input,
-        () => service.createBatchSend(ctx.deps, ctx.principal, a.input),
+        async () => (await service.createBatchSend(ctx.deps, ctx.principal, a.input)).batch,
         (r) => r,
         (j) => j as service.BatchAccepted,
       ),

@@ -6,16 +6,15 @@
 import type { Deps, Principal } from "../context.ts";
 import { requireTenant } from "../context.ts";
 import type { SendStatus } from "../db/tables.ts";
-import { AppError, type FieldError } from "../errors.ts";
+import { AppError } from "../errors.ts";
 import * as accounts from "../accounts/repo.ts";
-import { noteQuota } from "../accounts/service.ts";
-import * as contactsRepo from "../contacts/repo.ts";
+import type { Quota } from "../accounts/service.ts";
 import * as events from "../events/repo.ts";
 import { uuidv7 } from "../ids.ts";
 import { assertCompiles } from "../mail/render.ts";
 import { findSegment } from "../segments/service.ts";
 import * as sendsRepo from "../sends/repo.ts";
-import { messageId, prepareSend, sendCommon } from "../sends/service.ts";
+import { type AcceptContext, acceptSends, prepareSend, rejectDuplicates } from "../sends/service.ts";
 import { assertUuid, isUuid, parseInput } from "../validation.ts";
 import { CreateBatchInput, CreateSegmentSendInput, MAX_BATCH } from "./inputs.ts";
 import * as repo from "./repo.ts";
@@ -29,10 +28,15 @@ export interface BatchAccepted {
 
 /**
  * Accepts a batch, all or nothing: every recipient is validated first (each bad one is
- * named, `recipients.3.to`), the quota is reserved for the whole batch, then contacts,
- * sends, events and jobs are written with one statement each in one transaction.
+ * named, `recipients.3.to`), then the batch row and, through acceptSends, its contacts,
+ * sends, events, jobs and the quota for the whole batch, in one transaction. `quota` is
+ * the account's after the reservation; absent when nothing was reserved (all suppressed).
  */
-export async function createBatchSend(deps: Deps, p: Principal, input: unknown): Promise<BatchAccepted> {
+export async function createBatchSend(
+  deps: Deps,
+  p: Principal,
+  input: unknown,
+): Promise<{ batch: BatchAccepted; quota?: Quota }> {
   const t = requireTenant(p);
   const size = (input as { recipients?: unknown })?.recipients;
   if (Array.isArray(size) && size.length > MAX_BATCH) {
@@ -42,95 +46,36 @@ export async function createBatchSend(deps: Deps, p: Principal, input: unknown):
   await assertCompiles(deps.renderer, { subject: v.subject });
   rejectDuplicates(v.recipients.map((r) => r.to.toLowerCase()), (i) => `recipients.${i}.to`);
   const prep = await prepareSend(deps.db, t, v);
-  const scheduledAt = v.scheduledAt ? new Date(v.scheduledAt) : null;
-  const deferred = scheduledAt !== null && scheduledAt.getTime() > Date.now();
   const batchId = uuidv7();
+  const ctx: AcceptContext = {
+    accountId: t.accountId,
+    sandbox: t.mode === "test",
+    prep,
+    options: v,
+    batchId,
+    scheduledAt: v.scheduledAt ? new Date(v.scheduledAt) : null,
+  };
+  const recipients = v.recipients.map((r, i) => ({ ...r, path: `recipients.${i}.to` }));
 
-  const accepted = await deps.db.transaction().execute(async (trx) => {
-    const emails = v.recipients.filter((r) => !isUuid(r.to)).map((r) => r.to);
-    const ids = v.recipients.filter((r) => isUuid(r.to)).map((r) => r.to.toLowerCase());
-    const byEmail = new Map(
-      (await contactsRepo.upsertContactsByEmail(trx, t.accountId, emails)).map((c) => [c.email.toLowerCase(), c]),
-    );
-    const byId = new Map((await contactsRepo.findContactsByIds(trx, t.accountId, ids)).map((c) => [c.id, c]));
-    const missing: FieldError[] = [];
-    const contacts = v.recipients.map((r, i) => {
-      const c = isUuid(r.to) ? byId.get(r.to.toLowerCase()) : byEmail.get(r.to.toLowerCase());
-      if (!c) missing.push({ path: `recipients.${i}.to`, message: `contact ${r.to} does not exist` });
-      return c!;
-    });
-    if (missing.length) throw new AppError("contact_not_found", missing.map((m) => m.message).join("; "), missing);
-    // An address and a contact uuid may name the same contact: still one email each.
-    rejectDuplicates(contacts.map((c) => c.id), (i) => `recipients.${i}.to`);
-
+  const { sends, quota } = await deps.db.transaction().execute(async (trx) => {
     await repo.insertBatch(trx, {
       id: batchId,
       account_id: t.accountId,
       template_id: prep.template.id,
       status: "accepted",
-      count: contacts.length,
+      count: recipients.length,
       request: "{}",
       updated_at: new Date(),
     });
-    const items = contacts.map((c, i) => {
-      const id = uuidv7();
-      const status: SendStatus = c.status !== "subscribed" ? "suppressed" : deferred ? "scheduled" : "queued";
-      return {
-        id,
-        contact_id: c.id,
-        to_email: c.email,
-        personalizations: JSON.stringify(v.recipients[i].personalizations ?? {}),
-        status,
-        message_id: messageId(id, prep.from.address),
-      };
-    });
-    const common = sendCommon(t, prep, v, batchId, scheduledAt, deps.config);
-    await sendsRepo.insertSends(trx, common, items);
-    await events.insertEvents(
-      trx,
-      items.map((s, i) => ({
-        send_id: s.id,
-        account_id: t.accountId,
-        type: s.status === "suppressed" ? "suppressed" as const : "queued" as const,
-        data: s.status === "suppressed" ? { reason: contacts[i].status } : { batchId },
-      })),
-    );
-    const queued = items.filter((s) => s.status !== "suppressed").map((s) => s.id);
-    await sendsRepo.queueDeliveries(trx, queued, scheduledAt, deps.config, common.job_deferred);
-    // The quota last: its row lock (every batch and send of the account queues on it) is then
-    // held only until the commit that follows, not across the inserts; refused, it rolls
-    // them back.
-    const live = contacts.filter((c) => c.status === "subscribed").length;
-    if (live > 0) {
-      const reserved = await accounts.reserveUsage(trx, t.accountId, live, prep.monthlyLimit);
-      if (!reserved) {
-        throw new AppError("quota_exceeded", `the batch needs ${live} emails, more than this month's remaining quota`);
-      }
-      noteQuota({ limit: prep.monthlyLimit, used: reserved.used });
-    }
-    return { batchId, count: items.length, sends: items.map((s) => ({ id: s.id, to: s.to_email, status: s.status })) };
+    return await acceptSends(trx, deps.config, [{ ctx, recipients }]);
   });
-  deps.log.info("batch accepted", {
-    accountId: t.accountId,
+  const batch = {
     batchId,
-    count: accepted.count,
-    sandbox: t.mode === "test",
-  });
-  return accepted;
-}
-
-/** Throws 422 naming every entry that repeats an earlier one. */
-function rejectDuplicates(keys: string[], path: (i: number) => string): void {
-  const first = new Map<string, number>();
-  const errors: FieldError[] = [];
-  keys.forEach((k, i) => {
-    const j = first.get(k);
-    if (j === undefined) first.set(k, i);
-    else errors.push({ path: path(i), message: `repeats ${path(j)}: one email per recipient` });
-  });
-  if (errors.length) {
-    throw new AppError("validation_failed", errors.map((e) => `${e.path}: ${e.message}`).join("; "), errors);
-  }
+    count: sends[0].length,
+    sends: sends[0].map((s) => ({ id: s.id, to: s.to_email, status: s.status })),
+  };
+  deps.log.info("batch accepted", { accountId: t.accountId, batchId, count: batch.count, sandbox: ctx.sandbox });
+  return { batch, quota: quota.get(t.accountId) };
 }
 
 /**

@@ -7,6 +7,7 @@ import { AppError } from "../errors.ts";
 import { sendEvents } from "../events/service.ts";
 import { encodeCursor } from "../pagination.ts";
 import { json, readJson } from "../rest/problem.ts";
+import { quotaHeaders } from "../rest/quota.ts";
 import type { SendRow } from "./repo.ts";
 import * as service from "./service.ts";
 
@@ -61,8 +62,8 @@ export async function postSend(deps: Deps, p: Principal, req: Request): Promise<
     }
     return json(await createSegmentSend(deps, p, body), 202);
   }
-  const send = await service.createSend(deps, p, body);
-  return json(sendJson(send), 202);
+  const { send, quota } = await service.createSend(deps, p, body);
+  return json(sendJson(send), 202, quotaHeaders(quota));
 }
 
 /** GET /api/v1/sends → 200 {data, nextCursor}. */

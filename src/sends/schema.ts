@@ -133,7 +133,7 @@ builder.mutationField("createSend", (t) =>
         ctx,
         "createSend",
         a.input,
-        () => service.createSend(ctx.deps, ctx.principal, a.input),
+        async () => (await service.createSend(ctx.deps, ctx.principal, a.input)).send,
         (s) => ({ id: s.id }),
         (j) => service.getSend(ctx.deps, ctx.principal, (j as { id: string }).id),
       ),

@@ -1,18 +1,18 @@
 /**
  * Transactional sends: accept (validate → tenant → template → sender domain → account
- * state → one transaction of contact upsert, quota, send row, event and job), read,
- * list and cancel. Delivery itself is the `deliver_send` task in jobs.ts.
+ * state → acceptSends: one transaction of contacts, send rows, events, jobs and quota, shared
+ * by single sends, batches and segment pages), read, list and cancel. Delivery itself is the `deliver_send` task in jobs.ts.
  */
-import type { Kysely } from "kysely";
+import type { Kysely, Transaction } from "kysely";
 import type { Deps, Principal, Tenant } from "../context.ts";
 import { requireTenant } from "../context.ts";
 import type { Database, SendStatus } from "../db/tables.ts";
-import { AppError, invalid } from "../errors.ts";
+import { AppError, type FieldError, invalid } from "../errors.ts";
 import { uuidv7 } from "../ids.ts";
 import { decodeCursor } from "../pagination.ts";
 import { assertUuid, domainOf, isUuid, parseInput } from "../validation.ts";
 import * as accounts from "../accounts/repo.ts";
-import { noteQuota } from "../accounts/service.ts";
+import type { Quota } from "../accounts/service.ts";
 import * as contacts from "../contacts/repo.ts";
 import * as domains from "../domains/repo.ts";
 import * as events from "../events/repo.ts";
@@ -58,7 +58,7 @@ export interface Prepared {
  */
 export async function prepareSend(
   db: Kysely<Database>,
-  t: Tenant,
+  t: Pick<Tenant, "accountId">,
   v: { templateId: string; from?: string | null; replyTo?: string | null },
 ): Promise<Prepared> {
   const [template, account] = await Promise.all([
@@ -101,19 +101,191 @@ export interface SendOptions {
   trackClicks?: boolean | null;
 }
 
-/** The columns sends created by one request share. */
-export function sendCommon(
-  t: Tenant,
-  prep: Prepared,
-  v: SendOptions,
-  batchId: string | null,
-  scheduledAt: Date | null,
-  queue: repo.QueueOptions,
-): repo.SendCommon {
+/** What the sends of one request (a single send, a batch, a segment page) share. */
+export interface AcceptContext {
+  accountId: string;
+  /** Sends of a `pp_test_` key: accepted and recorded, never mailed. */
+  sandbox: boolean;
+  prep: Prepared;
+  options: SendOptions;
+  /** The batch the sends belong to: then each contact gets at most one of them. */
+  batchId: string | null;
+  scheduledAt: Date | null;
+}
+
+/** One recipient: an address (created as a subscribed contact when unknown) or a contact uuid. */
+export interface Recipient {
+  to: string;
+  personalizations?: Record<string, unknown> | null;
+  /** Where the request named it (`recipients.3.to`): errors about it then name it in `errors[]`. */
+  path?: string;
+}
+
+/** A context and its recipients. */
+export interface AcceptPart {
+  ctx: AcceptContext;
+  recipients: Recipient[];
+}
+
+/** What acceptSends wrote. */
+export interface Accepted {
+  /** Per part, its sends in recipient order (a send that its batch already had is left out). */
+  sends: repo.SendRow[][];
+  /** Per account that reserved units, its limit and its use this month after the reservation. */
+  quota: Map<string, Quota>;
+}
+
+/**
+ * Accepts sends, set-wise, in the caller's transaction: the contacts (unknown addresses
+ * created as subscribed), the send rows, their first events, their delivery jobs and the
+ * quota, each with a constant number of statements whatever the number of recipients.
+ *
+ * The status rule, the only one: a contact that unsubscribed, bounced or complained gives a
+ * `suppressed` send (no job, no quota); a `scheduledAt` in the future gives `scheduled`
+ * (its job runs then, or is created later when it is beyond the horizon: repo.jobDeferred);
+ * anything else is `queued`.
+ *
+ * Throws (and so rolls the caller's transaction back) contact_not_found for unknown or
+ * foreign contact uuids, validation_failed when two recipients of a batch are one contact,
+ * quota_exceeded when an account's sends do not fit its monthly limit.
+ */
+export async function acceptSends(trx: Transaction<Database>, queue: repo.QueueOptions, parts: AcceptPart[]) {
+  const contactOf = await resolveContacts(trx, parts);
+  const now = Date.now();
+  const rows = parts.flatMap((part, p) => {
+    const { ctx } = part;
+    const common = sendCommon(ctx, queue);
+    const deferred = ctx.scheduledAt !== null && ctx.scheduledAt.getTime() > now;
+    return part.recipients.map((r, i) => {
+      const c = contactOf[p][i];
+      const id = uuidv7();
+      const status: SendStatus = c.status !== "subscribed" ? "suppressed" : deferred ? "scheduled" : "queued";
+      const item: repo.SendItem = {
+        id,
+        contact_id: c.id,
+        to_email: c.email,
+        personalizations: JSON.stringify(r.personalizations ?? {}),
+        status,
+        message_id: messageId(id, ctx.prep.from.address),
+      };
+      return { p, ctx, common, item, reason: c.status, deferred };
+    });
+  });
+
+  // One insert per distinct set of shared columns (a batch, a page, or the single sends of a
+  // group that share template and options: usually one).
+  const inserted = new Map<string, repo.SendRow>();
+  for (const group of Map.groupBy(rows, (r) => JSON.stringify(r.common)).values()) {
+    for (const s of await repo.insertSends(trx, group[0].common, group.map((r) => r.item))) inserted.set(s.id, s);
+  }
+  const written = rows.filter((r) => inserted.has(r.item.id));
+  await events.insertEvents(
+    trx,
+    written.map((r) => {
+      const suppressed = r.item.status === "suppressed";
+      return {
+        send_id: r.item.id,
+        account_id: r.ctx.accountId,
+        type: suppressed ? "suppressed" as const : "queued" as const,
+        data: suppressed
+          ? { reason: r.reason }
+          : r.ctx.batchId
+          ? { batchId: r.ctx.batchId }
+          : r.deferred
+          ? { scheduledAt: r.ctx.scheduledAt!.toISOString() }
+          : {},
+      };
+    }),
+  );
+  const live = written.filter((r) => r.item.status !== "suppressed");
+  const byRunAt = Map.groupBy(live, (r) => `${r.common.scheduled_at?.getTime() ?? ""}:${r.common.job_deferred}`);
+  for (const group of byRunAt.values()) {
+    const { scheduled_at, job_deferred } = group[0].common;
+    await repo.queueDeliveries(trx, group.map((r) => r.item.id), scheduled_at, queue, job_deferred);
+  }
+  // The quota last: its row lock (every send of the account queues on it) is then held only
+  // until the commit that follows, not across the inserts. Accounts in id order, so that two
+  // transactions lock quota rows in the same order.
+  const quota = new Map<string, Quota>();
+  const liveOf = Map.groupBy(live, (r) => r.ctx.accountId);
+  for (const accountId of [...liveOf.keys()].sort()) {
+    const mine = liveOf.get(accountId)!;
+    const limit = mine[0].ctx.prep.monthlyLimit;
+    const reserved = await accounts.reserveUsage(trx, accountId, mine.length, limit);
+    if (!reserved) {
+      throw new AppError(
+        "quota_exceeded",
+        mine.length === 1
+          ? "the monthly email limit of this account is reached"
+          : `the sends need ${mine.length} emails, more than this month's remaining quota`,
+      );
+    }
+    quota.set(accountId, { limit, used: reserved.used });
+  }
+  const sends = parts.map(() => [] as repo.SendRow[]);
+  for (const r of written) sends[r.p].push(inserted.get(r.item.id)!);
+  return { sends, quota } satisfies Accepted;
+}
+
+/**
+ * The contact of every recipient, per part: one upsert of the addresses and one read of
+ * the uuids per account. Throws contact_not_found (naming each recipient that has a path)
+ * and, in a batch, validation_failed for two recipients that are one contact.
+ */
+async function resolveContacts(trx: Transaction<Database>, parts: AcceptPart[]): Promise<contacts.ContactRef[][]> {
+  const byAccount = Map.groupBy(parts, (part) => part.ctx.accountId);
+  const found = new Map<string, Map<string, contacts.ContactRef>>();
+  // Accounts in id order, addresses sorted: two transactions lock contacts in the same order.
+  for (const accountId of [...byAccount.keys()].sort()) {
+    const tos = byAccount.get(accountId)!.flatMap((part) => part.recipients.map((r) => r.to));
+    // Two recipients with one address: one upsert row (a statement cannot touch a row twice).
+    const emails = [...new Map(tos.filter((to) => !isUuid(to)).map((to) => [to.toLowerCase(), to]))]
+      .sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0).map(([, email]) => email);
+    const ids = [...new Set(tos.filter(isUuid).map((to) => to.toLowerCase()))];
+    const mine = new Map<string, contacts.ContactRef>();
+    for (const c of await contacts.upsertContactsByEmail(trx, accountId, emails)) mine.set(c.email.toLowerCase(), c);
+    for (const c of await contacts.findContactsByIds(trx, accountId, ids)) mine.set(c.id, c);
+    found.set(accountId, mine);
+  }
+  return parts.map((part) => {
+    const mine = found.get(part.ctx.accountId)!;
+    const missing: FieldError[] = [];
+    const refs = part.recipients.map((r) => {
+      const c = mine.get(r.to.toLowerCase());
+      if (!c) missing.push({ path: r.path ?? "to", message: `contact ${r.to} does not exist` });
+      return c!;
+    });
+    if (missing.length) {
+      const named = part.recipients.some((r) => r.path !== undefined);
+      throw new AppError("contact_not_found", missing.map((m) => m.message).join("; "), named ? missing : undefined);
+    }
+    // An address and a contact uuid may name the same contact: still one email each.
+    if (part.ctx.batchId) rejectDuplicates(refs.map((c) => c.id), (i) => part.recipients[i].path ?? "to");
+    return refs;
+  });
+}
+
+/** Throws 422 validation_failed naming every entry that repeats an earlier one. */
+export function rejectDuplicates(keys: string[], path: (i: number) => string): void {
+  const first = new Map<string, number>();
+  const errors: FieldError[] = [];
+  keys.forEach((k, i) => {
+    const j = first.get(k);
+    if (j === undefined) first.set(k, i);
+    else errors.push({ path: path(i), message: `repeats ${path(j)}: one email per recipient` });
+  });
+  if (errors.length) {
+    throw new AppError("validation_failed", errors.map((e) => `${e.path}: ${e.message}`).join("; "), errors);
+  }
+}
+
+/** The columns the sends of one context share. */
+function sendCommon(ctx: AcceptContext, queue: repo.QueueOptions): repo.SendCommon {
+  const { prep, options: v } = ctx;
   return {
-    account_id: t.accountId,
+    account_id: ctx.accountId,
     template_id: prep.template.id,
-    batch_id: batchId,
+    batch_id: ctx.batchId,
     subject: v.subject ?? prep.template.subject,
     from_email: prep.from.address,
     from_name: prep.from.name ?? null,
@@ -121,9 +293,9 @@ export function sendCommon(
     tags: JSON.stringify(v.tags ?? {}),
     track_opens: v.trackOpens ?? prep.template.track_opens,
     track_clicks: v.trackClicks ?? prep.template.track_clicks,
-    sandbox: t.mode === "test",
-    scheduled_at: scheduledAt,
-    job_deferred: repo.jobDeferred(scheduledAt, queue),
+    sandbox: ctx.sandbox,
+    scheduled_at: ctx.scheduledAt,
+    job_deferred: repo.jobDeferred(ctx.scheduledAt, queue),
   };
 }
 
@@ -133,159 +305,71 @@ export function messageId(sendId: string, from: string): string {
 }
 
 /**
- * Accepts one send. The contact upsert, the quota unit, the send row, its first event
- * and its delivery job are one transaction: all are written or none. A contact that
- * unsubscribed, bounced or complained gives a `suppressed` send with no job and no quota.
- * Sends accepted at the same moment share that transaction (see acceptGroup).
+ * Accepts one send: contact, send row, first event, delivery job and quota unit in one
+ * transaction (acceptSends), all written or none. Sends accepted at the same moment share
+ * that transaction (see acceptGroup). `quota` is the account's after the reservation;
+ * absent when nothing was reserved (a suppressed send).
  */
-export async function createSend(deps: Deps, p: Principal, input: unknown) {
+export async function createSend(
+  deps: Deps,
+  p: Principal,
+  input: unknown,
+): Promise<{ send: repo.SendRow; quota?: Quota }> {
   const t = requireTenant(p);
   const v = parseInput(CreateSendInput, input);
   await assertCompiles(deps.renderer, { subject: v.subject });
   const prep = await prepareSend(deps.db, t, v);
-  const scheduledAt = v.scheduledAt ? new Date(v.scheduledAt) : null;
-  const { row: result, used } = await acceptGroup(deps).add({ t, prep, v, scheduledAt });
-  if (used !== undefined) noteQuota({ limit: prep.monthlyLimit, used });
+  const ctx: AcceptContext = {
+    accountId: t.accountId,
+    sandbox: t.mode === "test",
+    prep,
+    options: v,
+    batchId: null,
+    scheduledAt: v.scheduledAt ? new Date(v.scheduledAt) : null,
+  };
+  const { send, quota } = await acceptGroup(deps).add({
+    ctx,
+    recipients: [{ to: v.to, personalizations: v.personalizations }],
+  });
   deps.log.info("send accepted", {
     accountId: t.accountId,
-    sendId: result.id,
-    status: result.status,
-    sandbox: result.sandbox,
+    sendId: send.id,
+    status: send.status,
+    sandbox: send.sandbox,
   });
-  return result;
+  return { send, quota };
 }
 
-/** A validated single send waiting for its group's transaction. */
-interface PendingSend {
-  t: Tenant;
-  prep: Prepared;
-  v: CreateSendInput;
-  scheduledAt: Date | null;
-}
-
-/** A written send, and its account's use this month after its group's reservation (none if nothing was reserved). */
+/** A single send as its group wrote it, with its account's quota after the group's reservation. */
 interface Written {
-  row: repo.SendRow;
-  used?: number;
+  send: repo.SendRow;
+  quota?: Quota;
 }
 
-const acceptGroups = new WeakMap<Deps, GroupCommit<PendingSend, Written>>();
+const acceptGroups = new WeakMap<Deps, GroupCommit<AcceptPart, Written>>();
 
 /**
  * The process's group commit for single sends: the sends accepted while the previous group
- * commits are written together, with one statement per kind of row (contacts, quota per
- * account, sends, events, jobs) and one commit. At 32 concurrent requests this is the
- * difference between one WAL flush per send, with every send of an account queueing on its
- * quota row lock, and one per group (see the performance section of the README).
+ * commits are written together by one acceptSends (one statement per kind of row) and one
+ * commit. At 32 concurrent requests this is the difference between one WAL flush per send,
+ * with every send of an account queueing on its quota row lock, and one per group (see the
+ * performance section of the README). A send that cannot be accepted (unknown contact uuid,
+ * quota reached) rolls the group back: GroupCommit then writes each send of the group alone,
+ * so that one gets its error and creates nothing (not even its contact), and the others are
+ * accepted.
  */
-function acceptGroup(deps: Deps) {
+function acceptGroup(deps: Deps): GroupCommit<AcceptPart, Written> {
   let g = acceptGroups.get(deps);
-  if (!g) acceptGroups.set(deps, g = new GroupCommit((items) => writeSends(deps, items)));
-  return g;
-}
-
-/**
- * Writes a group of single sends in one transaction; their rows, in order. A send that
- * cannot be accepted (unknown contact uuid, quota reached) throws, which rolls the group
- * back: GroupCommit then writes each send of the group alone, so that one gets its error
- * and creates nothing (not even its contact), and the others are accepted.
- */
-function writeSends(deps: Deps, items: PendingSend[]): Promise<Written[]> {
-  return deps.db.transaction().execute(async (trx) => {
-    const out: (repo.SendRow | undefined)[] = items.map(() => undefined);
-    const contactOf: (contacts.ContactRef | undefined)[] = [];
-    const usedOf = new Map<string, number>();
-    const liveOf = new Map<string, { n: number; limit: number | null }>();
-    // Per account, in id order (two processes' groups lock quota rows in the same order).
-    const accountIds = [...new Set(items.map((it) => it.t.accountId))].sort();
-    for (const accountId of accountIds) {
-      const idx = items.map((it, i) => it.t.accountId === accountId ? i : -1).filter((i) => i >= 0);
-      // Two sends to one address in a group: one upsert row (the statement cannot touch a row
-      // twice). Sorted, so that two groups lock the same contacts in the same order.
-      const emails = [
-        ...new Map(
-          idx.filter((i) => !isUuid(items[i].v.to)).map((i) => [items[i].v.to.toLowerCase(), items[i].v.to]),
-        ),
-      ].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0).map(([, email]) => email);
-      const ids = idx.filter((i) => isUuid(items[i].v.to)).map((i) => items[i].v.to.toLowerCase());
-      const byEmail = new Map(
-        (await contacts.upsertContactsByEmail(trx, accountId, emails)).map((c) => [c.email.toLowerCase(), c]),
-      );
-      const byId = new Map((await contacts.findContactsByIds(trx, accountId, ids)).map((c) => [c.id, c]));
-      const live: number[] = [];
-      for (const i of idx) {
-        const to = items[i].v.to.toLowerCase();
-        const c = isUuid(to) ? byId.get(to) : byEmail.get(to);
-        if (!c) throw new AppError("contact_not_found", `contact ${items[i].v.to} does not exist`);
-        if (c.status === "subscribed") live.push(i);
-        contactOf[i] = c;
-      }
-      if (live.length) liveOf.set(accountId, { n: live.length, limit: items[live[0]].prep.monthlyLimit });
-    }
-
-    const now = Date.now();
-    const rows = items.map((it, i) => {
-      const c = contactOf[i]!;
-      const id = uuidv7();
-      const deferred = it.scheduledAt !== null && it.scheduledAt.getTime() > now;
-      const status: SendStatus = c.status !== "subscribed" ? "suppressed" : deferred ? "scheduled" : "queued";
-      return {
-        i,
-        common: sendCommon(it.t, it.prep, it.v, null, it.scheduledAt, deps.config),
-        item: {
-          id,
-          contact_id: c.id,
-          to_email: c.email,
-          personalizations: JSON.stringify(it.v.personalizations ?? {}),
-          status,
-          message_id: messageId(id, it.prep.from.address),
-        },
-        reason: c.status,
-        deferred,
-      };
-    });
-    // One insert per distinct set of shared columns (usually one: same template, same options).
-    const byCommon = Map.groupBy(rows, (r) => JSON.stringify(r.common));
-    for (const group of byCommon.values()) {
-      const inserted = new Map(
-        (await repo.insertSends(trx, group[0].common, group.map((r) => r.item))).map((s) => [s.id, s]),
-      );
-      for (const r of group) out[r.i] = inserted.get(r.item.id);
-    }
-    await events.insertEvents(
-      trx,
-      rows.map((r) => {
-        const suppressed = r.item.status === "suppressed";
-        return {
-          send_id: r.item.id,
-          account_id: r.common.account_id,
-          type: suppressed ? "suppressed" as const : "queued" as const,
-          data: suppressed
-            ? { reason: r.reason }
-            : r.deferred
-            ? { scheduledAt: r.common.scheduled_at!.toISOString() }
-            : {},
-        };
-      }),
+  if (!g) {
+    g = new GroupCommit<AcceptPart, Written>((parts) =>
+      deps.db.transaction().execute(async (trx) => {
+        const { sends, quota } = await acceptSends(trx, deps.config, parts);
+        return sends.map(([send], i): Written => ({ send, quota: quota.get(parts[i].ctx.accountId) }));
+      })
     );
-    const queued = rows.filter((r) => r.item.status !== "suppressed");
-    const byRunAt = Map.groupBy(queued, (r) => `${r.common.scheduled_at?.getTime() ?? ""}:${r.common.job_deferred}`);
-    for (const group of byRunAt.values()) {
-      const { scheduled_at, job_deferred } = group[0].common;
-      await repo.queueDeliveries(trx, group.map((r) => r.item.id), scheduled_at, deps.config, job_deferred);
-    }
-    // The quota last: its row lock (every send of the account queues on it) is then held only
-    // until the commit that follows, not across the inserts.
-    for (const [accountId, { n, limit }] of liveOf) {
-      const reserved = await accounts.reserveUsage(trx, accountId, n, limit);
-      if (!reserved) throw new AppError("quota_exceeded", "the monthly email limit of this account is reached");
-      usedOf.set(accountId, reserved.used);
-    }
-    return out.map((row, i) => {
-      if (!row) throw new Error("a send of the group was not inserted");
-      return { row, used: usedOf.get(items[i].t.accountId) };
-    });
-  });
+    acceptGroups.set(deps, g);
+  }
+  return g;
 }
 
 /** One of the caller's sends; 404 `not_found` for unknown and foreign ids alike. */
