@@ -376,8 +376,8 @@ export async function snapshot(stack: Stack) {
     events: await n("select count(*) from email_events"),
     batches: await n("select count(*) from batches"),
     jobs: await n(
-      `select count(*) from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id
-       where t.identifier in ('deliver_send', 'expand_segment', 'record_event')`,
+      `select count(*) from graphile_worker.jobs
+       where task_identifier in ('deliver_send', 'expand_segment', 'record_event')`,
     ),
     usageRows: await n("select count(*) from account_usage"),
     usageUsed: await n("select coalesce(sum(used), 0) from account_usage"),
@@ -398,7 +398,7 @@ export type Snapshot = Awaited<ReturnType<typeof snapshot>>;
 export async function settle(stack: Stack) {
   await waitFor(
     async () =>
-      (await stack.count("select count(*) from graphile_worker._private_jobs where run_at <= now()")) === 0 &&
+      (await stack.count("select count(*) from graphile_worker.jobs where run_at <= now()")) === 0 &&
       (await stack.count("select count(*) from sends where status in ('sending', 'sent')")) === 0,
     20_000,
     "the worker to settle",
@@ -479,3 +479,52 @@ export function watchHealth(url: string): { stop(): Promise<number> } {
 
 /** Test options shared by every file: the stack holds sockets across steps. */
 export const opts = { sanitizeOps: false, sanitizeResources: false } as const;
+
+/** A JSON value as a response carries it (tests read fields without declaring shapes). */
+// deno-lint-ignore no-explicit-any
+export type Json = any;
+
+/** Resolves after `ms` milliseconds (e.g. to let a duplicate that should not exist arrive). */
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** The mails the sink accepted for `address` (compared without case). */
+export function mailsTo(stack: Stack, address: string): ReceivedMail[] {
+  return stack.sink.messages.filter((m) => m.to.some((a) => a.toLowerCase() === address.toLowerCase()));
+}
+
+/** GraphQL with a tenant key (or the admin token), asserting no errors; returns `data`. */
+export async function gql(
+  stack: Stack,
+  key: string,
+  query: string,
+  variables: Record<string, unknown> = {},
+): Promise<Json> {
+  const r = await stack.gql(query, variables, key);
+  assertEquals(r.body.errors, undefined, JSON.stringify(r.body.errors));
+  return r.body.data;
+}
+
+/** The account's emails used this month, as GraphQL shows it. */
+export async function used(stack: Stack, key: string): Promise<number> {
+  return (await gql(stack, key, `{ account { usage { used } } }`)).account.usage.used;
+}
+
+/** POST /api/v1/sends, asserting 202; returns the body. */
+export async function send(stack: Stack, key: string, body: Record<string, unknown>): Promise<Json> {
+  const r = await stack.api("POST", "/api/v1/sends", { key, body });
+  assertEquals(r.status, 202, JSON.stringify(r.body));
+  return r.body;
+}
+
+/** GET /api/v1/sends/:id, asserting 200; returns the send with its events. */
+export async function getSend(stack: Stack, key: string, id: string): Promise<Json> {
+  const r = await stack.api("GET", `/api/v1/sends/${id}`, { key });
+  assertEquals(r.status, 200, JSON.stringify(r.body));
+  return r.body;
+}
+
+/** A contact's status as GraphQL shows it (`undefined` when there is no such contact). */
+export async function contactStatus(stack: Stack, key: string, email: string): Promise<string | undefined> {
+  const d = await gql(stack, key, `query($e: String!) { contact(email: $e) { status } }`, { e: email });
+  return d.contact?.status;
+}
