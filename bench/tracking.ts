@@ -137,8 +137,8 @@ const countEvents = async (type: string) =>
 const pendingJobs = async () =>
   Number(
     (await deps.pool.query(
-      `select count(*) from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id
-        where t.identifier = 'record_event' and j.attempts < j.max_attempts`,
+      `select count(*) from graphile_worker.jobs
+        where task_identifier = 'record_event' and attempts < max_attempts`,
     )).rows[0].count,
   );
 

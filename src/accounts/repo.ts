@@ -38,7 +38,7 @@ export function updateSending(db: Kysely<Database>, id: string, enabled: boolean
  */
 export async function releaseHeldSends(db: Kysely<Database>, accountId: string): Promise<void> {
   await sql`select graphile_worker.reschedule_jobs(array(
-      select j.id from graphile_worker._private_jobs j
+      select j.id from graphile_worker.jobs j
       join sends s on j.key = 'send:' || s.id::text
       where s.account_id = ${accountId} and s.status = 'queued' and j.locked_at is null),
     run_at := now())`.execute(db);
@@ -162,4 +162,26 @@ export async function pauseForReputation(db: Kysely<Database>, accountId: string
     .set({ sending_enabled: false, paused_by: "reputation", paused_reason: reason, updated_at: sql`now()` })
     .where("id", "=", accountId).where("sending_enabled", "=", true).returning("id").executeTakeFirst();
   return paused !== undefined;
+}
+
+/**
+ * Queues a reputation check of the account in ~2 s; repeated calls before it runs keep one
+ * job and its first time (job_key_mode preserve_run_at), so a stream of bounces cannot
+ * postpone it.
+ */
+export async function queueReputationCheck(db: Kysely<Database>, accountId: string): Promise<void> {
+  await sql`select graphile_worker.add_job('reputation_check', json_build_object('accountId', ${accountId}::text),
+    run_at := now() + interval '2 seconds', job_key := ${"reputation:" + accountId},
+    job_key_mode := 'preserve_run_at')`.execute(db);
+}
+
+/** Enabled accounts with a send created in the last `days` days, for the reputation sweep. */
+export function listAccountsSentWithin(db: Kysely<Database>, days: number) {
+  return db.selectFrom("accounts").select("id").where("sending_enabled", "=", true)
+    .where((eb) =>
+      eb.exists(
+        eb.selectFrom("sends").select(sql`1`.as("x")).whereRef("sends.account_id", "=", "accounts.id")
+          .where("sends.created_at", ">=", sql<Date>`now() - make_interval(days => ${days})`),
+      )
+    ).execute();
 }

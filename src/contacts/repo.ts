@@ -116,3 +116,8 @@ export function lockContactStatus(db: Kysely<Database>, accountId: string, id: s
   return db.selectFrom("contacts").select("status").where("id", "=", id).where("account_id", "=", accountId)
     .forUpdate().executeTakeFirst();
 }
+
+/** The account a contact belongs to (any account: for ops), or undefined. */
+export function findContactAccount(db: Kysely<Database>, contactId: string) {
+  return db.selectFrom("contacts").select("account_id").where("id", "=", contactId).executeTakeFirst();
+}

@@ -81,7 +81,7 @@ export async function updateContact(deps: Deps, p: Principal, id: string, input:
 
 /** The account of a contact, as ops act on it; 404 when there is no such contact. */
 async function opsActingFor(deps: Deps, contactId: string): Promise<Tenant> {
-  const row = await deps.db.selectFrom("contacts").select("account_id").where("id", "=", contactId).executeTakeFirst();
+  const row = await repo.findContactAccount(deps.db, contactId);
   if (!row) throw new AppError("not_found", "contact not found");
   return { kind: "tenant", accountId: row.account_id, apiKeyId: "", mode: "live" };
 }

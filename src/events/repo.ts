@@ -213,3 +213,9 @@ export async function contactEvents(
     ) x order by id desc limit ${limit}`.execute(db);
   return r.rows;
 }
+
+/** The tracked links of a send (null before delivery), for the click redirect. */
+export async function findSendLinks(db: Kysely<Database>, sendId: string): Promise<string[] | null> {
+  const row = await db.selectFrom("sends").select("links").where("id", "=", sendId).executeTakeFirst();
+  return row?.links ?? null;
+}

@@ -10,6 +10,7 @@ import { BODY_LIMITS, readText } from "../rest/body.ts";
 import type { RecordedEventType, RecordEventPayload } from "./inputs.ts";
 import { GroupCommit } from "../db/group_commit.ts";
 import { recordEvents } from "./jobs.ts";
+import { findSendLinks } from "./repo.ts";
 import { LRUCache } from "lru-cache";
 
 /** A transparent 1×1 GIF (also what the benchmark's bare baseline answers). */
@@ -85,10 +86,10 @@ const linkCache = new LRUCache<string, string[]>({
 async function linksOf(deps: Deps, sendId: string): Promise<string[] | null> {
   const hit = linkCache.get(sendId);
   if (hit) return hit;
-  const row = await deps.db.selectFrom("sends").select("links").where("id", "=", sendId).executeTakeFirst();
-  if (!row?.links) return null;
-  linkCache.set(sendId, row.links); // a list over LINK_CACHE_BYTES on its own is simply not kept
-  return row.links;
+  const links = await findSendLinks(deps.db, sendId);
+  if (!links) return null;
+  linkCache.set(sendId, links); // a list over LINK_CACHE_BYTES on its own is simply not kept
+  return links;
 }
 
 function record(
