@@ -8,40 +8,8 @@ import { sendEvents } from "../events/service.ts";
 import { encodeCursor } from "../pagination.ts";
 import { json, readJson } from "../rest/problem.ts";
 import { quotaHeaders } from "../rest/quota.ts";
-import type { SendRow } from "./repo.ts";
 import * as service from "./service.ts";
-
-/** A send as REST shows it (camelCase, API.md). */
-export function sendJson(s: SendRow) {
-  const iso = (d: Date | null) => (d ? d.toISOString() : null);
-  return {
-    id: s.id,
-    status: s.status,
-    to: s.to_email,
-    contactId: s.contact_id,
-    templateId: s.template_id,
-    batchId: s.batch_id,
-    subject: s.rendered_subject ?? s.subject,
-    from: service.formatFrom(s),
-    replyTo: s.reply_to,
-    personalizations: s.personalizations,
-    tags: s.tags,
-    trackOpens: s.track_opens,
-    trackClicks: s.track_clicks,
-    sandbox: s.sandbox,
-    messageId: s.message_id,
-    missingVariables: s.missing_variables,
-    scheduledAt: iso(s.scheduled_at),
-    createdAt: iso(s.created_at),
-    updatedAt: iso(s.updated_at),
-    sentAt: iso(s.sent_at),
-    deliveredAt: iso(s.delivered_at),
-    openedAt: iso(s.opened_at),
-    clickedAt: iso(s.clicked_at),
-    bouncedAt: iso(s.bounced_at),
-    error: s.error_code ? { code: s.error_code, message: s.error_message ?? "" } : null,
-  };
-}
+import { sendView } from "./view.ts";
 
 function eventJson(e: Pick<Selectable<EmailEventsTable>, "type" | "occurred_at" | "data">) {
   return { type: e.type, occurredAt: e.occurred_at.toISOString(), data: e.data };
@@ -63,7 +31,7 @@ export async function postSend(deps: Deps, p: Principal, req: Request): Promise<
     return json(await createSegmentSend(deps, p, body), 202);
   }
   const { send, quota } = await service.createSend(deps, p, body);
-  return json(sendJson(send), 202, quotaHeaders(quota));
+  return json(sendView(send), 202, quotaHeaders(quota));
 }
 
 /** GET /api/v1/sends → 200 {data, nextCursor}. */
@@ -71,17 +39,17 @@ export async function getSends(deps: Deps, p: Principal, req: Request): Promise<
   const q = Object.fromEntries(new URL(req.url).searchParams);
   const page = await service.listSends(deps, p, q);
   const last = page.rows.at(-1);
-  return json({ data: page.rows.map(sendJson), nextCursor: page.hasMore && last ? encodeCursor(last) : null });
+  return json({ data: page.rows.map(sendView), nextCursor: page.hasMore && last ? encodeCursor(last) : null });
 }
 
 /** GET /api/v1/sends/:id → 200 Send with its events, oldest first. */
 export async function getSend(deps: Deps, p: Principal, id: string): Promise<Response> {
   const send = await service.getSend(deps, p, id);
   const events = await sendEvents(deps, p, send.id, { first: 1000 });
-  return json({ ...sendJson(send), events: events.map(eventJson) });
+  return json({ ...sendView(send), events: events.map(eventJson) });
 }
 
 /** POST /api/v1/sends/:id/cancel → 200 Send, now cancelled. */
 export async function postCancel(deps: Deps, p: Principal, id: string): Promise<Response> {
-  return json(sendJson(await service.cancelSend(deps, p, id)));
+  return json(sendView(await service.cancelSend(deps, p, id)));
 }
