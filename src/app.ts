@@ -13,7 +13,7 @@ import { ping } from "./db/database.ts";
 import { shouldRenderGraphiQL } from "graphql-yoga";
 import { createGraphQL } from "./graphql/yoga.ts";
 import { BODY_LIMITS, readBody, readText } from "./rest/body.ts";
-import { json, problemResponse } from "./rest/problem.ts";
+import { json, parseJson, problemResponse } from "./rest/problem.ts";
 import { quotaHeaders } from "./rest/quota.ts";
 import * as batches from "./batches/rest.ts";
 import { handleInbound } from "./inbound/webhook.ts";
@@ -149,7 +149,8 @@ export function createApp(deps: Deps, opts: { healthOnly?: boolean; ready?: () =
           deps,
           t,
           validKey(key, "Idempotency-Key"),
-          fingerprint(req.method, new URL(req.url).pathname, body ?? ""),
+          // The parsed body, as GraphQL fingerprints its input: key order does not matter.
+          fingerprint(`${req.method} ${new URL(req.url).pathname}`, body ? parseJson(body) : null),
           async () => {
             const r = await route.handler(deps, t, bounded, params);
             return { status: r.status, body: await r.json() };

@@ -116,8 +116,6 @@ builder.mutationField("createBatchSend", (t) =>
         "createBatchSend",
         a.input,
         async () => (await service.createBatchSend(ctx.deps, ctx.principal, a.input)).batch,
-        (r) => r,
-        (j) => j as service.BatchAccepted,
       ),
   }));
 
@@ -131,8 +129,6 @@ builder.mutationField("createSegmentSend", (t) =>
         "createSegmentSend",
         a.input,
         () => service.createSegmentSend(ctx.deps, ctx.principal, a.input),
-        (r) => r,
-        (j) => j as Awaited<ReturnType<typeof service.createSegmentSend>>,
       ),
   }));
 

@@ -9,11 +9,11 @@
  * run again (the one window where work could be done twice, as with Stripe's keys).
  */
 import { createHash } from "node:crypto";
-import { type Kysely, sql } from "kysely";
+import type { Kysely } from "kysely";
 import type { Deps, Tenant } from "../context.ts";
 import type { Database } from "../db/tables.ts";
 import { AppError, type ErrorCode, type FieldError, invalid } from "../errors.ts";
-import { deleteKeysOlderThan } from "./repo.ts";
+import { claimKey, deleteKeysOlderThan, releaseKey, storeResult } from "./repo.ts";
 
 /** Longest accepted key. */
 export const MAX_IDEMPOTENCY_KEY = 256;
@@ -41,28 +41,26 @@ export function validKey(key: string, path: string): string {
   return key;
 }
 
-/** SHA-256 of what identifies a request: operation and body. */
-export function fingerprint(...parts: string[]): string {
-  return createHash("sha256").update(parts.join("\n")).digest("hex");
+/** JSON with object keys sorted at every depth: equal values give equal text, whatever their keys' order. */
+export function canonicalJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(",")}]`;
+  if (v && typeof v === "object") {
+    const o = v as Record<string, unknown>;
+    // Absent and undefined are the same (JSON.stringify drops both).
+    const keys = Object.keys(o).filter((k) => o[k] !== undefined).sort();
+    return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`).join(",")}}`;
+  }
+  return JSON.stringify(v ?? null);
 }
 
-/** Claims the key for this request, or returns the row that holds it. One statement. */
-async function claim(db: Kysely<Database>, apiKeyId: string, key: string, fp: string) {
-  const r = await sql<
-    { claimed: boolean; fingerprint: string; state: string; response_status: number | null; response_body: unknown }
-  >`
-    insert into idempotency_keys as k (api_key_id, key, fingerprint, state)
-    values (${apiKeyId}, ${key}, ${fp}, 'running')
-    on conflict (api_key_id, key) do update
-      set fingerprint = excluded.fingerprint, state = 'running', response_status = null, response_body = null,
-          created_at = now()
-      where k.created_at < now() - make_interval(hours => ${IDEMPOTENCY_TTL_HOURS})
-         or (k.state = 'running' and k.created_at < now() - make_interval(mins => ${STALE_RUNNING_MINUTES}))
-    returning true as claimed, fingerprint, state, response_status, response_body`.execute(db);
-  if (r.rows[0]) return { claimed: true as const };
-  const existing = await db.selectFrom("idempotency_keys").selectAll()
-    .where("api_key_id", "=", apiKeyId).where("key", "=", key).executeTakeFirst();
-  return { claimed: false as const, existing };
+/**
+ * What identifies a request, the same for REST and GraphQL: SHA-256 of the operation
+ * (`POST /api/v1/sends`, `graphql createSend`) and the canonical JSON of its parsed input
+ * (the JSON body; the mutation's input without `idempotencyKey`), so the same input with its
+ * keys in another order is the same request.
+ */
+export function fingerprint(operation: string, input: unknown): string {
+  return createHash("sha256").update(`${operation}\n${canonicalJson(input)}`).digest("hex");
 }
 
 /**
@@ -78,7 +76,7 @@ export async function idempotent(
   run: () => Promise<StoredResult>,
 ): Promise<StoredResult & { replayed: boolean }> {
   if (key == null) return { ...(await run()), replayed: false };
-  const c = await claim(deps.db, t.apiKeyId, key, fp);
+  const c = await claimKey(deps.db, t.apiKeyId, key, fp, IDEMPOTENCY_TTL_HOURS, STALE_RUNNING_MINUTES);
   if (!c.claimed) {
     const e = c.existing;
     if (!e) throw new AppError("idempotency_conflict", "the Idempotency-Key is being reused; retry");
@@ -92,10 +90,7 @@ export async function idempotent(
     if (body?.error) throw new ReplayedError(body.error.code, body.error.message, body.error.errors);
     return { status: e.response_status!, body: e.response_body, replayed: true };
   }
-  const store = (status: number, body: unknown) =>
-    deps.db.updateTable("idempotency_keys")
-      .set({ state: "done", response_status: status, response_body: JSON.stringify(body) })
-      .where("api_key_id", "=", t.apiKeyId).where("key", "=", key).execute();
+  const store = (status: number, body: unknown) => storeResult(deps.db, t.apiKeyId, key, status, body);
   let result: StoredResult;
   try {
     result = await run();
@@ -103,8 +98,7 @@ export async function idempotent(
     if (err instanceof AppError && err.status < 500) {
       await store(err.status, { error: { code: err.code, message: err.message, errors: err.errors } });
     } else {
-      await deps.db.deleteFrom("idempotency_keys").where("api_key_id", "=", t.apiKeyId).where("key", "=", key)
-        .execute();
+      await releaseKey(deps.db, t.apiKeyId, key);
     }
     throw err;
   }

@@ -54,7 +54,11 @@ export function json(body: unknown, status = 200, headers?: HeadersInit): Respon
  * and hands the handler that copy.
  */
 export async function readJson(req: Request): Promise<unknown> {
-  const text = await req.text();
+  return parseJson(await req.text());
+}
+
+/** JSON text parsed; 400 `invalid_json` for anything that is not JSON. */
+export function parseJson(text: string): unknown {
   try {
     return JSON.parse(text);
   } catch {

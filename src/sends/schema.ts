@@ -5,26 +5,15 @@ import { EmailEvent } from "../events/schema.ts";
 import { sendEvents } from "../events/service.ts";
 import { idempotentMutation } from "../idempotency/graphql.ts";
 import { encodeCursor } from "../pagination.ts";
-import type { SendRow } from "./repo.ts";
+import { SEND_STATUSES, type SendStatus as Status } from "../db/tables.ts";
 import * as service from "./service.ts";
-
-const STATUSES = [
-  "scheduled",
-  "queued",
-  "sending",
-  "sent",
-  "delivered",
-  "bounced",
-  "failed",
-  "cancelled",
-  "suppressed",
-] as const;
+import { type SendView, sendView } from "./view.ts";
 
 /** GraphQL `SendStatus`: the REST statuses upper-cased. */
 export const SendStatus = builder.enumType("SendStatus", {
-  values: Object.fromEntries(STATUSES.map((v) => [v.toUpperCase(), { value: v }])) as Record<
-    Uppercase<typeof STATUSES[number]>,
-    { value: typeof STATUSES[number] }
+  values: Object.fromEntries(SEND_STATUSES.map((v) => [v.toUpperCase(), { value: v }])) as Record<
+    Uppercase<Status>,
+    { value: Status }
   >,
 });
 
@@ -32,38 +21,34 @@ const SendError = builder.objectRef<{ code: string; message: string }>("SendErro
   fields: (t) => ({ code: t.exposeString("code"), message: t.exposeString("message") }),
 });
 
-/** GraphQL `Send`. */
-export const Send = builder.objectRef<SendRow>("Send").implement({
+/** GraphQL `Send`: the send view's fields (view.ts), as REST shows them. */
+export const Send = builder.objectRef<SendView>("Send").implement({
   fields: (t) => ({
     id: t.exposeID("id"),
-    status: t.field({ type: SendStatus, resolve: (s) => s.status }),
-    to: t.exposeString("to_email"),
-    contactId: t.exposeID("contact_id"),
-    templateId: t.exposeID("template_id"),
-    batchId: t.exposeID("batch_id", { nullable: true }),
-    subject: t.string({ resolve: (s) => s.rendered_subject ?? s.subject }),
-    from: t.string({ resolve: (s) => service.formatFrom(s) }),
-    replyTo: t.exposeString("reply_to", { nullable: true }),
-    personalizations: t.field({ type: "JSON", resolve: (s) => s.personalizations }),
-    tags: t.field({ type: "JSON", resolve: (s) => s.tags }),
-    trackOpens: t.exposeBoolean("track_opens"),
-    trackClicks: t.exposeBoolean("track_clicks"),
+    status: t.expose("status", { type: SendStatus }),
+    to: t.exposeString("to"),
+    contactId: t.exposeID("contactId"),
+    templateId: t.exposeID("templateId"),
+    batchId: t.exposeID("batchId", { nullable: true }),
+    subject: t.exposeString("subject"),
+    from: t.exposeString("from"),
+    replyTo: t.exposeString("replyTo", { nullable: true }),
+    personalizations: t.expose("personalizations", { type: "JSON" }),
+    tags: t.expose("tags", { type: "JSON" }),
+    trackOpens: t.exposeBoolean("trackOpens"),
+    trackClicks: t.exposeBoolean("trackClicks"),
     sandbox: t.exposeBoolean("sandbox", { description: "Sent with a TEST key: delivered to the outbox only." }),
-    messageId: t.exposeString("message_id"),
-    missingVariables: t.stringList({ nullable: true, resolve: (s) => s.missing_variables }),
-    error: t.field({
-      type: SendError,
-      nullable: true,
-      resolve: (s) => (s.error_code ? { code: s.error_code, message: s.error_message ?? "" } : null),
-    }),
-    scheduledAt: t.field({ type: "DateTime", nullable: true, resolve: (s) => s.scheduled_at }),
-    createdAt: t.field({ type: "DateTime", resolve: (s) => s.created_at }),
-    updatedAt: t.field({ type: "DateTime", resolve: (s) => s.updated_at }),
-    sentAt: t.field({ type: "DateTime", nullable: true, resolve: (s) => s.sent_at }),
-    deliveredAt: t.field({ type: "DateTime", nullable: true, resolve: (s) => s.delivered_at }),
-    openedAt: t.field({ type: "DateTime", nullable: true, resolve: (s) => s.opened_at }),
-    clickedAt: t.field({ type: "DateTime", nullable: true, resolve: (s) => s.clicked_at }),
-    bouncedAt: t.field({ type: "DateTime", nullable: true, resolve: (s) => s.bounced_at }),
+    messageId: t.exposeString("messageId"),
+    missingVariables: t.exposeStringList("missingVariables", { nullable: true }),
+    error: t.expose("error", { type: SendError, nullable: true }),
+    scheduledAt: t.expose("scheduledAt", { type: "DateTime", nullable: true }),
+    createdAt: t.expose("createdAt", { type: "DateTime" }),
+    updatedAt: t.expose("updatedAt", { type: "DateTime" }),
+    sentAt: t.expose("sentAt", { type: "DateTime", nullable: true }),
+    deliveredAt: t.expose("deliveredAt", { type: "DateTime", nullable: true }),
+    openedAt: t.expose("openedAt", { type: "DateTime", nullable: true }),
+    clickedAt: t.expose("clickedAt", { type: "DateTime", nullable: true }),
+    bouncedAt: t.expose("bouncedAt", { type: "DateTime", nullable: true }),
     events: t.field({
       type: [EmailEvent],
       description: "Oldest first.",
@@ -105,7 +90,10 @@ builder.queryField("send", (t) =>
     type: Send,
     nullable: true,
     args: { id: t.arg.id({ required: true }) },
-    resolve: (_, a, ctx) => service.findSend(ctx.deps, ctx.principal, String(a.id)),
+    resolve: async (_, a, ctx) => {
+      const row = await service.findSend(ctx.deps, ctx.principal, String(a.id));
+      return row && sendView(row);
+    },
   }));
 
 builder.queryField("sends", (t) =>
@@ -120,7 +108,11 @@ builder.queryField("sends", (t) =>
         status: a.status,
         batchId: a.batchId == null ? a.batchId : String(a.batchId),
       });
-      return toConnection(page.rows, page.hasMore, encodeCursor);
+      return toConnection(
+        page.rows.map(sendView),
+        page.hasMore,
+        (v) => encodeCursor({ created_at: v.createdAt, id: v.id }),
+      );
     },
   }));
 
@@ -133,9 +125,7 @@ builder.mutationField("createSend", (t) =>
         ctx,
         "createSend",
         a.input,
-        async () => (await service.createSend(ctx.deps, ctx.principal, a.input)).send,
-        (s) => ({ id: s.id }),
-        (j) => service.getSend(ctx.deps, ctx.principal, (j as { id: string }).id),
+        async () => sendView((await service.createSend(ctx.deps, ctx.principal, a.input)).send),
       ),
   }));
 
@@ -143,5 +133,5 @@ builder.mutationField("cancelSend", (t) =>
   t.field({
     type: Send,
     args: { id: t.arg.id({ required: true }) },
-    resolve: (_, a, ctx) => service.cancelSend(ctx.deps, ctx.principal, String(a.id)),
+    resolve: async (_, a, ctx) => sendView(await service.cancelSend(ctx.deps, ctx.principal, String(a.id))),
   }));
