@@ -24,13 +24,13 @@ function tokenCount(doc: DocumentNode): number {
   return n;
 }
 
-/** Server context passed per request by app.ts. */
+/** Server context passed per request by graphql/http.ts. */
 export interface ServerContext {
   principal: Principal;
 }
 
 /**
- * Builds the yoga handler; call `fetch(request, { principal })` once app.ts has authenticated
+ * Builds the yoga handler; call `fetch(request, { principal })` once graphql/http.ts has authenticated
  * the caller, taken its first rate token from `limiter` (null: no rate limit) and bounded the
  * body. The limits of limits.ts run inside.
  */
@@ -45,7 +45,7 @@ export function createGraphQL(deps: Deps, limiter: RateLimiter | null = null) {
     // No file uploads in this API.
     multipart: false,
     // yoga enforces its body limit while streaming the body chunk by chunk: ~75 µs of the
-    // ~145 µs it spends on a `{ __typename }` request. app.ts reads the body up to
+    // ~145 µs it spends on a `{ __typename }` request. graphql/http.ts reads the body up to
     // BODY_LIMITS.graphql before yoga runs instead (see there).
     maxRequestBodySize: false,
     // yoga's caches hold up to 1,024 documents each, keyed by the source text: a stream of

@@ -1,6 +1,6 @@
 /**
  * Request bodies read up to a limit. Every route reads its body through {@link readBody}
- * (REST and the Idempotency-Key path in src/app.ts, `/graphql`, the inbound webhook, the
+ * (REST in src/rest/middleware.ts, `/graphql` in src/graphql/http.ts, the inbound webhook, the
  * unsubscribe POST), so no body is held in memory past its route's limit: the bytes are
  * counted as they stream in, and the stream is cancelled at the first chunk over the limit,
  * whether the client declared a Content-Length, declared a false one, or sent it chunked.
@@ -13,7 +13,7 @@ const MiB = 1024 * KiB;
 /**
  * The body limit of each route, in bytes. What fits, and why each is what it is:
  *
- * - `rest` 1 MiB: every REST call that names no limit of its own in app.ts's ROUTES.
+ * - `rest` 1 MiB: every REST call that names no limit of its own in rest/router.ts's ROUTES.
  * - `send` 1 MiB: a single send (personalizations are at most 64 KB). Attachments (25 MB
  *   decoded, ~34 MB as base64 JSON) need this one raised (and `graphql`, for `createSend`).
  * - `batch` 4 MiB: a full batch of 1,000 recipients with 1 KB of personalizations each is

@@ -50,7 +50,7 @@ export function json(body: unknown, status = 200, headers?: HeadersInit): Respon
 
 /**
  * Reads a JSON object body; 400 `invalid_json` for anything that is not JSON. The body must
- * be bounded already: app.ts reads every REST body up to its route's limit (rest/body.ts)
+ * be bounded already: rest/middleware.ts reads every REST body up to its route's limit (rest/body.ts)
  * and hands the handler that copy.
  */
 export async function readJson(req: Request): Promise<unknown> {
