@@ -6,6 +6,7 @@ import { connectionType, toConnection } from "../graphql/connection.ts";
 import { encodeCursor } from "../pagination.ts";
 import { Send } from "../sends/schema.ts";
 import { findSend } from "../sends/service.ts";
+import { sendView } from "../sends/view.ts";
 import type { SuppressionRow } from "./repo.ts";
 import * as service from "./service.ts";
 
@@ -34,7 +35,10 @@ export const Suppression = builder.objectRef<SuppressionRow>("Suppression").impl
       type: Send,
       nullable: true,
       description: "The send whose bounce, complaint or unsubscribe caused it, if known.",
-      resolve: (s, _, ctx) => (s.event?.send_id ? findSend(ctx.deps, ctx.principal, s.event.send_id) : null),
+      resolve: async (s, _, ctx) => {
+        const row = s.event?.send_id ? await findSend(ctx.deps, ctx.principal, s.event.send_id) : null;
+        return row && sendView(row);
+      },
     }),
     event: t.field({
       type: EmailEvent,
