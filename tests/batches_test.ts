@@ -114,8 +114,7 @@ async function createSegment(
 /** Pending graphile-worker jobs of one task. */
 function jobsOf(stack: Stack, task: string, extra = "true"): Promise<number> {
   return stack.count(
-    `select count(*) from graphile_worker._private_jobs j
-       join graphile_worker._private_tasks t on t.id = j.task_id where t.identifier = $1 and ${extra}`,
+    `select count(*) from graphile_worker.jobs j where j.task_identifier = $1 and ${extra}`,
     [task],
   );
 }
@@ -123,7 +122,7 @@ function jobsOf(stack: Stack, task: string, extra = "true"): Promise<number> {
 /** Pending delivery jobs of a batch's sends (by job key). */
 function deliveryJobsOfBatch(stack: Stack, batchId: string): Promise<number> {
   return stack.count(
-    `select count(*) from graphile_worker._private_jobs j join sends s on j.key = 'send:' || s.id::text
+    `select count(*) from graphile_worker.jobs j join sends s on j.key = 'send:' || s.id::text
       where s.batch_id = $1`,
     [batchId],
   );
@@ -547,7 +546,7 @@ batchTest("scheduledAt on a batch, then cancel the batch; 404 for foreign and un
   assertEquals(await used(stack, c.key), 3);
   assertEquals(await deliveryJobsOfBatch(stack, batchId), 3, "one delivery job per scheduled send");
   const runAts = await stack.pg.query(
-    `select run_at from graphile_worker._private_jobs where key = any($1::text[])`,
+    `select run_at from graphile_worker.jobs where key = any($1::text[])`,
     [ids.map((id) => `send:${id}`)],
   );
   assert(

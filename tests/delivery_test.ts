@@ -66,7 +66,7 @@ function jobsFor(stack: Stack, sendId: string): Promise<number> {
 
 /** graphile-worker jobs with the send's job key. */
 function jobsWithKey(stack: Stack, sendId: string): Promise<number> {
-  return stack.count(`select count(*) from graphile_worker._private_jobs where key = $1`, [`send:${sendId}`]);
+  return stack.count(`select count(*) from graphile_worker.jobs where key = $1`, [`send:${sendId}`]);
 }
 
 /** Runs `fn` now and keeps its outcome for a later step (no unhandled rejection meanwhile). */
@@ -501,7 +501,7 @@ Deno.test(
         assert(Date.now() < at, "the job exists before the send's time");
         assertEquals(
           await stack.count(
-            `select count(*) from graphile_worker._private_jobs where key = $1 and run_at = $2::timestamptz`,
+            `select count(*) from graphile_worker.jobs where key = $1 and run_at = $2::timestamptz`,
             [`send:${a.id}`, scheduledAt],
           ),
           1,

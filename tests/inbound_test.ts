@@ -187,8 +187,7 @@ async function waitForEvent(stack: Stack, key: string, id: string, type: string,
 /** Pending `record_event` jobs. */
 function recordJobs(stack: Stack): Promise<number> {
   return stack.count(
-    `select count(*) from graphile_worker._private_jobs j
-       join graphile_worker._private_tasks t on t.id = j.task_id where t.identifier = 'record_event'`,
+    `select count(*) from graphile_worker.jobs where task_identifier = 'record_event'`,
   );
 }
 

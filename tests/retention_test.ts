@@ -15,8 +15,7 @@ async function runJob(stack: Stack, timeoutMs = 30_000): Promise<void> {
   await waitFor(
     async () => {
       const r = await stack.pg.query(
-        `select j.attempts, j.last_error from graphile_worker._private_jobs j
-         join graphile_worker._private_tasks t on t.id = j.task_id where t.identifier = 'retention'`,
+        `select attempts, last_error from graphile_worker.jobs where task_identifier = 'retention'`,
       );
       if (r.rows.some((j) => j.last_error)) throw new Error(`retention failed: ${r.rows[0].last_error}`);
       return r.rows.length === 0;

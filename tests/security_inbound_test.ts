@@ -140,8 +140,7 @@ async function drained(stack: Stack): Promise<void> {
   await waitFor(
     async () =>
       (await stack.count(
-        `select count(*) from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id
-         where t.identifier in ('record_event', 'reputation_check')`,
+        `select count(*) from graphile_worker.jobs where task_identifier in ('record_event', 'reputation_check')`,
       )) === 0,
     10_000,
     "record_event and reputation_check jobs to finish",

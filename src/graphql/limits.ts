@@ -7,7 +7,7 @@
  * 2. validate: depth, aliases and directives (graphql-armor's rules);
  * 3. before execute: the cost (@pothos/plugin-complexity: every field 1, a list ×10, a field
  *    with `first`/`limit` × that number, see builder.ts), then one rate-limit token per root
- *    field beyond the one app.ts took for the request.
+ *    field beyond the one graphql/http.ts took for the request.
  *
  * A document over a limit answers 400 with `extensions.code = "query_too_complex"`. Step 3 runs
  * in `onExecute`/`onSubscribe`, ahead of the execute function that graphql-jit installs, so
@@ -135,7 +135,7 @@ function check(args: ExecutionArgs, limiter: RateLimiter | null) {
   const principal = (args.contextValue as GraphQLContext).principal;
   if (limiter && principal?.kind === "tenant") {
     const fields = countFields(operation.selectionSet, fragments);
-    // app.ts took the request's first token before parsing.
+    // graphql/http.ts took the request's first token before parsing.
     const rate = fields > 1 ? limiter.take(principal.apiKeyId, fields - 1) : null;
     if (rate && !rate.allowed) {
       const message = fields > limiter.burst
@@ -155,7 +155,7 @@ function check(args: ExecutionArgs, limiter: RateLimiter | null) {
 
 /**
  * The envelop plugins of the limits, to be listed before graphql-jit's. `limiter` (null: no
- * rate limit) is the one app.ts takes each request's first token from.
+ * rate limit) is the one graphql/http.ts takes each request's first token from.
  */
 export function queryLimits(limiter: RateLimiter | null): Plugin[] {
   return [

@@ -424,8 +424,3 @@ export async function cancelSend(deps: Deps, p: Principal, id: string) {
   deps.log.info("send cancelled", { accountId: t.accountId, sendId: id });
   return row;
 }
-
-/** A send's From as a header would show it: `Name <address>` or the address. */
-export function formatFrom(s: { from_name: string | null; from_email: string }): string {
-  return s.from_name ? `${s.from_name} <${s.from_email}>` : s.from_email;
-}
