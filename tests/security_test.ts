@@ -26,6 +26,15 @@ const GADGETS = [
   `{% include "/etc/passwd" %}`,
 ];
 
+/** Filter and test names are looked up by name too: Object.prototype's must not answer. */
+const NAME_GADGETS = [
+  `{% set c = "x" | valueOf %}{{ c.env.globals | dump }}`,
+  `{{ "__proto__" | __lookupGetter__ }}`,
+  `{{ "x" | constructor }}`,
+  `{% if "x" is constructor %}yes{% endif %}`,
+  `{{ "x" | hasOwnProperty("length") }}`,
+];
+
 async function send(stack: Stack, tenant: TestTenant, to: string, extra: Record<string, unknown> = {}) {
   const r = await stack.api("POST", "/api/v1/sends", {
     key: tenant.key,
@@ -83,6 +92,14 @@ Deno.test("security: a tenant's template is data", opts, async (t) => {
         ids.push(await send(stack, tenant, `gadget${i}@example.test`, { subject: g }));
       }
       for (const id of ids) await assertRenderFailed(stack, tenant, id, /cannot be used in a template|not found/);
+    });
+
+    await t.step("Object.prototype's methods are no filters or tests: render_failed, filter not found", async () => {
+      const ids = [];
+      for (const [i, g] of NAME_GADGETS.entries()) {
+        ids.push(await send(stack, tenant, `name${i}@example.test`, { subject: g }));
+      }
+      for (const id of ids) await assertRenderFailed(stack, tenant, id, /(filter|test) not found/);
     });
 
     await t.step("gadgets in a stored template's html and text: render_failed", async () => {

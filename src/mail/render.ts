@@ -153,9 +153,15 @@ interface Sandbox {
   proc: Deno.ChildProcess;
   writer: WritableStreamDefaultWriter<Uint8Array>;
   ready: boolean;
-  /** The group being rendered, and the index of its first unanswered item. */
+  /**
+   * The group being rendered (the whole line the sandbox was sent), the index of its first
+   * unanswered item, and how many of its items are still this sandbox's to answer: #slow
+   * hands the rest to others, but the sandbox renders them anyway and stays busy until it
+   * has (their answers only count as progress).
+   */
   group: Job[] | null;
   next: number;
+  live: number;
   g: number;
   /** Keys this sandbox has compiled, oldest first; `drops` are evicted keys to tell it. */
   known: Map<string, true>;
@@ -181,6 +187,7 @@ export class RenderPool {
   #scheduled = false;
   #closed = false;
   #startFailures = 0;
+  #respawn?: ReturnType<typeof setTimeout>;
   #checks = new Map<string, string | null>();
   #encoder = new TextEncoder();
 
@@ -227,6 +234,7 @@ export class RenderPool {
   /** Kills the sandboxes; queued and running work fails. */
   close(): void {
     this.#closed = true;
+    clearTimeout(this.#respawn);
     for (const s of this.#sandboxes) this.#retire(s);
     this.#failQueued(new Error("the renderer is stopping"));
   }
@@ -268,6 +276,7 @@ export class RenderPool {
       ready: false,
       group: null,
       next: 0,
+      live: 0,
       g: 0,
       known: new Map(),
       drops: [],
@@ -293,12 +302,14 @@ export class RenderPool {
           this.#pump();
           continue;
         }
-        // Items handed elsewhere by #slow (and so past the group's end) are answered twice: ignore.
-        if (!s.group || reply.g !== s.g || reply.i >= s.group.length) continue;
-        const job = s.group[reply.i];
+        if (!s.group || reply.g !== s.g) continue;
         s.next = reply.i + 1;
-        if (reply.err !== undefined) job.reject(new RenderError(reply.err));
-        else job.resolve(reply.ok ?? {});
+        // Items handed elsewhere by #slow are answered there; here they are only progress.
+        if (reply.i < s.live) {
+          const job = s.group[reply.i];
+          if (reply.err !== undefined) job.reject(new RenderError(reply.err));
+          else job.resolve(reply.ok ?? {});
+        }
         this.#arm(s);
         if (s.next >= s.group.length) {
           s.group = null;
@@ -332,6 +343,7 @@ export class RenderPool {
   #dispatch(s: Sandbox, group: Job[]): void {
     s.group = group;
     s.next = 0;
+    s.live = group.length;
     s.g++;
     const items: RenderItem[] = group.map((job) => {
       if (job.check !== undefined) return { check: job.check };
@@ -371,7 +383,7 @@ export class RenderPool {
     clearTimeout(s.slowTimer);
     if (!s.group || s.next >= s.group.length) return;
     s.timer = setTimeout(() => this.#timedOut(s), this.opts.timeoutMs);
-    if (s.next + 1 < s.group.length) s.slowTimer = setTimeout(() => this.#slow(s), SLOW_MS);
+    if (s.next + 1 < s.live) s.slowTimer = setTimeout(() => this.#slow(s), SLOW_MS);
   }
 
   /**
@@ -380,9 +392,9 @@ export class RenderPool {
    * Rendering is pure, so the ones this sandbox still renders are merely rendered twice.
    */
   #slow(s: Sandbox): void {
-    if (s.gone || !s.group || s.next + 1 >= s.group.length) return;
-    this.#queue.unshift(...s.group.slice(s.next + 1));
-    s.group = s.group.slice(0, s.next + 1);
+    if (s.gone || !s.group || s.next + 1 >= s.live) return;
+    this.#queue.unshift(...s.group.slice(s.next + 1, s.live));
+    s.live = s.next + 1;
     this.#pump();
   }
 
@@ -406,7 +418,10 @@ export class RenderPool {
         this.#failQueued(new Error(`the render sandbox cannot start: ${s.stderr.slice(-300)}`));
       }
       if (!this.#closed) {
-        setTimeout(() => this.#closed || this.#spawn(), Math.min(30_000, 250 * 2 ** this.#startFailures));
+        this.#respawn = setTimeout(
+          () => this.#closed || this.#spawn(),
+          Math.min(30_000, 250 * 2 ** this.#startFailures),
+        );
       }
       return;
     }
@@ -420,11 +435,12 @@ export class RenderPool {
    */
   #fail(s: Sandbox, reason: string): void {
     const group = s.group;
-    const next = s.next;
+    const { next, live } = s;
     this.#retire(s);
-    if (group && next < group.length) {
+    // The culprit is blamed only if it was still this sandbox's (not a handed-away one).
+    if (group && next < live) {
       group[next].reject(new RenderError(reason));
-      this.#queue.unshift(...group.slice(next + 1));
+      this.#queue.unshift(...group.slice(next + 1, live));
     }
     if (!this.#closed) this.#spawn();
     this.#pump();
@@ -442,7 +458,7 @@ export class RenderPool {
       // Already exited.
     }
     if (this.#closed && s.group) {
-      for (const job of s.group.slice(s.next)) job.reject(new Error("the renderer is stopping"));
+      for (const job of s.group.slice(s.next, s.live)) job.reject(new Error("the renderer is stopping"));
     }
   }
 

@@ -35,7 +35,24 @@ function boundedRange(start: number, stop?: number, step = 1): number[] {
   if (!Number.isFinite(n) || n > MAX_RANGE_ITEMS) throw new Error(`range() is limited to ${MAX_RANGE_ITEMS} items`);
   return Array.from({ length: n }, (_, i) => start + i * step);
 }
-for (const env of [htmlEnv, plainEnv]) env.addGlobal("range", boundedRange);
+for (const env of [htmlEnv, plainEnv]) {
+  env.addGlobal("range", boundedRange);
+  // Filters, tests and globals are looked up by name in plain objects (`env.filters[name]`):
+  // without a prototype, `x | valueOf` or `x is constructor` finds nothing instead of
+  // Object.prototype's methods (which would hand a template the render Context).
+  // deno-lint-ignore no-explicit-any
+  const e = env as any;
+  for (const table of [e.filters, e.tests, e.globals, e.extensions]) if (table) Object.setPrototypeOf(table, null);
+}
+
+// deno-lint-ignore no-explicit-any
+const SafeString = (nunjucks as any).runtime.SafeString;
+
+/** Whether `v` is template data: JSON-like objects and arrays, or nunjucks' SafeString. */
+function isData(v: object): boolean {
+  const proto = Object.getPrototypeOf(v);
+  return proto === Object.prototype || proto === Array.prototype || proto === null || v instanceof SafeString;
+}
 
 /** Names no template may look up: the ways from a value to its constructor and Function. */
 const FORBIDDEN = new Set(["constructor", "__proto__", "prototype", "__defineGetter__", "__lookupGetter__"]);
@@ -61,7 +78,8 @@ runtime.contextOrFrameLookup = (context: unknown, frame: unknown, name: string) 
   return found ? v : undefined;
 };
 /**
- * `obj.name`: an own property of plain data (objects, arrays, strings) and nothing else.
+ * `obj.name`: an own property of plain data (JSON-like objects, arrays, strings, SafeString)
+ * and nothing else: no host object (a Context, a Frame) however it was reached.
  * Functions (range, cycler, macros) have no readable members; a method found on a prototype
  * is undefined. Calling a value that is an own function (cycler's `next`) keeps `this`.
  */
@@ -71,6 +89,7 @@ runtime.memberLookup = (obj: unknown, name: unknown) => {
   if (typeof key === "string" && FORBIDDEN.has(key)) refuse(key);
   if (typeof obj === "function") return undefined;
   if (typeof obj !== "object" && typeof obj !== "string") return undefined;
+  if (typeof obj === "object" && !isData(obj)) return undefined;
   if (!Object.hasOwn(obj as object, key)) return undefined;
   const v = (obj as Record<string | number, unknown>)[key];
   return typeof v === "function" ? (...args: unknown[]) => v.apply(obj, args) : v;

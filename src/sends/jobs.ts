@@ -172,12 +172,11 @@ export function deliverSendTask(deps: Deps, mailer: Mailer): Task {
       // Both in one transaction, so a crash between them can neither keep the unit nor
       // return it twice (a failed send is never claimed again).
       await db.transaction().execute(async (trx) => {
-        await repo.recordOutcomes(trx, [{
-          send,
-          set: { status: "failed", error_code: "render_failed", error_message: err.message },
-          events: [{ type: "failed", data: { code: "render_failed", message: err.message } }],
-        }]);
-        await releaseUsage(trx, send.account_id, [send.created_at]);
+        // Only a send still pending or sending: one freed meanwhile (a worker restart) and
+        // delivered elsewhere keeps its status, and its unit is not given back twice.
+        if (await repo.failUnfinished(trx, send.id, "render_failed", err.message)) {
+          await releaseUsage(trx, send.account_id, [send.created_at]);
+        }
       });
       log.warn("send failed: template did not render", { sendId, accountId: send.account_id });
       return;
