@@ -528,3 +528,39 @@ export async function contactStatus(stack: Stack, key: string, email: string): P
   const d = await gql(stack, key, `query($e: String!) { contact(email: $e) { status } }`, { e: email });
   return d.contact?.status;
 }
+
+/**
+ * Sends a batch of `n` (addresses `<prefix>-<i>@example.test`) with `key` and waits until none
+ * of them is pending; returns the send ids.
+ */
+export async function sendBatchAndWait(
+  stack: Stack,
+  key: string,
+  templateId: string,
+  prefix: string,
+  n: number,
+): Promise<string[]> {
+  const recipients = Array.from({ length: n }, (_, i) => ({ to: `${prefix}-${i}@example.test` }));
+  const r = await stack.api("POST", "/api/v1/sends/batch", { key, body: { templateId, recipients } });
+  assertEquals(r.status, 202, JSON.stringify(r.body));
+  await waitFor(
+    async () =>
+      (await stack.count("select count(*) from sends where batch_id = $1 and status in ('queued','sending')", [
+        r.body.batchId,
+      ])) === 0,
+    30_000,
+    "the batch to go out",
+  );
+  return r.body.sends.map((s: { id: string }) => s.id);
+}
+
+/** The caller's account with its sending state and reputation, as GraphQL shows it. */
+export async function accountState(stack: Stack, key: string): Promise<Json> {
+  const r = await stack.gql(
+    `{ account { sendingEnabled pausedBy pausedReason
+        reputation { sends bounces complaints bounceRate complaintRate status } } }`,
+    {},
+    key,
+  );
+  return r.body.data.account;
+}

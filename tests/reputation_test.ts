@@ -5,41 +5,13 @@
  */
 import { signatureHeader } from "../src/inbound/webhook.ts";
 import { assert, assertEquals } from "./assert.ts";
-import { ADMIN_TOKEN, opts, type Stack, startStack, type TestTenant, waitFor } from "./helpers.ts";
-
-/** Sends a batch of `n` (addresses `<prefix>-<i>@…`), waits until none is pending, returns the send ids. */
-async function sendMany(stack: Stack, tenant: TestTenant, prefix: string, n: number): Promise<string[]> {
-  const recipients = Array.from({ length: n }, (_, i) => ({ to: `${prefix}-${i}@example.test` }));
-  const r = await stack.api("POST", "/api/v1/sends/batch", {
-    key: tenant.key,
-    body: { templateId: tenant.templateId, recipients },
-  });
-  assertEquals(r.status, 202, JSON.stringify(r.body));
-  await waitFor(
-    async () =>
-      (await stack.count("select count(*) from sends where batch_id = $1 and status in ('queued','sending')", [
-        r.body.batchId,
-      ])) === 0,
-    20_000,
-    "the batch to be delivered",
-  );
-  return r.body.sends.map((s: { id: string }) => s.id);
-}
-
-async function account(stack: Stack, key: string) {
-  const r = await stack.gql(
-    `{ account { sendingEnabled pausedBy pausedReason reputation { sends bounces complaints bounceRate complaintRate status } } }`,
-    {},
-    key,
-  );
-  return r.body.data.account;
-}
+import { accountState, ADMIN_TOKEN, opts, sendBatchAndWait, type Stack, startStack, waitFor } from "./helpers.ts";
 
 /** The account once its sending is paused (fails after 10 s). */
 function untilPaused(stack: Stack, key: string) {
   return waitFor(
     async () => {
-      const x = await account(stack, key);
+      const x = await accountState(stack, key);
       return x.sendingEnabled === false ? x : null;
     },
     10_000,
@@ -55,10 +27,10 @@ Deno.test("reputation: bounces and complaints pause sending; held sends go out a
   try {
     await t.step("5% bounces over 100 sends: WARNING, still sending", async () => {
       const tenant = await stack.tenant();
-      await sendMany(stack, tenant, "ok", 95);
-      await sendMany(stack, tenant, "bad", 5);
+      await sendBatchAndWait(stack, tenant.key, tenant.templateId, "ok", 95);
+      await sendBatchAndWait(stack, tenant.key, tenant.templateId, "bad", 5);
       const a = await waitFor(async () => {
-        const x = await account(stack, tenant.key);
+        const x = await accountState(stack, tenant.key);
         return x.reputation.bounces === 5 ? x : null;
       });
       assertEquals(a.reputation.sends, 100);
@@ -69,7 +41,7 @@ Deno.test("reputation: bounces and complaints pause sending; held sends go out a
 
     await t.step("over 10% bounces (real SMTP 550s): paused by reputation; new sends are 403", async () => {
       const tenant = await stack.tenant({ domain: "bouncy.test" });
-      await sendMany(stack, tenant, "fine", 90);
+      await sendBatchAndWait(stack, tenant.key, tenant.templateId, "fine", 90);
       // Scheduled while the account still sends: these must be held, not lost, once it pauses.
       // Due well after the check that follows the first bounce (~2 s), so they come due paused.
       const later = new Date(Date.now() + 4500).toISOString();
@@ -83,7 +55,7 @@ Deno.test("reputation: bounces and complaints pause sending; held sends go out a
       });
       assertEquals(held.status, 202);
       // 12 of 102 sends bounce: 11.8%, over the 10% line.
-      await sendMany(stack, tenant, "bad", 12);
+      await sendBatchAndWait(stack, tenant.key, tenant.templateId, "bad", 12);
       const a = await untilPaused(stack, tenant.key);
       assertEquals(a.pausedBy, "reputation");
       assertEquals(a.reputation.status, "PAUSED");
@@ -116,7 +88,7 @@ Deno.test("reputation: bounces and complaints pause sending; held sends go out a
         5000,
         "held sends",
       );
-      const after = await account(stack, tenant.key);
+      const after = await accountState(stack, tenant.key);
       // A resume restarts the window: only sends accepted from now on count.
       assertEquals(after.reputation.status, "OK");
       assertEquals(after.reputation.sends, 0);
@@ -125,8 +97,8 @@ Deno.test("reputation: bounces and complaints pause sending; held sends go out a
 
     await t.step("a complaint report (signed relay webhook) at 1 in 100: paused", async () => {
       const tenant = await stack.tenant({ domain: "spammy.test" });
-      const ids = await sendMany(stack, tenant, "reader", 100);
-      assertEquals((await account(stack, tenant.key)).sendingEnabled, true);
+      const ids = await sendBatchAndWait(stack, tenant.key, tenant.templateId, "reader", 100);
+      assertEquals((await accountState(stack, tenant.key)).sendingEnabled, true);
       const body = JSON.stringify({ events: [{ type: "complained", sendId: ids[7] }] });
       const r = await fetch(`${stack.url}/api/v1/events/inbound`, {
         method: "POST",
@@ -143,9 +115,9 @@ Deno.test("reputation: bounces and complaints pause sending; held sends go out a
 
     await t.step("fewer than 100 sends are never judged", async () => {
       const tenant = await stack.tenant({ domain: "tiny.test" });
-      await sendMany(stack, tenant, "bad", 20);
+      await sendBatchAndWait(stack, tenant.key, tenant.templateId, "bad", 20);
       await new Promise((r) => setTimeout(r, 2500));
-      const a = await account(stack, tenant.key);
+      const a = await accountState(stack, tenant.key);
       assertEquals(a.reputation.bounces, 20);
       assertEquals(a.reputation.status, "OK");
       assertEquals(a.sendingEnabled, true);

@@ -9,9 +9,11 @@ import { parseReport } from "../src/inbound/parse.ts";
 import { signatureHeader } from "../src/inbound/webhook.ts";
 import { assert, assertEquals, assertMatch } from "./assert.ts";
 import {
+  accountState,
   ADMIN_TOKEN,
   opts,
   type ReceivedMail,
+  sendBatchAndWait,
   type Stack,
   startStack,
   type TestTenant,
@@ -470,50 +472,25 @@ Deno.test("a report that passes the parse time limit is dropped; the service kee
 // ---------------------------------------------------------------------------------------
 // Reputation.
 
-/** Sends a batch of `n` (addresses `<prefix>-<i>@…`) with `key`, waits until none is pending; the send ids. */
-async function sendMany(stack: Stack, key: string, templateId: string, prefix: string, n: number): Promise<string[]> {
-  const recipients = Array.from({ length: n }, (_, i) => ({ to: `${prefix}-${i}@example.test` }));
-  const r = await stack.api("POST", "/api/v1/sends/batch", { key, body: { templateId, recipients } });
-  assertEquals(r.status, 202, JSON.stringify(r.body));
-  await waitFor(
-    async () =>
-      (await stack.count("select count(*) from sends where batch_id = $1 and status in ('queued','sending')", [
-        r.body.batchId,
-      ])) === 0,
-    30_000,
-    "the batch to go out",
-  );
-  return r.body.sends.map((s: { id: string }) => s.id);
-}
-
-async function account(stack: Stack, key: string) {
-  const r = await stack.gql(
-    `{ account { sendingEnabled pausedBy reputation { sends bounces complaints bounceRate complaintRate status } } }`,
-    {},
-    key,
-  );
-  return r.body.data.account;
-}
-
 Deno.test("reputation counts live sends inside the window only", opts, async (t) => {
   const stack = await startStack({ env: { PP_INBOUND_SECRET: SECRET } });
   stack.sink.reply = (rcpt) => rcpt.startsWith("bad-") ? { code: 550, message: "5.1.1 No such user" } : null;
   try {
     await t.step("a complaint about a send older than 7 days does not count", async () => {
       const tenant = await stack.tenant({ domain: "window.test" });
-      const [old] = await sendMany(stack, tenant.key, tenant.templateId, "old", 1);
+      const [old] = await sendBatchAndWait(stack, tenant.key, tenant.templateId, "old", 1);
       // Eight days ago (the clock of the rows is moved, nothing waits).
       await stack.pg.query(
         `update sends set created_at = created_at - interval '8 days', sent_at = sent_at - interval '8 days'
          where id = $1`,
         [old],
       );
-      const recent = await sendMany(stack, tenant.key, tenant.templateId, "reader", 100);
+      const recent = await sendBatchAndWait(stack, tenant.key, tenant.templateId, "reader", 100);
       const r = await postSigned(stack, "/api/v1/events/inbound", { events: [{ type: "complained", sendId: old }] });
       assertEquals(r.body, { accepted: 1, ignored: 0 });
       await waitFor(async () => (await eventsOf(stack, old, "complained")) === 1, 5000, "the complaint");
       await drained(stack);
-      const a = await account(stack, tenant.key);
+      const a = await accountState(stack, tenant.key);
       assertEquals(a.reputation.sends, 100);
       assertEquals(a.reputation.complaints, 0, "the complained send is outside the window");
       assertEquals(a.sendingEnabled, true);
@@ -522,7 +499,7 @@ Deno.test("reputation counts live sends inside the window only", opts, async (t)
       await postSigned(stack, "/api/v1/events/inbound", { events: [{ type: "complained", sendId: recent[3] }] });
       const paused = await waitFor(
         async () => {
-          const x = await account(stack, tenant.key);
+          const x = await accountState(stack, tenant.key);
           return x.sendingEnabled === false ? x : null;
         },
         10_000,
@@ -541,7 +518,7 @@ Deno.test("reputation counts live sends inside the window only", opts, async (t)
       );
       const testKey = test.body.data.createApiKey.key;
       assertMatch(testKey, /^pp_test_/);
-      await sendMany(stack, testKey, tenant.templateId, "sandbox", 1000);
+      await sendBatchAndWait(stack, testKey, tenant.templateId, "sandbox", 1000);
       assertEquals(
         await stack.count(
           "select count(*) from sends where account_id = $1 and sandbox and status in ('sent', 'delivered')",
@@ -551,11 +528,11 @@ Deno.test("reputation counts live sends inside the window only", opts, async (t)
         ),
         1000,
       );
-      await sendMany(stack, tenant.key, tenant.templateId, "fine", 90);
-      await sendMany(stack, tenant.key, tenant.templateId, "bad", 10);
+      await sendBatchAndWait(stack, tenant.key, tenant.templateId, "fine", 90);
+      await sendBatchAndWait(stack, tenant.key, tenant.templateId, "bad", 10);
       const a = await waitFor(
         async () => {
-          const x = await account(stack, tenant.key);
+          const x = await accountState(stack, tenant.key);
           return x.sendingEnabled === false ? x : null;
         },
         10_000,
