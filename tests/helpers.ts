@@ -564,3 +564,20 @@ export async function accountState(stack: Stack, key: string): Promise<Json> {
   );
   return r.body.data.account;
 }
+
+const INBOUND_SECRET = "inbound-secret-0123456789";
+const BOUNCE_DOMAIN = "bounces.shop.test";
+/**
+ * The inbound side of a test stack: the webhook's HMAC secret, the VERP bounce domain, and
+ * the env that turns on the inbound SMTP listener (free port) with delivery by reports.
+ */
+export const INBOUND = {
+  secret: INBOUND_SECRET,
+  bounceDomain: BOUNCE_DOMAIN,
+  env: {
+    PP_INBOUND_SMTP_PORT: "0",
+    PP_BOUNCE_DOMAIN: BOUNCE_DOMAIN,
+    PP_INBOUND_SECRET: INBOUND_SECRET,
+    PP_DELIVERY_CONFIRMATION: "reports",
+  },
+} as const;

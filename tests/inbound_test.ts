@@ -9,19 +9,21 @@ import { signToken } from "../src/mail/tracking.ts";
 import { parseReport, resolveSend } from "../src/inbound/parse.ts";
 import { signatureHeader, signatureProblem } from "../src/inbound/webhook.ts";
 import { assert, assertEquals, assertMatch } from "./assert.ts";
-import { opts, type ReceivedMail, type Stack, startStack, type TestTenant, waitFor, waitForStatus } from "./helpers.ts";
+import {
+  INBOUND,
+  opts,
+  type ReceivedMail,
+  type Stack,
+  startStack,
+  type TestTenant,
+  waitFor,
+  waitForStatus,
+} from "./helpers.ts";
 
 // deno-lint-ignore no-explicit-any
 type Json = any;
 
-const SECRET = "inbound-secret-0123456789";
-const BOUNCE_DOMAIN = "bounces.shop.test";
-const ENV = {
-  PP_INBOUND_SMTP_PORT: "0",
-  PP_BOUNCE_DOMAIN: BOUNCE_DOMAIN,
-  PP_INBOUND_SECRET: SECRET,
-  PP_DELIVERY_CONFIRMATION: "reports",
-};
+const { secret: SECRET, bounceDomain: BOUNCE_DOMAIN, env: ENV } = INBOUND;
 
 // ---------------------------------------------------------------------------------------
 // Report fixtures, written by hand after RFC 3464 (DSN) and RFC 5965 (ARF).

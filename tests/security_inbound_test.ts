@@ -11,6 +11,7 @@ import { assert, assertEquals, assertMatch } from "./assert.ts";
 import {
   accountState,
   ADMIN_TOKEN,
+  INBOUND,
   opts,
   type ReceivedMail,
   sendBatchAndWait,
@@ -24,14 +25,7 @@ import {
 // deno-lint-ignore no-explicit-any
 type Json = any;
 
-const SECRET = "inbound-secret-0123456789";
-const BOUNCE_DOMAIN = "bounces.shop.test";
-const ENV = {
-  PP_INBOUND_SMTP_PORT: "0",
-  PP_BOUNCE_DOMAIN: BOUNCE_DOMAIN,
-  PP_INBOUND_SECRET: SECRET,
-  PP_DELIVERY_CONFIRMATION: "reports",
-};
+const { secret: SECRET, bounceDomain: BOUNCE_DOMAIN, env: ENV } = INBOUND;
 
 /** One DSN recipient group (RFC 3464). */
 function group(recipient: string, action = "failed", status = "5.1.1"): string {
