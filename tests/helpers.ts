@@ -5,11 +5,13 @@
  */
 import { SMTPServer } from "smtp-server";
 import { simpleParser } from "mailparser";
+import nodemailer from "nodemailer";
 import pg from "pg";
 import { loadConfig } from "../src/config.ts";
 import { embeddedStopper, startEmbeddedPostgres } from "../src/db/embedded.ts";
+import { signatureHeader } from "../src/inbound/webhook.ts";
 import { type Service, startService } from "../src/server.ts";
-import { assertEquals } from "./assert.ts";
+import { assert, assertEquals } from "./assert.ts";
 
 export const ADMIN_TOKEN = "test-admin-token-0123456789";
 
@@ -452,9 +454,10 @@ export async function spawnMain(env: Record<string, string>): Promise<{ child: D
  * in ms (a request that failed, or answered other than 200, counts as Infinity), so a test
  * can assert the service stayed responsive throughout.
  */
-export function watchHealth(url: string): { stop(): Promise<number> } {
+export function watchHealth(url: string): { stop(): Promise<number>; readonly probes: number } {
   let running = true;
   let worst = 0;
+  let probes = 0;
   const loop = (async () => {
     while (running) {
       const t0 = performance.now();
@@ -465,16 +468,38 @@ export function watchHealth(url: string): { stop(): Promise<number> } {
       } catch {
         worst = Infinity;
       }
+      probes++;
       await new Promise((r) => setTimeout(r, 50));
     }
   })();
   return {
+    /** Probes answered (or failed) so far. */
+    get probes() {
+      return probes;
+    },
     async stop() {
       running = false;
       await loop;
       return worst;
     },
   };
+}
+
+/**
+ * Runs `work` while watchHealth probes `/healthz`; fails unless `/healthz` was probed and
+ * every probe answered 200 within 1 s. Returns what `work` gave and how long it took (ms).
+ */
+export async function whileHealthy<T>(stack: Stack, work: () => Promise<T>): Promise<{ value: T; ms: number }> {
+  const health = watchHealth(stack.url);
+  const started = performance.now();
+  const done = await work().then((value) => ({ value }), (error: unknown) => ({ error }));
+  const ms = performance.now() - started;
+  const worst = await health.stop();
+  if ("error" in done) throw done.error; // what `work` failed with comes first
+  const { value } = done;
+  assert(health.probes > 0, "/healthz was probed");
+  assert(worst < 1000, `/healthz took ${worst.toFixed(0)} ms (Infinity: it failed or answered other than 200)`);
+  return { value, ms };
 }
 
 /** Test options shared by every file: the stack holds sockets across steps. */
@@ -581,3 +606,80 @@ export const INBOUND = {
     PP_DELIVERY_CONFIRMATION: "reports",
   },
 } as const;
+
+/** POST to an inbound webhook path, the raw body signed with INBOUND.secret (or as `o` says). */
+export function postSigned(
+  stack: Stack,
+  path: string,
+  body: unknown,
+  o: { secret?: string; t?: number; header?: string | null; raw?: string } = {},
+): Promise<JsonResponse> {
+  const raw = o.raw ?? JSON.stringify(body);
+  const headers: Record<string, string> = { "content-type": "application/json" };
+  const sig = o.header === undefined ? signatureHeader(o.secret ?? INBOUND.secret, raw, o.t) : o.header;
+  if (sig !== null) headers["x-pp-signature"] = sig;
+  return stack.api("POST", path, { raw, headers });
+}
+
+/** Mails `raw` to the inbound listener with a null sender (`MAIL FROM:<>`), as MTAs send reports; the SMTP answer. */
+export async function report(port: number, to: string, raw: string): Promise<string> {
+  const tr = nodemailer.createTransport({ host: "127.0.0.1", port, secure: false, ignoreTLS: true });
+  try {
+    return (await tr.sendMail({ envelope: { from: "", to: [to] }, raw })).response;
+  } finally {
+    tr.close();
+  }
+}
+
+/**
+ * Sends one mail to `to` on an INBOUND stack and waits until the sink has it; the send is
+ * `sent` (with PP_DELIVERY_CONFIRMATION=reports a 250 is only `sent`: reports decide `delivered`).
+ */
+export async function deliverSent(
+  stack: Stack,
+  tenant: TestTenant,
+  to: string,
+): Promise<{ send: Json; mail: ReceivedMail }> {
+  const r = await stack.api("POST", "/api/v1/sends", { key: tenant.key, body: { templateId: tenant.templateId, to } });
+  assertEquals(r.status, 202, JSON.stringify(r.body));
+  const send = await waitForStatus(stack, tenant.key, r.body.id, ["sent", "delivered", "bounced", "failed"]);
+  assertEquals(send.status, "sent", "with PP_DELIVERY_CONFIRMATION=reports a 250 is only `sent`");
+  const mail = stack.sink.messages.find((m) => m.messageId === send.messageId);
+  assert(mail, "the sink received the mail");
+  return { send, mail };
+}
+
+/** Waits until the send has at least `count` events of `type`; returns the send as REST shows it. */
+export async function waitForEvent(stack: Stack, key: string, id: string, type: string, count = 1): Promise<Json> {
+  return await waitFor(
+    async () => {
+      const s = await getSend(stack, key, id);
+      return s.events.filter((e: Json) => e.type === type).length >= count ? s : null;
+    },
+    5000,
+    `${count} ${type} event(s) on ${id}`,
+  );
+}
+
+/** Waits until the send has at least `count` events of `type`; returns those events, oldest first. */
+export async function waitForEvents(
+  stack: Stack,
+  key: string,
+  id: string,
+  type: string,
+  count: number,
+): Promise<Json[]> {
+  return (await waitForEvent(stack, key, id, type, count)).events.filter((e: Json) => e.type === type);
+}
+
+/** The header block of a received mail as transmitted, up to the blank line (folded lines as they came). */
+export function headerBlock(m: ReceivedMail): string {
+  return m.raw.split(/\r?\n\r?\n/, 1)[0];
+}
+
+/** A header of the raw message as transmitted (unfolded), every occurrence, in order. */
+export function rawHeader(m: ReceivedMail, name: string): string[] {
+  return headerBlock(m).replace(/\r?\n(?=[ \t])/g, "").split(/\r?\n/)
+    .filter((l) => l.toLowerCase().startsWith(name.toLowerCase() + ":"))
+    .map((l) => l.slice(name.length + 1).trim());
+}

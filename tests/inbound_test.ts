@@ -4,24 +4,27 @@
  * adapter. Real SMTP both ways (the sink receives our mail with its VERP return path; nodemailer
  * carries the reports to the listener), real HTTP, real Postgres.
  */
-import nodemailer from "nodemailer";
 import { signToken } from "../src/mail/tracking.ts";
 import { parseReport, resolveSend } from "../src/inbound/parse.ts";
 import { signatureHeader, signatureProblem } from "../src/inbound/webhook.ts";
 import { assert, assertEquals, assertMatch } from "./assert.ts";
 import {
+  contactStatus,
+  deliverSent,
+  getSend,
+  headerBlock,
   INBOUND,
+  type Json,
   opts,
+  postSigned,
   type ReceivedMail,
+  report,
   type Stack,
   startStack,
-  type TestTenant,
   waitFor,
+  waitForEvent,
   waitForStatus,
 } from "./helpers.ts";
-
-// deno-lint-ignore no-explicit-any
-type Json = any;
 
 const { secret: SECRET, bounceDomain: BOUNCE_DOMAIN, env: ENV } = INBOUND;
 
@@ -128,63 +131,8 @@ function arf(o: { to: string; feedbackType?: string; headers: string[]; original
   ].join("\r\n");
 }
 
-/** The header block of a received mail, up to the blank line. */
-function headersOf(m: ReceivedMail): string[] {
-  return m.raw.split(/\r?\n\r?\n/, 1)[0].split(/\r?\n/);
-}
-
-/** Mails `raw` to the inbound listener with a null sender (`MAIL FROM:<>`), as MTAs send reports. */
-async function report(port: number, to: string, raw: string): Promise<string> {
-  const tr = nodemailer.createTransport({ host: "127.0.0.1", port, secure: false, ignoreTLS: true });
-  try {
-    const info = await tr.sendMail({ envelope: { from: "", to: [to] }, raw });
-    return info.response;
-  } finally {
-    tr.close();
-  }
-}
-
 // ---------------------------------------------------------------------------------------
 // Stack helpers.
-
-async function gql(stack: Stack, key: string, query: string, variables: Record<string, unknown> = {}) {
-  const r = await stack.gql(query, variables, key);
-  assertEquals(r.body.errors, undefined, JSON.stringify(r.body.errors));
-  return r.body.data;
-}
-
-async function contactStatus(stack: Stack, key: string, email: string): Promise<string> {
-  return (await gql(stack, key, `query($e: String!) { contact(email: $e) { status } }`, { e: email })).contact.status;
-}
-
-async function getSend(stack: Stack, key: string, id: string): Promise<Json> {
-  const r = await stack.api("GET", `/api/v1/sends/${id}`, { key });
-  assertEquals(r.status, 200, JSON.stringify(r.body));
-  return r.body;
-}
-
-/** Sends one mail to `to` and waits until the sink has it (`sent`: reports decide `delivered`). */
-async function deliver(stack: Stack, tenant: TestTenant, to: string): Promise<{ send: Json; mail: ReceivedMail }> {
-  const r = await stack.api("POST", "/api/v1/sends", { key: tenant.key, body: { templateId: tenant.templateId, to } });
-  assertEquals(r.status, 202, JSON.stringify(r.body));
-  const send = await waitForStatus(stack, tenant.key, r.body.id, ["sent", "delivered", "bounced", "failed"]);
-  assertEquals(send.status, "sent", "with PP_DELIVERY_CONFIRMATION=reports a 250 is only `sent`");
-  const mail = stack.sink.messages.find((m) => m.messageId === send.messageId);
-  assert(mail, "the sink received the mail");
-  return { send, mail };
-}
-
-/** Waits until the send has an event of `type` beyond the first `after` ones; returns the send. */
-async function waitForEvent(stack: Stack, key: string, id: string, type: string, count = 1): Promise<Json> {
-  return await waitFor(
-    async () => {
-      const s = await getSend(stack, key, id);
-      return s.events.filter((e: Json) => e.type === type).length >= count ? s : null;
-    },
-    5000,
-    `a ${type} event on ${id}`,
-  );
-}
 
 /** Pending `record_event` jobs. */
 function recordJobs(stack: Stack): Promise<number> {
@@ -205,20 +153,6 @@ async function assertNothingRecorded(stack: Stack, fn: () => Promise<unknown>): 
   assertEquals(await recordJobs(stack), 0, "no record_event job was queued");
   await new Promise((r) => setTimeout(r, 150));
   assertEquals(await eventCount(stack), before, "no event was recorded");
-}
-
-/** POST to an inbound webhook path with a body signed by `secret` (or custom headers). */
-function postSigned(
-  stack: Stack,
-  path: string,
-  body: unknown,
-  o: { secret?: string; t?: number; header?: string | null; raw?: string } = {},
-) {
-  const raw = o.raw ?? JSON.stringify(body);
-  const headers: Record<string, string> = { "content-type": "application/json" };
-  const sig = o.header === undefined ? signatureHeader(o.secret ?? SECRET, raw, o.t) : o.header;
-  if (sig !== null) headers["x-pp-signature"] = sig;
-  return stack.api("POST", path, { raw, headers });
 }
 
 /** An SNS envelope around an SES notification. */
@@ -384,14 +318,14 @@ Deno.test("bounces and complaints after the SMTP conversation", opts, async (t) 
     assert(port > 0, "the listener reports its real port");
 
     await t.step("outgoing mail carries the VERP return path", async () => {
-      const { mail, send } = await deliver(stack, tenant, "verp-check@example.test");
+      const { mail, send } = await deliverSent(stack, tenant, "verp-check@example.test");
       assertMatch(mail.from, /^bounces\+[A-Za-z0-9_-]{42}@bounces\.shop\.test$/);
       assertEquals(mail.headers.get("x-pp-send-id"), send.id);
     });
 
     await t.step("DSN 5.1.1 to the VERP address: hard bounce, contact BOUNCED", async () => {
       const to = "gone@example.test";
-      const { send, mail } = await deliver(stack, tenant, to);
+      const { send, mail } = await deliverSent(stack, tenant, to);
       const answer = await report(
         port,
         mail.from,
@@ -418,7 +352,7 @@ Deno.test("bounces and complaints after the SMTP conversation", opts, async (t) 
 
     await t.step("DSN 4.2.2 (delayed): soft bounce event, send and contact unchanged", async () => {
       const to = "full-mailbox@example.test";
-      const { send, mail } = await deliver(stack, tenant, to);
+      const { send, mail } = await deliverSent(stack, tenant, to);
       await report(
         port,
         mail.from,
@@ -440,7 +374,7 @@ Deno.test("bounces and complaints after the SMTP conversation", opts, async (t) 
     });
 
     await t.step("DSN 2.0.0 (delivered): the sent send becomes delivered", async () => {
-      const { send, mail } = await deliver(stack, tenant, "happy@example.test");
+      const { send, mail } = await deliverSent(stack, tenant, "happy@example.test");
       await report(
         port,
         mail.from,
@@ -461,11 +395,11 @@ Deno.test("bounces and complaints after the SMTP conversation", opts, async (t) 
 
     await t.step("ARF abuse report with the original headers (no VERP): complained, contact COMPLAINED", async () => {
       const to = "annoyed@example.test";
-      const { send, mail } = await deliver(stack, tenant, to);
+      const { send, mail } = await deliverSent(stack, tenant, to);
       const answer = await report(
         port,
         `fbl@${BOUNCE_DOMAIN}`,
-        arf({ to: `fbl@${BOUNCE_DOMAIN}`, headers: headersOf(mail) }),
+        arf({ to: `fbl@${BOUNCE_DOMAIN}`, headers: headerBlock(mail).split(/\r?\n/) }),
       );
       assertMatch(answer, /^250/);
       const s = await waitForEvent(stack, tenant.key, send.id, "complained");
@@ -475,15 +409,15 @@ Deno.test("bounces and complaints after the SMTP conversation", opts, async (t) 
     });
 
     await t.step("ARF naming the send by Message-ID only", async () => {
-      const { send, mail } = await deliver(stack, tenant, "annoyed-2@example.test");
-      const headers = headersOf(mail).filter((h) => !/^X-PP-Send-Id:/i.test(h));
+      const { send, mail } = await deliverSent(stack, tenant, "annoyed-2@example.test");
+      const headers = headerBlock(mail).split(/\r?\n/).filter((h) => !/^X-PP-Send-Id:/i.test(h));
       await report(port, `abuse@${BOUNCE_DOMAIN}`, arf({ to: `abuse@${BOUNCE_DOMAIN}`, headers }));
       const s = await waitForEvent(stack, tenant.key, send.id, "complained");
       assertEquals(s.events.find((e: Json) => e.type === "complained").data.via, "message-id");
     });
 
     await t.step("a tampered VERP token with no usable headers: dropped", async () => {
-      const { mail } = await deliver(stack, tenant, "tamper@example.test");
+      const { mail } = await deliverSent(stack, tenant, "tamper@example.test");
       const token = mail.from.slice("bounces+".length, mail.from.indexOf("@"));
       // A middle character: the last one of a 42-character token also holds 4 padding bits,
       // so some edits there decode to the same bytes (and still verify).
@@ -524,7 +458,7 @@ Deno.test("bounces and complaints after the SMTP conversation", opts, async (t) 
         );
       });
       // Still listening and still right.
-      const { send, mail } = await deliver(stack, tenant, "after-garbage@example.test");
+      const { send, mail } = await deliverSent(stack, tenant, "after-garbage@example.test");
       await report(
         port,
         mail.from,
@@ -547,9 +481,9 @@ Deno.test("bounces and complaints after the SMTP conversation", opts, async (t) 
     });
 
     await t.step("webhook: a signed batch is recorded; unknown send ids are counted as ignored", async () => {
-      const a = await deliver(stack, tenant, "hook-bounce@example.test");
-      const b = await deliver(stack, tenant, "hook-delivered@example.test");
-      const c = await deliver(stack, tenant, "hook-soft@example.test");
+      const a = await deliverSent(stack, tenant, "hook-bounce@example.test");
+      const b = await deliverSent(stack, tenant, "hook-delivered@example.test");
+      const c = await deliverSent(stack, tenant, "hook-soft@example.test");
       const r = await postSigned(stack, "/api/v1/events/inbound", {
         events: [
           { type: "bounced", sendId: a.send.id, status: "5.1.1", diagnostic: "550 5.1.1 no such user" },
@@ -578,7 +512,7 @@ Deno.test("bounces and complaints after the SMTP conversation", opts, async (t) 
     });
 
     await t.step("webhook: bad, old or missing signature → 401, nothing recorded", async () => {
-      const { send } = await deliver(stack, tenant, "hook-refused@example.test");
+      const { send } = await deliverSent(stack, tenant, "hook-refused@example.test");
       const body = { events: [{ type: "bounced", sendId: send.id }] };
       await assertNothingRecorded(stack, async () => {
         for (
@@ -633,10 +567,10 @@ Deno.test("bounces and complaints after the SMTP conversation", opts, async (t) 
     });
 
     await t.step("SES through SNS: Bounce, Complaint, Delivery, DeliveryDelay are recorded", async () => {
-      const hard = await deliver(stack, tenant, "ses-hard@example.test");
-      const soft = await deliver(stack, tenant, "ses-soft@example.test");
-      const compl = await deliver(stack, tenant, "ses-complaint@example.test");
-      const deliv = await deliver(stack, tenant, "ses-delivered@example.test");
+      const hard = await deliverSent(stack, tenant, "ses-hard@example.test");
+      const soft = await deliverSent(stack, tenant, "ses-soft@example.test");
+      const compl = await deliverSent(stack, tenant, "ses-complaint@example.test");
+      const deliv = await deliverSent(stack, tenant, "ses-delivered@example.test");
       const ses = "/api/v1/events/inbound/ses";
       const bounce = (m: ReceivedMail, bounceType: string, status: string) => ({
         notificationType: "Bounce",
@@ -726,7 +660,7 @@ Deno.test("bounces and complaints after the SMTP conversation", opts, async (t) 
       "SES: SubscriptionConfirmation → 200, nothing done; unknown sends ignored; unsigned → 401",
       async () => {
         const ses = "/api/v1/events/inbound/ses";
-        const { mail } = await deliver(stack, tenant, "ses-other@example.test");
+        const { mail } = await deliverSent(stack, tenant, "ses-other@example.test");
         await assertNothingRecorded(stack, async () => {
           const c = await postSigned(stack, ses, {
             Type: "SubscriptionConfirmation",

@@ -4,26 +4,26 @@
  * signed webhooks of a running service; and reputation that counts only live sends inside
  * its window. Real SMTP both ways, real HTTP, real Postgres.
  */
-import nodemailer from "nodemailer";
 import { parseReport } from "../src/inbound/parse.ts";
-import { signatureHeader } from "../src/inbound/webhook.ts";
 import { assert, assertEquals, assertMatch } from "./assert.ts";
 import {
   accountState,
   ADMIN_TOKEN,
+  contactStatus,
+  deliverSent,
+  headerBlock,
   INBOUND,
+  type Json,
   opts,
-  type ReceivedMail,
+  postSigned,
+  report,
   sendBatchAndWait,
   type Stack,
   startStack,
-  type TestTenant,
   waitFor,
   waitForStatus,
+  whileHealthy,
 } from "./helpers.ts";
-
-// deno-lint-ignore no-explicit-any
-type Json = any;
 
 const { secret: SECRET, bounceDomain: BOUNCE_DOMAIN, env: ENV } = INBOUND;
 
@@ -78,56 +78,6 @@ function dsn(o: {
   ].join("\r\n");
 }
 
-/** The header block of a received mail. */
-function headersOf(m: ReceivedMail): string {
-  return m.raw.split(/\r?\n\r?\n/, 1)[0];
-}
-
-/** Mails `raw` to the inbound listener with a null sender, as MTAs send reports; the SMTP answer. */
-async function report(port: number, to: string, raw: string): Promise<string> {
-  const tr = nodemailer.createTransport({ host: "127.0.0.1", port, secure: false, ignoreTLS: true });
-  try {
-    return (await tr.sendMail({ envelope: { from: "", to: [to] }, raw })).response;
-  } finally {
-    tr.close();
-  }
-}
-
-/**
- * Runs `work` while probing `/healthz` every 50 ms; fails if any probe takes 1 s or more.
- * Returns what `work` gave and how long it took.
- */
-async function whileHealthy<T>(stack: Stack, work: () => Promise<T>): Promise<{ value: T; ms: number }> {
-  const started = performance.now();
-  let done = false;
-  const running = work().finally(() => done = true);
-  let probes = 0;
-  while (!done) {
-    const t = performance.now();
-    const r = await fetch(`${stack.url}/healthz`);
-    await r.body?.cancel();
-    const ms = performance.now() - t;
-    assertEquals(r.status, 200);
-    assert(ms < 1000, `/healthz took ${ms.toFixed(0)} ms while a report was processed`);
-    probes++;
-    await new Promise((res) => setTimeout(res, 50));
-  }
-  const value = await running;
-  assert(probes > 0);
-  return { value, ms: performance.now() - started };
-}
-
-/** Sends one mail and waits until the sink has it (`sent`: reports decide `delivered`). */
-async function deliver(stack: Stack, tenant: TestTenant, to: string): Promise<{ send: Json; mail: ReceivedMail }> {
-  const r = await stack.api("POST", "/api/v1/sends", { key: tenant.key, body: { templateId: tenant.templateId, to } });
-  assertEquals(r.status, 202, JSON.stringify(r.body));
-  const send = await waitForStatus(stack, tenant.key, r.body.id, ["sent", "delivered", "bounced", "failed"]);
-  assertEquals(send.status, "sent");
-  const mail = stack.sink.messages.find((m) => m.messageId === send.messageId);
-  assert(mail, "the sink received the mail");
-  return { send, mail };
-}
-
 /**
  * Waits until no `record_event` or `reputation_check` job is left, due or not (every report
  * is written and judged; a check runs 2 s after the bounce or complaint that queued it).
@@ -146,20 +96,6 @@ async function drained(stack: Stack): Promise<void> {
 /** Events of `type` recorded for a send. */
 function eventsOf(stack: Stack, sendId: string, type: string): Promise<number> {
   return stack.count("select count(*) from email_events where send_id = $1 and type = $2", [sendId, type]);
-}
-
-async function contactStatus(stack: Stack, key: string, email: string): Promise<string> {
-  const r = await stack.gql(`query($e: String!) { contact(email: $e) { status } }`, { e: email }, key);
-  return r.body.data.contact.status;
-}
-
-/** POSTs `body` to an inbound webhook path, signed. */
-function postSigned(stack: Stack, path: string, body: unknown) {
-  const raw = JSON.stringify(body);
-  return stack.api("POST", path, {
-    raw,
-    headers: { "content-type": "application/json", "x-pp-signature": signatureHeader(SECRET, raw) },
-  });
 }
 
 Deno.test("parseReport: linear time, capped fields, encoded and nested parts", async (t) => {
@@ -254,7 +190,7 @@ Deno.test("hostile DSN and ARF reports: linear parsing, one event per send and t
       "Arrival-Date of 300,000 '(', 2 MB lines, a 2 MB header: fast, /healthz < 1 s, one bounce",
       async () => {
         const to = "hostile@example.test";
-        const { send, mail } = await deliver(stack, tenant, to);
+        const { send, mail } = await deliverSent(stack, tenant, to);
         const raw = dsn({
           to: mail.from,
           arrivalDate: "(".repeat(300_000),
@@ -265,7 +201,7 @@ Deno.test("hostile DSN and ARF reports: linear parsing, one event per send and t
           ],
           human: `${"(".repeat(2_000_000)}\r\n${"-".repeat(1_000_000)}`,
           groups: [group(to)],
-          original: headersOf(mail),
+          original: headerBlock(mail),
         });
         assert(raw.length > 6_000_000);
         const { value: answer, ms } = await whileHealthy(stack, () => report(port, mail.from, raw));
@@ -283,14 +219,14 @@ Deno.test("hostile DSN and ARF reports: linear parsing, one event per send and t
 
     await t.step("a DSN with 5,000 recipient groups naming one send records exactly one bounce", async () => {
       const to = "many-groups@example.test";
-      const { send, mail } = await deliver(stack, tenant, to);
+      const { send, mail } = await deliverSent(stack, tenant, to);
       const groups = Array.from(
         { length: 5000 },
         (_, i) => group(to, i % 2 ? "failed" : "delayed", i % 2 ? "5.1.1" : "4.2.2"),
       );
       const { value: answer } = await whileHealthy(
         stack,
-        () => report(port, mail.from, dsn({ to: mail.from, groups, original: headersOf(mail) })),
+        () => report(port, mail.from, dsn({ to: mail.from, groups, original: headerBlock(mail) })),
       );
       assertMatch(answer, /^250/);
       await waitForStatus(stack, tenant.key, send.id, ["bounced"]);
@@ -304,19 +240,19 @@ Deno.test("hostile DSN and ARF reports: linear parsing, one event per send and t
 
     await t.step("a group whose Final-Recipient is not the send's address records nothing", async () => {
       const to = "owner@example.test";
-      const { send, mail } = await deliver(stack, tenant, to);
+      const { send, mail } = await deliverSent(stack, tenant, to);
       const before = await stack.count("select count(*) from email_events where send_id = $1", [send.id]);
       const answer = await report(
         port,
         mail.from,
-        dsn({ to: mail.from, groups: [group("someone-else@example.test")], original: headersOf(mail) }),
+        dsn({ to: mail.from, groups: [group("someone-else@example.test")], original: headerBlock(mail) }),
       );
       assertMatch(answer, /^250/);
       // A group without any Final-Recipient is not the send's either.
       const noRecipient = dsn({
         to: mail.from,
         groups: ["Action: failed\r\nStatus: 5.1.1"],
-        original: headersOf(mail),
+        original: headerBlock(mail),
       });
       assertMatch(await report(port, mail.from, noRecipient), /^250/);
       await new Promise((r) => setTimeout(r, 300));
@@ -332,7 +268,7 @@ Deno.test("hostile DSN and ARF reports: linear parsing, one event per send and t
         dsn({
           to: mail.from,
           groups: [group("cc-person@example.test"), group(to.toUpperCase(), "delayed", "4.2.2")],
-          original: headersOf(mail),
+          original: headerBlock(mail),
         }),
       );
       await waitFor(async () => (await eventsOf(stack, send.id, "bounced")) === 1, 5000, "the soft bounce");
@@ -346,7 +282,7 @@ Deno.test("hostile DSN and ARF reports: linear parsing, one event per send and t
 
     await t.step("a hostile ARF (5,000 feedback parts, 300,000 '(') records one complaint", async () => {
       const to = "arf-target@example.test";
-      const { send, mail } = await deliver(stack, tenant, to);
+      const { send, mail } = await deliverSent(stack, tenant, to);
       const feedback = (arrival: string) =>
         [
           "--ARF-B",
@@ -377,7 +313,7 @@ Deno.test("hostile DSN and ARF reports: linear parsing, one event per send and t
         "--ARF-B",
         "Content-Type: text/rfc822-headers",
         "",
-        headersOf(mail),
+        headerBlock(mail),
         "",
         "--ARF-B--",
         "",
@@ -392,13 +328,13 @@ Deno.test("hostile DSN and ARF reports: linear parsing, one event per send and t
     });
 
     await t.step("webhooks: 100 events or 200 SES recipients naming one send are one event", async () => {
-      const a = await deliver(stack, tenant, "hook-many@example.test");
+      const a = await deliverSent(stack, tenant, "hook-many@example.test");
       const events = Array.from({ length: 100 }, () => ({ type: "bounced", sendId: a.send.id, status: "5.1.1" }));
       const r = await postSigned(stack, "/api/v1/events/inbound", { events });
       assertEquals(r.status, 202, JSON.stringify(r.body));
       assertEquals(r.body, { accepted: 1, ignored: 99 });
 
-      const b = await deliver(stack, tenant, "ses-many@example.test");
+      const b = await deliverSent(stack, tenant, "ses-many@example.test");
       const ses = (recipient: string, n: number) => ({
         notificationType: "Bounce",
         bounce: {
@@ -429,14 +365,14 @@ Deno.test("a report that passes the parse time limit is dropped; the service kee
     const tenant = await stack.tenant();
     const port = stack.service.inboundSmtpPort!;
     const to = "slow@example.test";
-    const { send, mail } = await deliver(stack, tenant, to);
+    const { send, mail } = await deliverSent(stack, tenant, to);
 
     await t.step("a 9 MB report of field lines takes longer than 50 ms: 250, nothing recorded", async () => {
       // ~700,000 short lines that each look like a DSN field: linear, but more than 50 ms.
       const raw = dsn({
         to: mail.from,
         groups: [group(to)],
-        original: headersOf(mail),
+        original: headerBlock(mail),
         human: "Status: 5.1.1\r\n".repeat(600_000),
       });
       const { value: answer } = await whileHealthy(stack, () => report(port, mail.from, raw));
@@ -450,7 +386,7 @@ Deno.test("a report that passes the parse time limit is dropped; the service kee
       const answer = await report(
         port,
         mail.from,
-        dsn({ to: mail.from, groups: [group(to)], original: headersOf(mail) }),
+        dsn({ to: mail.from, groups: [group(to)], original: headerBlock(mail) }),
       );
       assertMatch(answer, /^250/);
       await waitForStatus(stack, tenant.key, send.id, ["bounced"]);
