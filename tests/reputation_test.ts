@@ -3,9 +3,18 @@
  * API.md thresholds; its queued sends are held (not lost, not failed) and go out after ops
  * resume it.
  */
-import { signatureHeader } from "../src/inbound/webhook.ts";
 import { assert, assertEquals } from "./assert.ts";
-import { accountState, ADMIN_TOKEN, opts, sendBatchAndWait, type Stack, startStack, waitFor } from "./helpers.ts";
+import {
+  accountState,
+  ADMIN_TOKEN,
+  INBOUND,
+  opts,
+  postSigned,
+  sendBatchAndWait,
+  type Stack,
+  startStack,
+  waitFor,
+} from "./helpers.ts";
 
 /** The account once its sending is paused (fails after 10 s). */
 function untilPaused(stack: Stack, key: string) {
@@ -19,10 +28,8 @@ function untilPaused(stack: Stack, key: string) {
   );
 }
 
-const INBOUND_SECRET = "relay-webhook-secret-0123";
-
 Deno.test("reputation: bounces and complaints pause sending; held sends go out after resume", opts, async (t) => {
-  const stack = await startStack({ env: { PP_INBOUND_SECRET: INBOUND_SECRET } });
+  const stack = await startStack({ env: { PP_INBOUND_SECRET: INBOUND.secret } });
   stack.sink.reply = (rcpt) => rcpt.startsWith("bad-") ? { code: 550, message: "5.1.1 No such user" } : null;
   try {
     await t.step("5% bounces over 100 sends: WARNING, still sending", async () => {
@@ -99,14 +106,8 @@ Deno.test("reputation: bounces and complaints pause sending; held sends go out a
       const tenant = await stack.tenant({ domain: "spammy.test" });
       const ids = await sendBatchAndWait(stack, tenant.key, tenant.templateId, "reader", 100);
       assertEquals((await accountState(stack, tenant.key)).sendingEnabled, true);
-      const body = JSON.stringify({ events: [{ type: "complained", sendId: ids[7] }] });
-      const r = await fetch(`${stack.url}/api/v1/events/inbound`, {
-        method: "POST",
-        headers: { "content-type": "application/json", "x-pp-signature": signatureHeader(INBOUND_SECRET, body) },
-        body,
-      });
-      assertEquals(r.status, 202);
-      await r.body?.cancel();
+      const r = await postSigned(stack, "/api/v1/events/inbound", { events: [{ type: "complained", sendId: ids[7] }] });
+      assertEquals(r.status, 202, JSON.stringify(r.body));
       const a = await untilPaused(stack, tenant.key);
       assertEquals(a.reputation.complaints, 1);
       assertEquals(a.reputation.complaintRate, 0.01);
