@@ -7,6 +7,7 @@ import type pg from "pg";
 import type { Config } from "./config.ts";
 import type { Database } from "./db/tables.ts";
 import { AppError } from "./errors.ts";
+import type { Listener } from "./db/listen.ts";
 import type { Logger } from "./log.ts";
 import type { RenderPool } from "./mail/render.ts";
 
@@ -27,6 +28,8 @@ export interface Deps {
   publicUrl: string;
   /** Where every template is compiled and rendered: sandbox processes, never this one. */
   renderer: RenderPool;
+  /** The service's LISTEN connection: live events and cache notices (src/db/listen.ts). */
+  notices: Listener;
 }
 
 /** A tenant authenticated by an API key. `mode: "test"` keys send to the outbox only. */

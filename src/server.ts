@@ -11,6 +11,8 @@ import { openDb } from "./db/database.ts";
 import { type EmbeddedDb, startEmbeddedPostgres } from "./db/embedded.ts";
 import { migrate } from "./db/migrate.ts";
 import { stopLiveEvents } from "./events/live.ts";
+import { noticeListener } from "./db/listen.ts";
+import { CACHE_CHANNEL, dropAnnounced } from "./cache.ts";
 import { startWorker, type Worker } from "./jobs/worker.ts";
 import { type InboundSmtp, startInboundSmtp } from "./inbound/smtp.ts";
 import { createLogger } from "./log.ts";
@@ -54,6 +56,13 @@ export async function startService(config: Readonly<Config>): Promise<Service> {
   const { db, pool, close } = openDb(databaseUrl, config.dbPoolSize);
   await migrate(db, pool);
   const { adminTokenGenerated, ...secrets } = await resolveSecrets(config);
+  const notices = noticeListener(pool, log);
+  // Every role caches keys, templates and account state: all of them follow the changes.
+  notices.on(CACHE_CHANNEL, dropAnnounced);
+  await notices.whenListening().catch((err) => {
+    // It keeps trying; the caches serve nothing until it listens.
+    log.warn("notice connection not up yet", { err: String(err) });
+  });
   const deps: Deps = {
     db,
     pool,
@@ -67,6 +76,7 @@ export async function startService(config: Readonly<Config>): Promise<Service> {
       heapMb: RENDER_HEAP_MB,
       log,
     }),
+    notices,
   };
   const seed = config.seed ? await seedIfEmpty(deps) : null;
 
@@ -113,6 +123,7 @@ export async function startService(config: Readonly<Config>): Promise<Service> {
       await runner?.stop();
       mailer.close();
       deps.renderer.close();
+      await notices.stop();
       await close();
       await embedded?.stop();
       log.info("service stopped");

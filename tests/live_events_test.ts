@@ -9,6 +9,7 @@ import { Kysely, PostgresDialect } from "kysely";
 import pg from "pg";
 import type { Database } from "../src/db/tables.ts";
 import { LiveEvents, liveEvents } from "../src/events/live.ts";
+import { Listener } from "../src/db/listen.ts";
 import { type EventRow, eventsAfter, eventsByIds, insertEvents, maxEventId } from "../src/events/repo.ts";
 import { createLogger } from "../src/log.ts";
 import { assert, assertEquals, assertMatch } from "./assert.ts";
@@ -292,7 +293,7 @@ Deno.test("live events: LISTEN path, reconnects, bounded queues, errors", opts, 
       try {
         const killed = await stack.pg.query(
           `select pg_terminate_backend(pid) as ok from pg_stat_activity
-           where application_name = 'pp-live-events' and datname = current_database()`,
+           where application_name = 'pp-notices' and datname = current_database()`,
         );
         assertEquals(killed.rows.length, 1);
         // Recorded while nobody listens: its notice is lost, the catch-up reads it back.
@@ -347,11 +348,11 @@ Deno.test("live events: LISTEN path, reconnects, bounded queues, errors", opts, 
 
     await t.step("a subscriber that falls behind keeps a bounded queue and loses nothing", async () => {
       // A hub of its own with a tiny queue, on the real database.
-      const hub = new LiveEvents(
+      const listener = new Listener(
         () => new pg.Client({ connectionString: stack.databaseUrl }),
         createLogger("error"),
-        { maxQueue: 5, chunk: 4 },
       );
+      const hub = new LiveEvents(listener, createLogger("error"), { maxQueue: 5, chunk: 4 });
       try {
         const db = stack.service.deps.db;
         const sub = await hub.subscribe<EventRow>({
@@ -383,6 +384,7 @@ Deno.test("live events: LISTEN path, reconnects, bounded queues, errors", opts, 
         assertEquals(hub.subscriberCount, 0);
       } finally {
         await hub.stop();
+        await listener.stop();
       }
     });
 

@@ -1,6 +1,9 @@
 /** SQL for accounts, API keys and monthly usage. Each function takes the db (or a transaction) first. */
-import { type Kysely, sql } from "kysely";
-import type { Database } from "../db/tables.ts";
+import { type Kysely, type Selectable, sql } from "kysely";
+import type { AccountsTable, Database } from "../db/tables.ts";
+
+/** An account as read. */
+export type AccountRow = Selectable<AccountsTable>;
 
 /** Inserts an account. */
 export function insertAccount(db: Kysely<Database>, name: string, monthlyLimit: number | null) {
@@ -9,7 +12,7 @@ export function insertAccount(db: Kysely<Database>, name: string, monthlyLimit: 
 }
 
 /** One account by id. */
-export function findAccount(db: Kysely<Database>, id: string) {
+export function findAccount(db: Kysely<Database>, id: string): Promise<AccountRow | undefined> {
   return db.selectFrom("accounts").selectAll().where("id", "=", id).executeTakeFirst();
 }
 

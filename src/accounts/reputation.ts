@@ -9,7 +9,7 @@
  */
 import type { Kysely } from "kysely";
 import type { Database } from "../db/tables.ts";
-import { clearRequestCaches } from "../sends/service.ts";
+import { forgetAccount } from "./service.ts";
 import { pauseForReputation, reputationCounts } from "./repo.ts";
 
 /** The thresholds, as fractions. */
@@ -73,7 +73,7 @@ export async function checkReputation(db: Kysely<Database>, accountId: string) {
     const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
     const reason = `reputation: ${pct(m.bounceRate)} bounces, ${pct(m.complaintRate)} complaints over ${m.sends} sends`;
     const paused = await pauseForReputation(db, accountId, reason);
-    if (paused) clearRequestCaches();
+    if (paused) forgetAccount(accountId);
     return { ...m, verdict, paused };
   }
   return { ...m, verdict, paused: false };

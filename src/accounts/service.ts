@@ -1,8 +1,9 @@
 /**
  * Accounts, API keys and authentication. Keys are `pp_live_`/`pp_test_` + 40 base62
- * characters; only their SHA-256 is stored. Key lookups are cached per process for
- * KEY_CACHE_MS so that authentication costs no query on the hot path; a revoke clears
- * this process's cache at once and other processes' within KEY_CACHE_MS.
+ * characters; only their SHA-256 is stored. Key lookups and account state are cached per
+ * process (src/cache.ts) so that the hot path costs no query; a change to a key or an account,
+ * made by any process, drops the entry everywhere when its transaction commits (the database
+ * announces it), and this process drops its own at once.
  */
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { Deps, Principal, Tenant } from "../context.ts";
@@ -11,11 +12,10 @@ import { AppError } from "../errors.ts";
 import { assertUuid, parseInput } from "../validation.ts";
 import { CreateAccountInput, CreateApiKeyInput } from "./inputs.ts";
 import * as repo from "./repo.ts";
-import { clearRequestCaches } from "../sends/service.ts";
-import { LRUCache } from "lru-cache";
+import { SharedCache } from "../cache.ts";
 
-/** How long a key lookup is trusted in memory. */
-export const KEY_CACHE_MS = 10_000;
+/** How long a key lookup or account state is trusted in memory if its change were never announced. */
+export const ACCOUNT_CACHE_MS = 60_000;
 
 const BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
@@ -41,9 +41,12 @@ const KEY_CACHE_MAX = 10_000;
 /** Unknown or revoked keys whose miss is cached, at most. */
 const UNKNOWN_KEY_CACHE_MAX = 1_000;
 // Live keys and misses are kept apart so that made-up keys, however many, can only push out
-// other misses: a flood of unknown keys never costs a real key its cached lookup.
-const keyCache = new LRUCache<string, Tenant>({ max: KEY_CACHE_MAX, ttl: KEY_CACHE_MS });
-const unknownKeys = new LRUCache<string, true>({ max: UNKNOWN_KEY_CACHE_MAX, ttl: KEY_CACHE_MS });
+// other misses: a flood of unknown keys never costs a real key its cached lookup. Both are
+// keyed by the key's hash, which is what a key's notice names.
+const keyCache = new SharedCache<Tenant>("api_key", { max: KEY_CACHE_MAX, ttlMs: ACCOUNT_CACHE_MS });
+const unknownKeys = new SharedCache<true>("api_key", { max: UNKNOWN_KEY_CACHE_MAX, ttlMs: ACCOUNT_CACHE_MS });
+/** Account rows by id, as every send reads them (state, limit). */
+const accountCache = new SharedCache<repo.AccountRow | undefined>("account", { ttlMs: ACCOUNT_CACHE_MS });
 
 /**
  * Resolves the credential of a request: an API key (`X-API-Key`, or `Authorization: Bearer
@@ -58,8 +61,8 @@ export async function authenticate(deps: Deps, headers: Headers): Promise<Princi
   if (!KEY_RE.test(key)) throw new AppError("unauthorized", "unknown or revoked API key");
   const hash = hashKey(key);
   const hit = keyCache.get(hash);
-  if (hit) return hit;
-  if (!unknownKeys.has(hash)) {
+  if (hit) return hit.value;
+  if (!unknownKeys.get(hash)) {
     const row = await repo.findActiveKeyByHash(deps.db, hash);
     if (row) {
       const tenant: Tenant = { kind: "tenant", accountId: row.account_id, apiKeyId: row.id, mode: row.mode };
@@ -115,12 +118,25 @@ export async function issueKey(deps: Deps, accountId: string, mode: "live" | "te
   return { key, apiKey };
 }
 
-/** Ops: revokes a key; it stops working at once in this process. */
+/**
+ * An account's row as every send reads it (sending state, monthly limit), cached; undefined
+ * when it does not exist.
+ */
+export function accountState(deps: Pick<Deps, "db">, accountId: string): Promise<repo.AccountRow | undefined> {
+  return accountCache.getOrLoad(accountId, () => repo.findAccount(deps.db, accountId));
+}
+
+/** Drops this process's cached state of an account it just changed (other processes hear of it from the database). */
+export function forgetAccount(accountId: string): void {
+  accountCache.drop(accountId);
+}
+
+/** Ops: revokes a key; it stops working at once in this process, and in the others once they hear of it. */
 export async function revokeApiKey(deps: Deps, p: Principal, id: string) {
   requireAdmin(p);
   const row = await repo.revokeKey(deps.db, assertUuid(id));
   if (!row) throw new AppError("not_found", "API key not found");
-  keyCache.clear();
+  keyCache.drop(row.key_hash);
   deps.log.info("api key revoked", { apiKeyId: id });
   return row;
 }
@@ -130,7 +146,7 @@ export async function setAccountSending(deps: Deps, p: Principal, accountId: str
   requireAdmin(p);
   const row = await repo.updateSending(deps.db, assertUuid(accountId), enabled, enabled ? null : "paused by ops");
   if (!row) throw new AppError("not_found", "account not found");
-  clearRequestCaches();
+  forgetAccount(row.id);
   if (enabled) await repo.releaseHeldSends(deps.db, row.id);
   deps.log.info(enabled ? "sending resumed" : "sending paused", { accountId });
   return row;

@@ -7,12 +7,60 @@ import type { Deps, Principal } from "../context.ts";
 import { requireAdmin, requireTenant } from "../context.ts";
 import { AppError, isUniqueViolation } from "../errors.ts";
 import { randomBase62 } from "../accounts/service.ts";
-import { assertUuid, parseInput } from "../validation.ts";
-import { encryptSecret } from "../crypto.ts";
-import { dkimTxtValue, generateDkimKeys } from "../mail/dkim.ts";
+import { assertUuid, domainOf, parseInput } from "../validation.ts";
+import { decryptSecret, encryptSecret } from "../crypto.ts";
+import { type DkimOptions, dkimOptions, dkimTxtValue, generateDkimKeys } from "../mail/dkim.ts";
 import { AddDomainInput } from "./inputs.ts";
 import * as repo from "./repo.ts";
-import { clearRequestCaches } from "../sends/service.ts";
+import { SharedCache } from "../cache.ts";
+
+/**
+ * What sends and deliveries read of an account's domains, by `account:host`, in every
+ * process: a domain's change drops all of its account's entries when it commits
+ * (src/cache.ts; a domain covers its subdomains, so its notice names the account). The TTL
+ * bounds a change never announced.
+ */
+const DOMAIN_CACHE_MS = 60_000;
+const senderCache = new SharedCache<boolean>("domain", { ttlMs: DOMAIN_CACHE_MS });
+// Decrypting and parsing a key is not free: done once per domain and process.
+const signingCache = new SharedCache<DkimOptions | undefined>("domain", { ttlMs: DOMAIN_CACHE_MS });
+
+/** Whether mail from `host` may leave for this account: it is a verified domain of it or under one (cached). */
+export function isVerifiedSender(deps: Pick<Deps, "db">, accountId: string, host: string): Promise<boolean> {
+  return senderCache.getOrLoad(`${accountId}:${host}`, () => repo.isVerifiedSender(deps.db, accountId, host));
+}
+
+/**
+ * The DKIM options for mail from `from` on this account (its verified domain's key, cached),
+ * or undefined when that domain has none. Throws when the key cannot be decrypted.
+ */
+export function signingOptions(
+  deps: Pick<Deps, "db" | "secrets">,
+  accountId: string,
+  from: string,
+): Promise<DkimOptions | undefined> {
+  const host = domainOf(from);
+  return signingCache.getOrLoad(`${accountId}:${host}`, async () => {
+    const row = await repo.signingKeyFor(deps.db, accountId, host);
+    if (!row?.dkim_selector || !row.dkim_private_key_enc) return undefined;
+    let pem: string;
+    try {
+      pem = decryptSecret(deps.secrets.secret, row.dkim_private_key_enc);
+    } catch {
+      // Unsigned mail from a domain that publishes DKIM would fail DMARC: fail loudly instead.
+      throw new Error(
+        `cannot decrypt the DKIM key of ${row.name}: this process's PP_SECRET differs from the one that stored it`,
+      );
+    }
+    return dkimOptions(row.name, row.dkim_selector, pem);
+  });
+}
+
+/** Drops this process's cached view of an account's domains (others hear of the change from the database). */
+function forgetDomains(accountId: string): void {
+  senderCache.drop(accountId);
+  signingCache.drop(accountId);
+}
 
 /** A DNS record the owner must publish. */
 export interface DnsRecord {
@@ -77,7 +125,7 @@ export async function markDomainVerified(deps: Deps, p: Principal, id: string) {
   requireAdmin(p);
   const row = await repo.markVerified(deps.db, assertUuid(id), "ops");
   if (!row) throw new AppError("not_found", "domain not found");
-  clearRequestCaches();
+  forgetDomains(row.account_id);
   deps.log.info("domain verified by ops", { domainId: id });
   return row;
 }
@@ -145,7 +193,7 @@ export async function verifyDomain(deps: Deps, p: Principal, id: string) {
       throw e;
     }))!
     : domain;
-  if (row !== domain) clearRequestCaches();
+  if (row !== domain) forgetDomains(t.accountId);
   deps.log.info("domain verification checked", { accountId: t.accountId, domainId: id, verified });
   return { domain: row, verified: row.status === "verified", checks };
 }

@@ -1,8 +1,7 @@
 /**
- * Live events for `Subscription.sendEvents`. One dedicated Postgres connection per service
- * runs `LISTEN pp_events` and fans each notice out to the subscribers of this process. It is
- * not a pool client: the pool hands clients to other queries, and a LISTEN lasts only as long
- * as its session. Every event insert announces itself in the same statement (repo.ts,
+ * Live events for `Subscription.sendEvents`. The service's notice connection (src/db/listen.ts)
+ * LISTENs on `pp_events`, and the hub here fans each notice out to the subscribers of this
+ * process. Every event insert announces itself in the same statement (repo.ts,
  * `notifySelect`), so an event recorded by a worker in another process reaches a subscriber
  * here as soon as its transaction commits. There is no in-process bus to miss it.
  *
@@ -17,8 +16,8 @@
  *   streams in one process, and its streams are re-checked every `keyCheckMs`: once the key
  *   is revoked they yield an `unauthorized` error and end.
  */
-import pg from "pg";
 import type { Deps } from "../context.ts";
+import type { Listener } from "../db/listen.ts";
 import { AppError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { type EventNotice, EVENTS_CHANNEL } from "./repo.ts";
@@ -29,10 +28,6 @@ export interface LiveOptions {
   maxQueue?: number;
   /** Events read per query (notices to rows, catch-up pages). Default 500. */
   chunk?: number;
-  /** First reconnect delay once the connection drops; doubles per failed attempt, with jitter. Default 250 ms. */
-  minBackoffMs?: number;
-  /** Longest reconnect delay. Default 10,000 ms. */
-  maxBackoffMs?: number;
   /** How long a new subscriber waits for the LISTEN connection before it fails. Default 10,000 ms. */
   connectTimeoutMs?: number;
   /** Streams one API key may hold open at once; the next is refused with `rate_limited`. Default 20. */
@@ -44,8 +39,6 @@ export interface LiveOptions {
 const DEFAULTS: Required<LiveOptions> = {
   maxQueue: 10_000,
   chunk: 500,
-  minBackoffMs: 250,
-  maxBackoffMs: 10_000,
   connectTimeoutMs: 10_000,
   maxStreamsPerKey: 20,
   keyCheckMs: 30_000,
@@ -219,15 +212,13 @@ function compareIds(a: string, b: string): number {
   return a.length - b.length || (a < b ? -1 : a > b ? 1 : 0);
 }
 
-type State = "idle" | "connecting" | "listening" | "retrying" | "stopped";
-
 /**
- * The LISTEN connection of one service and its subscribers. It connects on the first
- * subscriber, reconnects with exponential backoff while anyone subscribes (every subscriber
- * then catches up on what it may have missed), and closes in `stop()`.
+ * The live subscribers of one service over its notice connection. Subscribing waits for the
+ * connection; when it comes back after a loss, every subscriber catches up on what it may
+ * have missed. `stop()` ends every subscription (the connection is the service's to close).
  */
 export class LiveEvents {
-  readonly #newClient: () => pg.Client;
+  readonly #listener: Listener;
   readonly #log: Logger;
   readonly #opts: Required<LiveOptions>;
   readonly #subs = new Map<string, Set<LiveSubscription<{ id: string }>>>();
@@ -236,22 +227,22 @@ export class LiveEvents {
   readonly #byKey = new Map<string, { open: Set<LiveSubscription<{ id: string }>>; opening: number }>();
   #keyTimer: ReturnType<typeof setInterval> | undefined;
   #checking = false;
-  readonly #waiters = new Set<{ resolve(): void; reject(err: Error): void }>();
-  #state: State = "idle";
-  #client: pg.Client | null = null;
-  #attempt = 0;
-  #lastError = "";
-  #retry: ReturnType<typeof setTimeout> | undefined;
+  #stopped = false;
 
-  constructor(newClient: () => pg.Client, log: Logger, opts: LiveOptions = {}) {
-    this.#newClient = newClient;
+  constructor(listener: Listener, log: Logger, opts: LiveOptions = {}) {
+    this.#listener = listener;
     this.#log = log;
     this.#opts = { ...DEFAULTS, ...opts };
+    listener.on(EVENTS_CHANNEL, (payload) => this.#dispatch(payload));
+    // Notices sent while nobody listened are gone: every subscriber reads them back.
+    listener.onResume(() => {
+      for (const set of this.#subs.values()) for (const sub of set) sub.gap();
+    });
   }
 
   /** Whether the LISTEN connection is up. */
   get listening(): boolean {
-    return this.#state === "listening";
+    return this.#listener.listening;
   }
 
   /** How many subscriptions are open. */
@@ -270,8 +261,9 @@ export class LiveEvents {
     const apiKeyId = source.apiKeyId;
     const perKey = apiKeyId ? this.#reserve(apiKeyId) : null;
     try {
-      await this.#whenListening();
-      if (this.#state === "stopped") throw new Error("live events are stopped");
+      if (this.#stopped) throw new Error("live events are stopped");
+      await this.#listener.whenListening(this.#opts.connectTimeoutMs);
+      if (this.#stopped) throw new Error("live events are stopped");
     } catch (err) {
       if (perKey) {
         perKey.opening--;
@@ -359,91 +351,13 @@ export class LiveEvents {
     }
   }
 
-  /** Ends every subscription (their streams complete), closes the connection, refuses new subscribers. */
-  async stop(): Promise<void> {
-    this.#state = "stopped";
-    clearTimeout(this.#retry);
+  /** Ends every subscription (their streams complete) and refuses new subscribers. */
+  stop(): Promise<void> {
+    this.#stopped = true;
     clearInterval(this.#keyTimer);
     this.#keyTimer = undefined;
-    for (const w of this.#waiters) w.reject(new Error("live events are stopped"));
-    this.#waiters.clear();
     for (const set of [...this.#subs.values()]) for (const sub of [...set]) sub.close();
-    const client = this.#client;
-    this.#client = null;
-    await client?.end().catch(() => {});
-  }
-
-  #whenListening(): Promise<void> {
-    if (this.#state === "listening") return Promise.resolve();
-    if (this.#state === "stopped") return Promise.reject(new Error("live events are stopped"));
-    return new Promise((resolve, reject) => {
-      const waiter = {
-        resolve: () => {
-          clearTimeout(timer);
-          resolve();
-        },
-        reject: (err: Error) => {
-          clearTimeout(timer);
-          reject(err);
-        },
-      };
-      const timer = setTimeout(() => {
-        this.#waiters.delete(waiter);
-        reject(new Error(`live events: no LISTEN connection (${this.#lastError || "timed out"})`));
-      }, this.#opts.connectTimeoutMs);
-      this.#waiters.add(waiter);
-      if (this.#state === "idle") void this.#connect();
-    });
-  }
-
-  async #connect(): Promise<void> {
-    this.#state = "connecting";
-    const client = this.#newClient();
-    this.#client = client;
-    client.on("notification", (m) => {
-      if (m.channel === EVENTS_CHANNEL && m.payload) this.#dispatch(m.payload);
-    });
-    // Keep these listeners for the client's whole life: an 'error' without one crashes the process.
-    client.on("error", (err) => this.#lost(client, err));
-    client.on("end", () => this.#lost(client, new Error("connection ended")));
-    try {
-      await client.connect();
-      await client.query(`listen ${EVENTS_CHANNEL}`);
-    } catch (err) {
-      this.#lost(client, err);
-      return;
-    }
-    if (this.#client !== client) return; // stopped or lost while connecting
-    if (this.#attempt > 0) this.#log.info("live events: listening again", { attempts: this.#attempt });
-    this.#attempt = 0;
-    this.#state = "listening";
-    // Notices sent while nobody listened are gone: every subscriber reads them back.
-    for (const set of this.#subs.values()) for (const sub of set) sub.gap();
-    for (const w of this.#waiters) w.resolve();
-    this.#waiters.clear();
-  }
-
-  #lost(client: pg.Client, err: unknown): void {
-    if (client !== this.#client) return; // an old client's late news
-    this.#client = null;
-    client.end().catch(() => {});
-    if (this.#state === "stopped") return;
-    this.#lastError = err instanceof Error ? err.message : String(err);
-    this.#log.warn("live events: LISTEN connection lost", { err: this.#lastError, attempt: this.#attempt });
-    if (this.#subs.size === 0 && this.#waiters.size === 0) {
-      // Nobody to serve: connect again on the next subscriber.
-      this.#state = "idle";
-      this.#attempt = 0;
-      return;
-    }
-    this.#state = "retrying";
-    const { minBackoffMs, maxBackoffMs } = this.#opts;
-    const delay = Math.min(maxBackoffMs, minBackoffMs * 2 ** this.#attempt) * (0.5 + Math.random() / 2);
-    this.#attempt++;
-    this.#retry = setTimeout(() => {
-      this.#retry = undefined;
-      if (this.#state === "retrying") void this.#connect();
-    }, delay);
+    return Promise.resolve();
   }
 
   #dispatch(payload: string): void {
@@ -470,15 +384,12 @@ const hubs = new WeakMap<Deps, LiveEvents>();
 
 /**
  * The live-events hub of a service (one per `Deps`, so one per process in production),
- * created on first use. Nothing connects until the first subscriber.
+ * created on first use, on the service's notice connection.
  */
 export function liveEvents(deps: Deps): LiveEvents {
   let hub = hubs.get(deps);
   if (!hub) {
-    // The pool's connection settings, on a connection of its own; the name shows it in pg_stat_activity.
-    const newClient = () =>
-      new pg.Client({ ...deps.pool.options, application_name: "pp-live-events", keepAlive: true });
-    hubs.set(deps, hub = new LiveEvents(newClient, deps.log, { keyCheckMs: deps.config.liveKeyCheckMs }));
+    hubs.set(deps, hub = new LiveEvents(deps.notices, deps.log, { keyCheckMs: deps.config.liveKeyCheckMs }));
   }
   return hub;
 }

@@ -9,12 +9,9 @@ import type { Deps } from "../context.ts";
 import type { Database, EventType, SendsTable } from "../db/tables.ts";
 import type { Insertable } from "kysely";
 import { queueReputationCheck } from "../accounts/jobs.ts";
-import { decryptSecret } from "../crypto.ts";
-import { signingKeyFor } from "../domains/repo.ts";
-import { type DkimOptions, dkimOptions } from "../mail/dkim.ts";
+import { signingOptions } from "../domains/service.ts";
 import { renderContext, type Rendered, RenderError } from "../mail/render.ts";
 import { releaseUsage } from "../accounts/repo.ts";
-import { domainOf } from "../validation.ts";
 import { rewriteHtml, signToken, trackingUrls } from "../mail/tracking.ts";
 import type { Mailer } from "../mail/transport.ts";
 import { GroupCommit } from "../db/group_commit.ts";
@@ -77,38 +74,9 @@ function errorText(err: unknown): string {
   return (e?.response ?? e?.message ?? String(err)).slice(0, 1000);
 }
 
-/** How long a process trusts a looked-up DKIM key (a new or re-verified domain shows within this). */
-export const DKIM_CACHE_MS = 60_000;
-
 /** Builds the `deliver_send` task for a process's deps and mailer. */
 export function deliverSendTask(deps: Deps, mailer: Mailer): Task {
   const { db, log, config } = deps;
-  const dkimCache = new Map<string, { options: DkimOptions | undefined; until: number }>();
-
-  /** The DKIM options for mail from `from` on this account (cached; decrypting is not free). */
-  async function dkimFor(accountId: string, from: string): Promise<DkimOptions | undefined> {
-    const host = domainOf(from);
-    const key = `${accountId}:${host}`;
-    const hit = dkimCache.get(key);
-    if (hit && hit.until > Date.now()) return hit.options;
-    const row = await signingKeyFor(db, accountId, host);
-    let options: DkimOptions | undefined;
-    if (row?.dkim_selector && row.dkim_private_key_enc) {
-      let pem: string;
-      try {
-        pem = decryptSecret(deps.secrets.secret, row.dkim_private_key_enc);
-      } catch {
-        // Unsigned mail from a domain that publishes DKIM would fail DMARC: fail loudly instead.
-        throw new Error(
-          `cannot decrypt the DKIM key of ${row.name}: this process's PP_SECRET differs from the one that stored it`,
-        );
-      }
-      options = dkimOptions(row.name, row.dkim_selector, pem);
-    }
-    if (dkimCache.size > 10_000) dkimCache.clear();
-    dkimCache.set(key, { options, until: Date.now() + DKIM_CACHE_MS });
-    return options;
-  }
 
   // Claims and outcomes of the deliveries running at once are written in groups, one
   // statement and one commit each (see GroupCommit): per-delivery commits capped the drain.
@@ -187,7 +155,7 @@ export function deliverSendTask(deps: Deps, mailer: Mailer): Task {
     const missingVariables = rendered.missingVariables.length ? rendered.missingVariables : null;
     // Before the attempt: a key that cannot be decrypted is this deployment's fault, not the
     // relay's, so it fails the job (retried, then internal_error), not the delivery.
-    const dkim = await dkimFor(send.account_id, send.from_email);
+    const dkim = await signingOptions(deps, send.account_id, send.from_email);
     const started = performance.now();
     try {
       const result = await mailer.send({

@@ -12,40 +12,20 @@ import { uuidv7 } from "../ids.ts";
 import { decodeCursor } from "../pagination.ts";
 import { assertUuid, domainOf, isUuid, parseInput } from "../validation.ts";
 import * as accounts from "../accounts/repo.ts";
-import type { Quota } from "../accounts/service.ts";
+import { accountState, type Quota } from "../accounts/service.ts";
 import * as contacts from "../contacts/repo.ts";
-import * as domains from "../domains/repo.ts";
+import { isVerifiedSender } from "../domains/service.ts";
 import * as events from "../events/repo.ts";
-import * as templates from "../templates/repo.ts";
-import { TtlCache } from "../cache.ts";
+import type { TemplateRow } from "../templates/repo.ts";
+import { templateForSend } from "../templates/service.ts";
 import { GroupCommit } from "../db/group_commit.ts";
 import { assertCompiles } from "../mail/render.ts";
 import { type Address, CreateSendInput, ListSendsInput, parseAddress } from "./inputs.ts";
 import * as repo from "./repo.ts";
 
-/**
- * How long this process trusts what it read about a template, an account's state and its
- * verified domains before a send (every send reads them). A change made in this process
- * applies at once (clearRequestCaches); one made by another process within this time.
- * Delivery reads the template and the account's state afresh, so a paused account's sends
- * accepted in that second are held, not mailed.
- */
-export const PREPARE_CACHE_MS = 1_000;
-
-const templateCache = new TtlCache<templates.TemplateRow | undefined>(PREPARE_CACHE_MS);
-const accountCache = new TtlCache<Awaited<ReturnType<typeof accounts.findAccount>>>(PREPARE_CACHE_MS);
-const senderCache = new TtlCache<boolean>(PREPARE_CACHE_MS);
-
-/** Forgets what prepareSend cached: after a template, an account's state or a domain changed here. */
-export function clearRequestCaches(): void {
-  templateCache.clear();
-  accountCache.clear();
-  senderCache.clear();
-}
-
 /** What every send needs from its template and sender, checked before any write. */
 export interface Prepared {
-  template: templates.TemplateRow;
+  template: TemplateRow;
   from: Address;
   replyTo: string | null;
   monthlyLimit: number | null;
@@ -61,12 +41,10 @@ export async function prepareSend(
   t: Pick<Tenant, "accountId">,
   v: { templateId: string; from?: string | null; replyTo?: string | null },
 ): Promise<Prepared> {
+  // All three are cached by their own domains and dropped in every process when they change.
   const [template, account] = await Promise.all([
-    templateCache.getOrLoad(
-      `${t.accountId}:${v.templateId}`,
-      () => templates.findTemplate(db, t.accountId, v.templateId),
-    ),
-    accountCache.getOrLoad(t.accountId, () => accounts.findAccount(db, t.accountId)),
+    templateForSend({ db }, t.accountId, v.templateId),
+    accountState({ db }, t.accountId),
   ]);
   if (!template) throw new AppError("template_not_found", `template ${v.templateId} does not exist`);
   if (!account) throw new AppError("unauthorized", "account no longer exists");
@@ -77,11 +55,7 @@ export async function prepareSend(
     : null;
   if (!from) throw invalid("from", "is required: the template has no from address");
   const host = domainOf(from.address);
-  const verified = await senderCache.getOrLoad(
-    `${t.accountId}:${host}`,
-    () => domains.isVerifiedSender(db, t.accountId, host),
-  );
-  if (!verified) {
+  if (!(await isVerifiedSender({ db }, t.accountId, host))) {
     throw new AppError("domain_not_verified", `${host} is not a verified domain of this account`);
   }
   if (!account.sending_enabled) {

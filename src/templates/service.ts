@@ -5,8 +5,24 @@ import { AppError } from "../errors.ts";
 import { isUuid, parseInput } from "../validation.ts";
 import { CreateTemplateInput, UpdateTemplateInput } from "./inputs.ts";
 import * as repo from "./repo.ts";
-import { clearRequestCaches } from "../sends/service.ts";
 import { assertCompiles } from "../mail/render.ts";
+import { SharedCache } from "../cache.ts";
+
+/**
+ * Templates as sends read them, by `account:template` (misses too), in every process: a
+ * change made anywhere drops the entry when it commits (src/cache.ts); this TTL bounds a
+ * change never announced. Delivery reads the template afresh.
+ */
+const templateCache = new SharedCache<repo.TemplateRow | undefined>("template", { ttlMs: 60_000 });
+
+/** One of an account's templates as a send reads it (cached), or undefined. */
+export function templateForSend(
+  deps: Pick<Deps, "db">,
+  accountId: string,
+  templateId: string,
+): Promise<repo.TemplateRow | undefined> {
+  return templateCache.getOrLoad(`${accountId}:${templateId}`, () => repo.findTemplate(deps.db, accountId, templateId));
+}
 
 function columns(v: Partial<CreateTemplateInput>) {
   const out: Record<string, unknown> = {};
@@ -40,6 +56,7 @@ export async function createTemplate(deps: Deps, p: Principal, input: unknown) {
     account_id: t.accountId,
     updated_at: new Date(),
   });
+  templateCache.drop(`${t.accountId}:${row.id}`); // a send may have asked for this id before it existed
   deps.log.info("template created", { accountId: t.accountId, templateId: row.id });
   return row;
 }
@@ -63,7 +80,7 @@ export async function updateTemplate(deps: Deps, p: Principal, id: string, input
     }
     return r;
   });
-  clearRequestCaches();
+  templateCache.drop(`${t.accountId}:${id}`);
   deps.log.info("template updated", { accountId: t.accountId, templateId: id });
   return row;
 }
