@@ -63,27 +63,29 @@ function refuse(name: unknown): never {
 
 // Every compiled template reads variables through runtime.contextOrFrameLookup and members
 // (`a.b`, `a["b"]`) through runtime.memberLookup: guarding both keeps a template on its data.
-// This patches nunjucks in this sandbox process only.
+// nunjucks' compiler emits `root(env, context, frame, runtime, cb)`, taking the runtime as a
+// parameter, so each of our templates is given GUARDED (see `guard`) and nunjucks' own module
+// stays as it is.
 // deno-lint-ignore no-explicit-any
 const runtime = (nunjucks as any).runtime;
-const frameLookup = runtime.contextOrFrameLookup;
 let missing: Set<string> | null = null;
-runtime.contextOrFrameLookup = (context: unknown, frame: unknown, name: string) => {
+/** `name` as a variable of the template; see GUARDED. */
+function contextOrFrameLookup(context: unknown, frame: unknown, name: string): unknown {
   if (FORBIDDEN.has(name)) refuse(name);
-  const v = frameLookup(context, frame, name);
+  const v = runtime.contextOrFrameLookup(context, frame, name);
   // A name found only on Object.prototype (`toString`, `valueOf`, …) is no variable.
   // deno-lint-ignore no-explicit-any
   const found = v !== undefined && (Object.prototype as any)[name] !== v;
   if (!found && missing) missing.add(name);
   return found ? v : undefined;
-};
+}
 /**
  * `obj.name`: an own property of plain data (JSON-like objects, arrays, strings, SafeString)
  * and nothing else: no host object (a Context, a Frame) however it was reached.
  * Functions (range, cycler, macros) have no readable members; a method found on a prototype
  * is undefined. Calling a value that is an own function (cycler's `next`) keeps `this`.
  */
-runtime.memberLookup = (obj: unknown, name: unknown) => {
+function memberLookup(obj: unknown, name: unknown): unknown {
   if (obj === undefined || obj === null) return undefined;
   const key = typeof name === "number" ? name : String(name);
   if (typeof key === "string" && FORBIDDEN.has(key)) refuse(key);
@@ -93,7 +95,24 @@ runtime.memberLookup = (obj: unknown, name: unknown) => {
   if (!Object.hasOwn(obj as object, key)) return undefined;
   const v = (obj as Record<string | number, unknown>)[key];
   return typeof v === "function" ? (...args: unknown[]) => v.apply(obj, args) : v;
-};
+}
+/** nunjucks' runtime with both lookups guarded: what our templates run with. */
+const GUARDED = Object.freeze({ ...runtime, contextOrFrameLookup, memberLookup });
+
+type RootRender = (env: unknown, context: unknown, frame: unknown, runtime: unknown, cb: unknown) => unknown;
+
+/**
+ * Makes a compiled template run with GUARDED: `Template.render` passes nunjucks' runtime to
+ * the template's root function, which we wrap (on this template object only) to hand it
+ * GUARDED instead. Blocks and macros receive the runtime from the root, so they get it too.
+ */
+function guard(t: nunjucks.Template): nunjucks.Template {
+  const target = t as unknown as { rootRenderFunc: RootRender };
+  const root = target.rootRenderFunc;
+  if (typeof root !== "function") throw new Error("internal: template not compiled");
+  target.rootRenderFunc = (env, context, frame, _runtime, cb) => root(env, context, frame, GUARDED, cb);
+  return t;
+}
 
 /**
  * Compiled templates by the parent's key; the parent says when to forget one. A source that
@@ -104,7 +123,7 @@ const compiled = new Map<string, nunjucks.Template | Error>();
 function compile(part: RenderPart | undefined, env: nunjucks.Environment): void {
   if (!part || part.src === undefined || compiled.has(part.key)) return;
   try {
-    compiled.set(part.key, new nunjucks.Template(part.src, env, undefined, true));
+    compiled.set(part.key, guard(new nunjucks.Template(part.src, env, undefined, true)));
   } catch (e) {
     compiled.set(part.key, e instanceof Error ? e : new Error(String(e)));
   }
