@@ -13,7 +13,7 @@ import { Listener } from "../src/db/listen.ts";
 import { type EventRow, eventsAfter, eventsByIds, insertEvents, maxEventId } from "../src/events/repo.ts";
 import { createLogger } from "../src/log.ts";
 import { assert, assertEquals, assertMatch } from "./assert.ts";
-import { ADMIN_TOKEN, opts, spawnMain, type Stack, startStack, waitFor, waitForStatus } from "./helpers.ts";
+import { ADMIN_TOKEN, gql, opts, spawnMain, type Stack, startStack, waitFor, waitForStatus } from "./helpers.ts";
 
 const SUBSCRIBE = `subscription($sendId: ID, $batchId: ID) {
   sendEvents(sendId: $sendId, batchId: $batchId) { id sendId contactId type occurredAt data }
@@ -112,12 +112,6 @@ function otherConnection(stack: Stack) {
   return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
 }
 
-async function mustGql(stack: Stack, query: string, variables: Record<string, unknown>, key: string) {
-  const r = await stack.gql(query, variables, key);
-  if (r.body.errors) throw new Error(JSON.stringify(r.body.errors));
-  return r.body.data;
-}
-
 Deno.test("live events: a worker process feeds an API process's subscribers", opts, async (t) => {
   // An API-only service: nothing is delivered or expanded until the worker process starts.
   const stack = await startStack({ env: { PP_ROLE: "api" } });
@@ -130,24 +124,20 @@ Deno.test("live events: a worker process feeds an API process's subscribers", op
     });
     assertEquals(send.status, 202);
     for (const [i, email] of ["m1@example.test", "m2@example.test", "m3@example.test"].entries()) {
-      await mustGql(
-        stack,
-        `mutation($i: CreateContactInput!) { createContact(input: $i) { id } }`,
-        { i: { email, company: "Acme", fields: { n: i } } },
-        tenant.key,
-      );
+      await gql(stack, tenant.key, `mutation($i: CreateContactInput!) { createContact(input: $i) { id } }`, {
+        i: { email, company: "Acme", fields: { n: i } },
+      });
     }
-    const { createSegment } = await mustGql(
+    const { createSegment } = await gql(
       stack,
-      `mutation { createSegment(input: { name: "Acme", rules: [{ field: "company", op: EQ, value: "Acme" }] }) { id } }`,
-      {},
       tenant.key,
+      `mutation { createSegment(input: { name: "Acme", rules: [{ field: "company", op: EQ, value: "Acme" }] }) { id } }`,
     );
-    const { createSegmentSend } = await mustGql(
+    const { createSegmentSend } = await gql(
       stack,
+      tenant.key,
       `mutation($i: CreateSegmentSendInput!) { createSegmentSend(input: $i) { batchId } }`,
       { i: { templateId: tenant.templateId, segmentId: createSegment.id, personalizations: { order_id: "B1" } } },
-      tenant.key,
     );
     const batchId = createSegmentSend.batchId;
     // The segment send's sends do not exist yet: the expansion waits for a worker.
@@ -179,11 +169,11 @@ Deno.test("live events: a worker process feeds an API process's subscribers", op
         assert(evs.every((e) => e.sendId === send.body.id && e.contactId === null));
         assertEquals(evs[1].data.via, "smtp");
         // The streamed events are the recorded ones, ids and all.
-        const { events } = await mustGql(
+        const { events } = await gql(
           stack,
+          tenant.key,
           `query($id: ID!) { events(sendId: $id) { nodes { id type } } }`,
           { id: send.body.id },
-          tenant.key,
         );
         assertEquals(events.nodes.slice(1), evs.map((e) => ({ id: e.id, type: e.type })));
         assertEquals(events.nodes[0].type, "QUEUED");
@@ -392,19 +382,19 @@ Deno.test("live events: LISTEN path, reconnects, bounded queues, errors", opts, 
       const q = `query($id: ID!, $type: EmailEventType, $first: Int, $after: String) {
         events(sendId: $id, type: $type, first: $first, after: $after) { nodes { type data } pageInfo { hasNextPage endCursor } }
       }`;
-      const delivered = await mustGql(stack, q, { id: s.id, type: "DELIVERED" }, tenant.key);
+      const delivered = await gql(stack, tenant.key, q, { id: s.id, type: "DELIVERED" });
       assertEquals(delivered.events.nodes.map((e: { type: string }) => e.type), ["DELIVERED"]);
-      const p1 = await mustGql(stack, q, { id: s.id, type: "OPENED", first: 2 }, tenant.key);
+      const p1 = await gql(stack, tenant.key, q, { id: s.id, type: "OPENED", first: 2 });
       assertEquals(p1.events.nodes.map((e: { data: unknown }) => e.data), [{ userAgent: "elsewhere" }, { n: 1 }]);
       assert(p1.events.pageInfo.hasNextPage);
-      const p2 = await mustGql(
-        stack,
-        q,
-        { id: s.id, type: "OPENED", first: 2, after: p1.events.pageInfo.endCursor },
-        tenant.key,
-      );
+      const p2 = await gql(stack, tenant.key, q, {
+        id: s.id,
+        type: "OPENED",
+        first: 2,
+        after: p1.events.pageInfo.endCursor,
+      });
       assertEquals(p2.events.nodes.map((e: { data: unknown }) => e.data), [{ n: 2 }, { n: 0 }]);
-      const none = await mustGql(stack, q, { id: s.id, type: "BOUNCED" }, tenant.key);
+      const none = await gql(stack, tenant.key, q, { id: s.id, type: "BOUNCED" });
       assertEquals(none.events.nodes, []);
     });
 

@@ -5,7 +5,7 @@
  * contact-level events, in the same transaction as the change.
  */
 import { assert, assertEquals } from "./assert.ts";
-import { ADMIN_TOKEN, opts, type Stack, startStack, waitFor, waitForStatus } from "./helpers.ts";
+import { ADMIN_TOKEN, gql, opts, startStack, waitFor, waitForStatus } from "./helpers.ts";
 
 const SUPPRESSIONS = `query($first: Int, $after: String, $reason: SuppressionReason) {
   suppressions(first: $first, after: $after, reason: $reason) {
@@ -27,12 +27,6 @@ function unsubscribeUrl(raw: string): string {
   const m = head.match(/^List-Unsubscribe:\s*<([^>]+)>/im);
   if (!m) throw new Error("no List-Unsubscribe header");
   return m[1];
-}
-
-async function mustGql(stack: Stack, query: string, variables: Record<string, unknown>, key: string) {
-  const r = await stack.gql(query, variables, key);
-  if (r.body.errors) throw new Error(JSON.stringify(r.body.errors));
-  return r.body.data;
 }
 
 Deno.test("suppressions: listed with reason and cause; lifting is recorded and mails again", opts, async (t) => {
@@ -102,14 +96,13 @@ Deno.test("suppressions: listed with reason and cause; lifting is recorded and m
       "eve's soft bounce",
     );
     // dee is unsubscribed by the tenant through the API.
-    const { createContact: dee } = await mustGql(
+    const { createContact: dee } = await gql(
       stack,
-      `mutation { createContact(input: { email: "dee@example.test" }) { id } }`,
-      {},
       tenant.key,
+      `mutation { createContact(input: { email: "dee@example.test" }) { id } }`,
     );
     await t.step("unsubscribing through the API records a contact-level `unsubscribed` event", async () => {
-      const u = await mustGql(stack, UPDATE, { id: dee.id, i: { status: "UNSUBSCRIBED" } }, tenant.key);
+      const u = await gql(stack, tenant.key, UPDATE, { id: dee.id, i: { status: "UNSUBSCRIBED" } });
       assertEquals(u.updateContact.status, "UNSUBSCRIBED");
       assertEquals(await contactEvents(dee.id), [{
         type: "unsubscribed",
@@ -119,7 +112,7 @@ Deno.test("suppressions: listed with reason and cause; lifting is recorded and m
     });
 
     await t.step("suppressions: most recently changed first, with reason, time and cause", async () => {
-      const { suppressions } = await mustGql(stack, SUPPRESSIONS, {}, tenant.key);
+      const { suppressions } = await gql(stack, tenant.key, SUPPRESSIONS);
       const nodes = suppressions.edges.map((e: { node: unknown }) => e.node);
       assertEquals(
         nodes.map((n: { contact: { email: string }; reason: string; sendId: string | null }) => [
@@ -148,19 +141,14 @@ Deno.test("suppressions: listed with reason and cause; lifting is recorded and m
     });
 
     await t.step("suppressions: filtered by reason, in pages; a forged cursor is refused", async () => {
-      const bounced = await mustGql(stack, SUPPRESSIONS, { reason: "BOUNCED" }, tenant.key);
+      const bounced = await gql(stack, tenant.key, SUPPRESSIONS, { reason: "BOUNCED" });
       assertEquals(bounced.suppressions.edges.map((e: { node: { sendId: string } }) => e.node.sendId), [sb.id]);
-      const unsubscribed = await mustGql(stack, SUPPRESSIONS, { reason: "UNSUBSCRIBED" }, tenant.key);
+      const unsubscribed = await gql(stack, tenant.key, SUPPRESSIONS, { reason: "UNSUBSCRIBED" });
       assertEquals(unsubscribed.suppressions.edges.length, 2);
-      const p1 = await mustGql(stack, SUPPRESSIONS, { first: 3 }, tenant.key);
+      const p1 = await gql(stack, tenant.key, SUPPRESSIONS, { first: 3 });
       assertEquals(p1.suppressions.edges.length, 3);
       assert(p1.suppressions.pageInfo.hasNextPage);
-      const p2 = await mustGql(
-        stack,
-        SUPPRESSIONS,
-        { first: 3, after: p1.suppressions.pageInfo.endCursor },
-        tenant.key,
-      );
+      const p2 = await gql(stack, tenant.key, SUPPRESSIONS, { first: 3, after: p1.suppressions.pageInfo.endCursor });
       assertEquals(
         p2.suppressions.edges.map((e: { node: { contact: { email: string } } }) => e.node.contact.email),
         ["ann@example.test"],
@@ -197,14 +185,14 @@ Deno.test("suppressions: listed with reason and cause; lifting is recorded and m
 
     await t.step("lifting a suppression records `resubscribed`, and the contact is mailed again", async () => {
       stack.sink.reply = () => null; // the mailbox exists again
-      const u = await mustGql(stack, UPDATE, { id: bob, i: { status: "SUBSCRIBED" } }, tenant.key);
+      const u = await gql(stack, tenant.key, UPDATE, { id: bob, i: { status: "SUBSCRIBED" } });
       assertEquals(u.updateContact.status, "SUBSCRIBED");
       assertEquals(await contactEvents(bob), [{
         type: "resubscribed",
         send_id: null,
         data: { previousStatus: "bounced", by: "api", apiKeyId: tenant.apiKeyId },
       }]);
-      const { suppressions } = await mustGql(stack, SUPPRESSIONS, {}, tenant.key);
+      const { suppressions } = await gql(stack, tenant.key, SUPPRESSIONS);
       assertEquals(
         suppressions.edges.map((e: { node: { contact: { email: string } } }) => e.node.contact.email),
         ["dee@example.test", "cat@example.test", "ann@example.test"],
@@ -217,7 +205,7 @@ Deno.test("suppressions: listed with reason and cause; lifting is recorded and m
 
     await t.step("Contact.events: the contact's own events and its sends', newest first", async () => {
       const q = `query($id: ID!, $first: Int) { contact(id: $id) { events(first: $first) { type sendId contactId } } }`;
-      const { contact } = await mustGql(stack, q, { id: bob }, tenant.key);
+      const { contact } = await gql(stack, tenant.key, q, { id: bob });
       assertEquals(contact.events.map((e: { type: string }) => e.type), [
         "DELIVERED",
         "SENT",
@@ -228,27 +216,27 @@ Deno.test("suppressions: listed with reason and cause; lifting is recorded and m
         "QUEUED",
       ]);
       assertEquals(contact.events[3], { type: "RESUBSCRIBED", sendId: null, contactId: bob });
-      const two = await mustGql(stack, q, { id: bob, first: 2 }, tenant.key);
+      const two = await gql(stack, tenant.key, q, { id: bob, first: 2 });
       assertEquals(two.contact.events.map((e: { type: string }) => e.type), ["DELIVERED", "SENT"]);
-      const filtered = await mustGql(
+      const filtered = await gql(
         stack,
+        tenant.key,
         `query($id: ID!) { events(sendId: $id, type: BOUNCED) { nodes { type } } }`,
         { id: sb.id },
-        tenant.key,
       );
       assertEquals(filtered.events.nodes, [{ type: "BOUNCED" }]);
     });
 
     await t.step("changes that lift or suppress nothing record nothing", async () => {
-      await mustGql(stack, UPDATE, { id: bob, i: { status: "SUBSCRIBED", firstName: "Bob" } }, tenant.key);
-      await mustGql(stack, UPDATE, { id: dee.id, i: { status: "UNSUBSCRIBED" } }, tenant.key);
-      await mustGql(stack, UPDATE, { id: await idOf("ann@example.test"), i: { lastName: "Lee" } }, tenant.key);
+      await gql(stack, tenant.key, UPDATE, { id: bob, i: { status: "SUBSCRIBED", firstName: "Bob" } });
+      await gql(stack, tenant.key, UPDATE, { id: dee.id, i: { status: "UNSUBSCRIBED" } });
+      await gql(stack, tenant.key, UPDATE, { id: await idOf("ann@example.test"), i: { lastName: "Lee" } });
       assertEquals(await stack.count("select count(*) from email_events where contact_id is not null"), 2);
     });
 
     await t.step("suppressions and lifting are per account", async () => {
       const other = await stack.tenant({ domain: "other.test" });
-      const { suppressions } = await mustGql(stack, SUPPRESSIONS, {}, other.key);
+      const { suppressions } = await gql(stack, other.key, SUPPRESSIONS);
       assertEquals(suppressions.edges, []);
       const foreign = await stack.gql(UPDATE, { id: dee.id, i: { status: "SUBSCRIBED" } }, other.key);
       assertEquals(foreign.body.errors[0].extensions.code, "not_found");
