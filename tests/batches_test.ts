@@ -11,6 +11,7 @@
  */
 import { assert, assertEquals } from "./assert.ts";
 import {
+  assertProblem,
   createsNothing,
   gql,
   type Json,
@@ -28,18 +29,6 @@ import {
 } from "./helpers.ts";
 
 const HOUR_AHEAD = () => new Date(Date.now() + 3600_000).toISOString();
-
-/** Asserts a REST problem with `code`, and when given, exactly these `errors[].path`s. */
-function assertProblem(r: JsonResponse, status: number, code: string, paths?: string[]) {
-  const show = JSON.stringify(r.body).slice(0, 2000);
-  assertEquals(r.status, status, show);
-  assertEquals(r.headers.get("content-type")?.split(";")[0].trim(), "application/problem+json", show);
-  assertEquals(r.body.code, code, show);
-  if (paths) {
-    const got = (r.body.errors ?? []).map((e: { path: string }) => e.path).sort();
-    assertEquals(got, [...paths].sort(), show);
-  }
-}
 
 async function postBatch(stack: Stack, tn: TestTenant, body: Record<string, unknown>): Promise<JsonResponse> {
   return await stack.api("POST", "/api/v1/sends/batch", { key: tn.key, body: { templateId: tn.templateId, ...body } });
@@ -381,9 +370,9 @@ batchTest("a rejected batch creates nothing", async ({ stack }, t) => {
 
   await t.step("no recipients: 422 validation_failed at recipients", async () => {
     const r = await createsNothing(stack, () => postBatch(stack, a, { recipients: [] }));
-    assertProblem(r, 422, "validation_failed", ["recipients"]);
+    assertProblem(r, 422, "validation_failed", { exactly: ["recipients"] });
     const none = await createsNothing(stack, () => postBatch(stack, a, {}));
-    assertProblem(none, 422, "validation_failed", ["recipients"]);
+    assertProblem(none, 422, "validation_failed", { exactly: ["recipients"] });
   });
 
   await t.step("bad recipients at 3 and 7: each named, the good ones not", async () => {
@@ -391,7 +380,7 @@ batchTest("a rejected batch creates nothing", async ({ stack }, t) => {
     rs[3] = { to: "not-an-email", personalizations: {} };
     rs[7] = { personalizations: { order_id: "no to" } };
     const r = await createsNothing(stack, () => postBatch(stack, a, { recipients: rs }));
-    assertProblem(r, 422, "validation_failed", ["recipients.3.to", "recipients.7.to"]);
+    assertProblem(r, 422, "validation_failed", { exactly: ["recipients.3.to", "recipients.7.to"] });
     assertEquals(await fresh(), 0);
     const g = await createsNothing(stack, () =>
       stack.gql(
@@ -409,7 +398,7 @@ batchTest("a rejected batch creates nothing", async ({ stack }, t) => {
     rs[2] = { to: crypto.randomUUID(), personalizations: {} };
     rs[4] = { to: foreign, personalizations: {} };
     const r = await createsNothing(stack, () => postBatch(stack, a, { recipients: rs }));
-    assertProblem(r, 422, "contact_not_found", ["recipients.2.to", "recipients.4.to"]);
+    assertProblem(r, 422, "contact_not_found", { exactly: ["recipients.2.to", "recipients.4.to"] });
     assertEquals(await fresh(), 0, "the new addresses' contacts were not kept");
   });
 
@@ -417,13 +406,13 @@ batchTest("a rejected batch creates nothing", async ({ stack }, t) => {
     const rs: Json[] = many(6);
     rs[4] = { to: "FRESH-1@Example.TEST", personalizations: {} };
     const r = await createsNothing(stack, () => postBatch(stack, a, { recipients: rs }));
-    assertProblem(r, 422, "validation_failed", ["recipients.4.to"]);
+    assertProblem(r, 422, "validation_failed", { exactly: ["recipients.4.to"] });
     // An existing contact's address and its uuid are the same recipient.
     const twice = await createsNothing(
       stack,
       () => postBatch(stack, a, { recipients: [ok(0), { to: "gina@example.test" }, ok(1), { to: gina }] }),
     );
-    assertProblem(twice, 422, "validation_failed", ["recipients.3.to"]);
+    assertProblem(twice, 422, "validation_failed", { exactly: ["recipients.3.to"] });
     assertEquals(await fresh(), 0);
   });
 
@@ -431,7 +420,7 @@ batchTest("a rejected batch creates nothing", async ({ stack }, t) => {
     const rs: Json[] = many(8);
     rs[5] = { to: "big@example.test", personalizations: { blob: "x".repeat(70_000) } };
     const r = await createsNothing(stack, () => postBatch(stack, a, { recipients: rs }));
-    assertProblem(r, 422, "validation_failed", ["recipients.5.personalizations"]);
+    assertProblem(r, 422, "validation_failed", { exactly: ["recipients.5.personalizations"] });
     // Just under the limit is accepted.
     const under = { to: "big@example.test", personalizations: { blob: "x".repeat(60_000) } };
     const okr = await postBatch(stack, a, { recipients: [under], scheduledAt: HOUR_AHEAD() });

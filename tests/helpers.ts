@@ -683,3 +683,41 @@ export function rawHeader(m: ReceivedMail, name: string): string[] {
     .filter((l) => l.toLowerCase().startsWith(name.toLowerCase() + ":"))
     .map((l) => l.slice(name.length + 1).trim());
 }
+
+/**
+ * Asserts that `errors[]` names exactly the `expected` fields: each expected path is named
+ * (itself or a key under it, like `personalizations.x`), and nothing else is.
+ */
+export function assertPaths(errors: unknown, expected: string[], show: string): void {
+  const got = Array.isArray(errors) ? errors.map((e: { path?: unknown }) => String(e.path)) : [];
+  const under = (p: string, e: string) => p === e || p.startsWith(e + ".");
+  assert(got.length > 0, `errors[] is empty: ${show}`);
+  for (const p of got) assert(expected.some((e) => under(p, e)), `unexpected path ${p}: ${show}`);
+  for (const e of expected) assert(got.some((p) => under(p, e)), `no error names ${e}: ${show}`);
+}
+
+/**
+ * Asserts a REST problem: status, media type, `code`, the body's `status`, `type` and
+ * `title`, and the fields `errors[]` names: `paths` as assertPaths takes them, or
+ * `{ exactly }` for exactly these `errors[].path`s, as many of each. Without either, a
+ * validation_failed must still name some field.
+ */
+export function assertProblem(
+  r: JsonResponse,
+  status: number,
+  code: string,
+  paths?: string | string[] | { exactly: string[] },
+): void {
+  const show = JSON.stringify(r.body).slice(0, 2000);
+  assertEquals(r.status, status, show);
+  assertEquals(r.headers.get("content-type")?.split(";")[0].trim(), "application/problem+json", show);
+  assertEquals(r.body.code, code, show);
+  assertEquals(r.body.status, status, show);
+  assert(typeof r.body.type === "string" && typeof r.body.title === "string", show);
+  if (paths === undefined) {
+    if (code === "validation_failed") assert(r.body.errors?.length > 0, show);
+  } else if (typeof paths === "object" && !Array.isArray(paths)) {
+    const got = (r.body.errors ?? []).map((e: { path: string }) => e.path).sort();
+    assertEquals(got, [...paths.exactly].sort(), show);
+  } else assertPaths(r.body.errors, [paths].flat(), show);
+}

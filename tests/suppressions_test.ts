@@ -5,7 +5,7 @@
  * contact-level events, in the same transaction as the change.
  */
 import { assert, assertEquals } from "./assert.ts";
-import { ADMIN_TOKEN, gql, opts, startStack, waitFor, waitForStatus } from "./helpers.ts";
+import { ADMIN_TOKEN, gql, opts, rawHeader, type ReceivedMail, startStack, waitFor, waitForStatus } from "./helpers.ts";
 
 const SUPPRESSIONS = `query($first: Int, $after: String, $reason: SuppressionReason) {
   suppressions(first: $first, after: $after, reason: $reason) {
@@ -21,10 +21,9 @@ const SUPPRESSIONS = `query($first: Int, $after: String, $reason: SuppressionRea
 
 const UPDATE = `mutation($id: ID!, $i: UpdateContactInput!) { updateContact(id: $id, input: $i) { id status } }`;
 
-/** The List-Unsubscribe URL of a delivered message (headers unfolded). */
-function unsubscribeUrl(raw: string): string {
-  const head = raw.split(/\r?\n\r?\n/)[0].replace(/\r?\n[ \t]+/g, " ");
-  const m = head.match(/^List-Unsubscribe:\s*<([^>]+)>/im);
+/** The List-Unsubscribe URL of a delivered message. */
+function unsubscribeUrl(mail: ReceivedMail): string {
+  const m = rawHeader(mail, "List-Unsubscribe")[0]?.match(/^<([^>]+)>/);
   if (!m) throw new Error("no List-Unsubscribe header");
   return m[1];
 }
@@ -55,7 +54,7 @@ Deno.test("suppressions: listed with reason and cause; lifting is recorded and m
     const sa = await send("ann@example.test");
     await waitForStatus(stack, tenant.key, sa.id, ["delivered"]);
     const mail = stack.sink.messages.find((m) => m.to.includes("ann@example.test"))!;
-    const unsub = await fetch(unsubscribeUrl(mail.raw), {
+    const unsub = await fetch(unsubscribeUrl(mail), {
       method: "POST",
       headers: { "content-type": "application/x-www-form-urlencoded" },
       body: "List-Unsubscribe=One-Click",

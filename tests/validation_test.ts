@@ -7,6 +7,8 @@
 import { assert, assertEquals, assertMatch, assertNotEquals } from "./assert.ts";
 import {
   ADMIN_TOKEN,
+  assertPaths,
+  assertProblem,
   createsNothing,
   type JsonResponse,
   opts,
@@ -30,30 +32,6 @@ async function delta(stack: Stack, fn: () => Promise<unknown>): Promise<Partial<
     if (after[k] !== before[k]) d[k] = after[k] - before[k];
   }
   return d;
-}
-
-/**
- * Asserts that `errors[]` names exactly the `expected` fields: each expected path is named
- * (itself or a key under it, like `personalizations.x`), and nothing else is.
- */
-function assertPaths(errors: unknown, expected: string[], show: string) {
-  const got = Array.isArray(errors) ? errors.map((e: { path?: unknown }) => String(e.path)) : [];
-  const under = (p: string, e: string) => p === e || p.startsWith(e + ".");
-  assert(got.length > 0, `errors[] is empty: ${show}`);
-  for (const p of got) assert(expected.some((e) => under(p, e)), `unexpected path ${p}: ${show}`);
-  for (const e of expected) assert(got.some((p) => under(p, e)), `no error names ${e}: ${show}`);
-}
-
-/** Asserts a REST problem: status, media type, `code`, and for `path` the one field named. */
-function assertProblem(r: JsonResponse, status: number, code: string, path?: string | string[]) {
-  const show = JSON.stringify(r.body);
-  assertEquals(r.status, status, show);
-  assertEquals(r.headers.get("content-type")?.split(";")[0].trim(), "application/problem+json", show);
-  assertEquals(r.body.code, code, show);
-  assertEquals(r.body.status, status, show);
-  assert(typeof r.body.type === "string" && typeof r.body.title === "string", show);
-  if (path !== undefined) assertPaths(r.body.errors, [path].flat(), show);
-  else if (code === "validation_failed") assert(r.body.errors?.length > 0, show);
 }
 
 /** Asserts a GraphQL error with `extensions.code` and no data for the field. */
