@@ -10,6 +10,7 @@ import { createHash, generateKeyPair } from "node:crypto";
 import { Buffer } from "node:buffer";
 import { domainToASCII } from "node:url";
 import { type RsaSigner, rsaSigner } from "./rsa_sign.ts";
+import { prepend } from "./mime.ts";
 
 /** A fresh key pair: PEM private key and the base64 DER public key for the `p=` tag. */
 export function generateDkimKeys(): Promise<{ privateKeyPem: string; publicKeyB64: string }> {
@@ -106,11 +107,7 @@ export async function signDkim(
   const b64 = Buffer.from(signature.buffer, signature.byteOffset, signature.byteLength).toString("base64");
   // FWS inside b= is ignored by verifiers: lines of at most 76 characters.
   const folded = `${b64.slice(0, 73)}${b64.slice(73).replace(/.{1,75}/g, "\r\n $&")}`;
-  const header = latin1Bytes(`${unsigned}${folded}\r\n`);
-  const out = new Uint8Array(header.length + message.byteLength);
-  out.set(header, 0);
-  out.set(message, header.length);
-  return out;
+  return prepend(latin1Bytes(`${unsigned}${folded}\r\n`), message);
 }
 
 const encoder = new TextEncoder();
