@@ -10,12 +10,10 @@ import { dkimOptions, dkimTxtValue, generateDkimKeys, signDkim } from "../src/ma
 import { nodeCryptoSigner, openSslSigner, type RsaSigner } from "../src/mail/rsa_sign.ts";
 import { createMailer } from "../src/mail/transport.ts";
 import { assert, assertEquals, assertMatch, assertNotMatch } from "./assert.ts";
+import { txtResolver } from "./helpers.ts";
 
 const DOMAIN = "brand.test";
 const SELECTOR = "pp202611";
-
-/** A TXT value as DNS carries it: character-strings of at most 255 bytes. */
-const chunks = (value: string): string[] => value.match(/.{1,255}/g) ?? [""];
 
 /** The DKIM-Signature header block (folded lines included) of a signed message. */
 const dkimHeader = (raw: string): string => raw.match(/^DKIM-Signature:[^\r\n]*(?:\r\n[ \t][^\r\n]*)*/mi)?.[0] ?? "";
@@ -74,11 +72,7 @@ const MESSAGES: Record<string, Uint8Array> = {
 Deno.test("dkim: our signer verifies with mailauth, with every RSA backend", async (t) => {
   const keys = await generateDkimKeys();
   const records = new Map([[`${SELECTOR}._domainkey.${DOMAIN}`, [dkimTxtValue(keys.publicKeyB64)]]]);
-  const resolver = (name: string, type: string): Promise<string[][]> => {
-    const v = type === "TXT" ? records.get(name.toLowerCase()) : undefined;
-    if (!v) return Promise.reject(Object.assign(new Error("not found"), { code: "ENOTFOUND" }));
-    return Promise.resolve(v.map(chunks));
-  };
+  const resolver = txtResolver(records);
   const verify = async (raw: Uint8Array | string) =>
     (await dkimVerify(typeof raw === "string" ? raw : Buffer.from(raw), { resolver })).results[0];
   const options = dkimOptions(DOMAIN, SELECTOR, keys.privateKeyPem);

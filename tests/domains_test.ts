@@ -6,11 +6,9 @@
 import dns2 from "dns2";
 import { dkimVerify } from "mailauth/lib/dkim/verify.js";
 import { assert, assertEquals, assertMatch, assertNotMatch } from "./assert.ts";
-import { opts, startStack, waitForStatus } from "./helpers.ts";
+import { opts, startStack, txtChunks, txtResolver, waitForStatus } from "./helpers.ts";
 
 /** A TXT value as DNS carries it: character-strings of at most 255 bytes. */
-const chunks = (value: string): string[] => value.match(/.{1,255}/g) ?? [""];
-
 /** A DNS server answering TXT queries from `records` (name → values). */
 async function startDns(records: Map<string, string[]>) {
   const server = dns2.createServer({
@@ -25,7 +23,7 @@ async function startDns(records: Map<string, string[]>) {
           type: dns2.Packet.TYPE.TXT,
           class: dns2.Packet.CLASS.IN,
           ttl: 1,
-          data: chunks(value),
+          data: txtChunks(value),
         };
         // dns2's Resource type wants its encoder's methods; a plain record is what it encodes.
         response.answers.push(answer as unknown as (typeof response.answers)[number]);
@@ -35,15 +33,6 @@ async function startDns(records: Map<string, string[]>) {
   });
   await server.listen({ udp: { port: 0, address: "127.0.0.1" } });
   return { port: server.addresses().udp!.port, close: () => server.close() };
-}
-
-/** mailauth's resolver over the same records. */
-function resolver(records: Map<string, string[]>) {
-  return (name: string, type: string): Promise<string[][]> => {
-    const v = type === "TXT" ? records.get(name.toLowerCase()) : undefined;
-    if (!v) return Promise.reject(Object.assign(new Error("not found"), { code: "ENOTFOUND" }));
-    return Promise.resolve(v.map(chunks));
-  };
 }
 
 Deno.test("domains: DNS verification and DKIM signing", opts, async (t) => {
@@ -131,7 +120,7 @@ Deno.test("domains: DNS verification and DKIM signing", opts, async (t) => {
       assertMatch(header, new RegExp(`s=${domain.dkimSelector}`));
       assertMatch(header, /c=relaxed\/relaxed/);
       assertMatch(header.replace(/\s+/g, ""), /h=[^;]*list-unsubscribe:list-unsubscribe-post/i);
-      const result = await dkimVerify(mail.raw, { resolver: resolver(records) });
+      const result = await dkimVerify(mail.raw, { resolver: txtResolver(records) });
       assertEquals(result.results[0].status.result, "pass", JSON.stringify(result.results[0].status));
       assertEquals(result.results[0].signingDomain, "brand.test");
     });
@@ -139,7 +128,7 @@ Deno.test("domains: DNS verification and DKIM signing", opts, async (t) => {
     await t.step("a tampered message fails the verifier (the test can fail)", async () => {
       const mail = stack.sink.messages.at(-1)!;
       const tampered = mail.raw.replace(/Subject: [^\r\n]*/, "Subject: changed");
-      const result = await dkimVerify(tampered, { resolver: resolver(records) });
+      const result = await dkimVerify(tampered, { resolver: txtResolver(records) });
       assertEquals(result.results[0].status.result, "fail");
     });
 

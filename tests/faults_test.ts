@@ -8,6 +8,7 @@ import { assert, assertEquals } from "./assert.ts";
 import {
   opts,
   spawnMain,
+  spawnWorker,
   type Stack,
   startSmtpSink,
   startStack,
@@ -23,18 +24,6 @@ function stopProcess(m: Main) {
   try {
     m.child.kill("SIGKILL");
   } catch { /* already exited */ }
-}
-
-/** A worker process (role `worker`) on the stack's database, delivering to `smtpUrl`. */
-async function worker(stack: Stack, env: Record<string, string> = {}): Promise<Main> {
-  return await spawnMain({
-    DATABASE_URL: stack.databaseUrl,
-    PP_ROLE: "worker",
-    SMTP_URL: stack.sink.url,
-    PP_DATA_DIR: await Deno.makeTempDir({ prefix: "pp-test-worker-" }),
-    PP_SECRET: stack.service.deps.secrets.secret,
-    ...env,
-  });
 }
 
 async function batches(stack: Stack, tenant: TestTenant, n: number, size: number) {
@@ -74,7 +63,7 @@ Deno.test("faults: a worker killed with SIGKILL mid-batch; another delivers ever
   const started: Main[] = [];
   try {
     await batches(stack, tenant, 2, 1_000);
-    const first = await worker(stack);
+    const first = await spawnWorker(stack);
     started.push(first);
     await waitFor(() => stack.sink.messages.length >= 300, 60_000, "the first worker to be mid-batch");
     first.child.kill("SIGKILL");
@@ -85,7 +74,7 @@ Deno.test("faults: a worker killed with SIGKILL mid-batch; another delivers ever
     await t.step("the dead worker's jobs are freed and delivered by a new worker within 60 s", async () => {
       assert(atKill < 2_000, `the kill came too late to test anything (${atKill} delivered)`);
       const t0 = performance.now();
-      started.push(await worker(stack));
+      started.push(await spawnWorker(stack));
       await waitFor(
         async () => (await stack.count("select count(*) from sends where status = 'delivered'")) === 2_000,
         60_000,
@@ -119,7 +108,7 @@ Deno.test(
     const started: Main[] = [];
     try {
       await batches(stack, tenant, 1, 1_000);
-      const first = await worker(stack, { PP_SHUTDOWN_TIMEOUT_MS: "5000" });
+      const first = await spawnWorker(stack, { PP_SHUTDOWN_TIMEOUT_MS: "5000" });
       started.push(first);
       await waitFor(() => stack.sink.messages.length >= 100, 60_000, "the worker to be mid-batch");
       const t0 = performance.now();
@@ -137,7 +126,7 @@ Deno.test(
 
       await t.step("a new worker delivers the rest without waiting for a dead worker's timeout", async () => {
         assert(stack.sink.messages.length < 1_000, "the stop came too late to test anything");
-        started.push(await worker(stack));
+        started.push(await spawnWorker(stack));
         await waitFor(
           async () => (await stack.count("select count(*) from sends where status = 'delivered'")) === 1_000,
           15_000,
@@ -166,7 +155,7 @@ Deno.test("faults: a delivery that keeps throwing ends failed, not sending", opt
     });
     assertEquals(r.status, 202);
     // A worker whose PP_SECRET differs cannot decrypt the domain's DKIM key: every attempt throws.
-    w = await worker(stack, { PP_SECRET: "another-secret-0123456789abcdef" });
+    w = await spawnWorker(stack, { PP_SECRET: "another-secret-0123456789abcdef" });
     const s = await waitForStatus(stack, tenant.key, r.body.id, ["failed"], 30_000);
     assertEquals(s.error.code, "internal_error");
     const failed = s.events.filter((e: { type: string }) => e.type === "failed");

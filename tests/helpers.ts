@@ -450,6 +450,25 @@ export async function spawnMain(env: Record<string, string>): Promise<{ child: D
 }
 
 /**
+ * A worker process (main.ts with PP_ROLE=worker) on the stack's database, delivering to the
+ * stack's sink, with the stack's PP_SECRET (one deployment shares it: tracking tokens, DKIM
+ * keys at rest) and a data dir of its own; `env` adds or overrides.
+ */
+export async function spawnWorker(
+  stack: Stack,
+  env: Record<string, string> = {},
+): Promise<{ child: Deno.ChildProcess; url: string }> {
+  return await spawnMain({
+    DATABASE_URL: stack.databaseUrl,
+    PP_ROLE: "worker",
+    SMTP_URL: stack.sink.url,
+    PP_DATA_DIR: await Deno.makeTempDir({ prefix: "pp-test-worker-" }),
+    PP_SECRET: stack.service.deps.secrets.secret,
+    ...env,
+  });
+}
+
+/**
  * Polls `/healthz` every 50 ms while an attack runs. `stop()` resolves to the slowest answer
  * in ms (a request that failed, or answered other than 200, counts as Infinity), so a test
  * can assert the service stayed responsive throughout.
@@ -720,4 +739,16 @@ export function assertProblem(
     const got = (r.body.errors ?? []).map((e: { path: string }) => e.path).sort();
     assertEquals(got, [...paths.exactly].sort(), show);
   } else assertPaths(r.body.errors, [paths].flat(), show);
+}
+
+/** A TXT value as DNS carries it: character-strings of at most 255 bytes. */
+export const txtChunks = (value: string): string[] => value.match(/.{1,255}/g) ?? [""];
+
+/** mailauth's resolver over TXT `records` (name → values); any other name or type is ENOTFOUND. */
+export function txtResolver(records: Map<string, string[]>): (name: string, type: string) => Promise<string[][]> {
+  return (name, type) => {
+    const v = type === "TXT" ? records.get(name.toLowerCase()) : undefined;
+    if (!v) return Promise.reject(Object.assign(new Error("not found"), { code: "ENOTFOUND" }));
+    return Promise.resolve(v.map(txtChunks));
+  };
 }

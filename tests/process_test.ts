@@ -8,6 +8,7 @@ import {
   freshDatabase,
   opts,
   spawnMain,
+  spawnWorker,
   startStack,
   startTaskFlags,
   waitFor,
@@ -33,15 +34,8 @@ Deno.test("process: api role accepts, worker role delivers, SIGTERM exits 0", op
     });
 
     await t.step("a worker process delivers it and serves only /healthz", async () => {
-      const dataDir = await Deno.makeTempDir();
       // Every process of one deployment shares PP_SECRET (tracking tokens, DKIM keys at rest).
-      worker = await spawnMain({
-        DATABASE_URL: stack.databaseUrl,
-        PP_ROLE: "worker",
-        SMTP_URL: stack.sink.url,
-        PP_DATA_DIR: dataDir,
-        PP_SECRET: stack.service.deps.secrets.secret,
-      });
+      worker = await spawnWorker(stack);
       const health = await fetch(`${worker.url}/healthz`);
       assertEquals(await health.json(), { status: "ok" });
       const gql = await fetch(`${worker.url}/graphql`, { method: "POST" });
