@@ -3,13 +3,13 @@
  * PP_SEED=true) it creates an account with the verified domain example.com, a
  * `pp_test_` key and a sample order-shipped template, so the README's curl works at once.
  */
-import { sql } from "kysely";
 import type { Deps } from "./context.ts";
 import * as accounts from "./accounts/repo.ts";
 import { issueKey } from "./accounts/service.ts";
 import { encryptSecret } from "./crypto.ts";
 import { generateDkimKeys } from "./mail/dkim.ts";
 import { insertTemplate } from "./templates/repo.ts";
+import { insertVerifiedDomain } from "./domains/repo.ts";
 
 /** What the seed made; the key is shown once. */
 export interface SeedResult {
@@ -33,23 +33,20 @@ Track your parcel: {{ tracking_url }}
 /** Seeds the dev data when the database has no account; null when it already had one. */
 export async function seedIfEmpty(deps: Deps): Promise<SeedResult | null> {
   return await deps.db.transaction().execute(async (trx) => {
-    // Two processes starting at once must not both seed.
-    await sql`select pg_advisory_xact_lock(7311)`.execute(trx);
+    await accounts.lockSeed(trx);
     if (await accounts.anyAccount(trx)) return null;
     const account = await accounts.insertAccount(trx, "Dev account", null);
     // Verified by fiat, with a DKIM key like any domain (mail from it is signed).
     const keys = await generateDkimKeys();
-    await trx.insertInto("domains").values({
+    await insertVerifiedDomain(trx, {
       account_id: account.id,
       name: "example.com",
-      status: "verified",
       verified_via: "ops",
       verification_token: "seeded",
-      verified_at: new Date(),
       dkim_selector: "ppdev",
       dkim_public_key: keys.publicKeyB64,
       dkim_private_key_enc: encryptSecret(deps.secrets.secret, keys.privateKeyPem),
-    }).execute();
+    });
     const template = await insertTemplate(trx, {
       account_id: account.id,
       name: "Order shipped",

@@ -16,6 +16,11 @@ export function findAccount(db: Kysely<Database>, id: string): Promise<AccountRo
   return db.selectFrom("accounts").selectAll().where("id", "=", id).executeTakeFirst();
 }
 
+/** Takes the seed's transaction-wide advisory lock: two processes starting at once must not both seed. */
+export async function lockSeed(db: Kysely<Database>): Promise<void> {
+  await sql`select pg_advisory_xact_lock(7311)`.execute(db);
+}
+
 /** Whether any account exists (the seed runs only on an empty database). */
 export async function anyAccount(db: Kysely<Database>): Promise<boolean> {
   return (await db.selectFrom("accounts").select("id").limit(1).executeTakeFirst()) !== undefined;

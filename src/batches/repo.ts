@@ -1,7 +1,7 @@
 /** SQL for batches. */
 import { type Insertable, type Kysely, sql } from "kysely";
 import type { BatchesTable, Database, SegmentRule, SendStatus } from "../db/tables.ts";
-import { segmentWhere } from "../segments/rules.ts";
+import { segmentWhere } from "../segments/repo.ts";
 
 /** Inserts a batch row. */
 export function insertBatch(db: Kysely<Database>, row: Insertable<BatchesTable>) {

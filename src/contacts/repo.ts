@@ -2,7 +2,7 @@
 import { type Kysely, sql } from "kysely";
 import type { ContactsTable, ContactStatus, Database, SegmentRule } from "../db/tables.ts";
 import type { Insertable, Selectable, Updateable } from "kysely";
-import { escapeLike, segmentWhere } from "../segments/rules.ts";
+import { escapeLike, segmentWhere } from "../segments/repo.ts";
 
 /** A stored contact row. */
 export type ContactRow = Selectable<ContactsTable>;

@@ -176,7 +176,7 @@ export interface AccountUsageTable {
   used: number;
 }
 
-/** A saved contact filter: rules ANDed (src/segments/rules.ts). */
+/** A saved contact filter: rules ANDed (src/segments/repo.ts). */
 export interface SegmentsTable {
   id: Generated<string>;
   account_id: string;

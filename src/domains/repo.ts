@@ -19,6 +19,22 @@ export function insertDomain(
     .returningAll().executeTakeFirst();
 }
 
+/** Adds a domain that is verified from the start (the dev seed), with its DKIM key. */
+export async function insertVerifiedDomain(
+  db: Kysely<Database>,
+  row: {
+    account_id: string;
+    name: string;
+    verified_via: "dns" | "ops";
+    verification_token: string;
+    dkim_selector: string;
+    dkim_public_key: string;
+    dkim_private_key_enc: string;
+  },
+): Promise<void> {
+  await db.insertInto("domains").values({ ...row, status: "verified", verified_at: new Date() }).execute();
+}
+
 /** Marks a domain verified, by DNS proof or by ops. */
 export function markVerified(db: Kysely<Database>, id: string, via: "dns" | "ops") {
   return db.updateTable("domains")

@@ -10,7 +10,7 @@ import type { Deps } from "../context.ts";
 import type { ContactStatus } from "../db/tables.ts";
 import { queueReputationCheck } from "../accounts/jobs.ts";
 import { RecordEventJob, type RecordEventPayload } from "./inputs.ts";
-import { type NewEvent, writeEventBatch } from "./repo.ts";
+import { type NewEvent, sendFacts, writeEventBatch } from "./repo.ts";
 
 /** Seconds after sending within which an open or click is a scanner's, not a person's. */
 export const SCANNER_WINDOW_S = 2;
@@ -68,8 +68,7 @@ async function factsOf(deps: Deps, ids: string[]): Promise<Map<string, SendFacts
     else missing.push(id);
   }
   if (missing.length === 0) return found;
-  const rows = await deps.db.selectFrom("sends").select(["id", "account_id", "contact_id", "sent_at"])
-    .where("id", "in", missing).execute();
+  const rows = await sendFacts(deps.db, missing);
   for (const row of rows) {
     found.set(row.id, row);
     if (!row.sent_at) continue;

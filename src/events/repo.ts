@@ -3,6 +3,12 @@ import { type Kysely, type Selectable, sql } from "kysely";
 import type { ContactStatus, Database, EmailEventsTable, EventType } from "../db/tables.ts";
 import type { RecordEventPayload } from "./inputs.ts";
 
+/** What recording an event needs of each send (its account, contact, and whether it went out). */
+export function sendFacts(db: Kysely<Database>, ids: string[]) {
+  return db.selectFrom("sends").select(["id", "account_id", "contact_id", "sent_at"]).where("id", "in", ids)
+    .execute();
+}
+
 /** One event to record. */
 export interface NewEvent {
   send_id: string | null;

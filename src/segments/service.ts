@@ -1,5 +1,5 @@
 /**
- * Segments: saved contact filters (rules ANDed, see rules.ts). Membership is live: it is
+ * Segments: saved contact filters (rules ANDed, see repo.ts segmentWhere). Membership is live: it is
  * evaluated when asked (count, preview, a segment send's expansion), never stored.
  */
 import type { Kysely } from "kysely";

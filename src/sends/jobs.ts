@@ -4,7 +4,7 @@
  * went out is never mailed again, and its Message-ID was fixed when it was created.
  */
 import type { JobHelpers, Task } from "graphile-worker";
-import { type Kysely, sql } from "kysely";
+import type { Kysely } from "kysely";
 import type { Deps } from "../context.ts";
 import type { Database, EventType, SendsTable } from "../db/tables.ts";
 import type { Insertable } from "kysely";
@@ -28,8 +28,7 @@ export function promoteIntervalS(scheduleHorizonS: number): number {
  * process: adding it again replaces the waiting run, so there is always one.
  */
 export async function schedulePromotion(db: Kysely<Database>, delayS: number): Promise<void> {
-  await sql`select graphile_worker.add_job('promote_scheduled', '{}'::json,
-    run_at := now() + make_interval(secs => ${delayS}), job_key := 'promote_scheduled')`.execute(db);
+  await repo.queuePromotion(db, delayS);
 }
 
 /**

@@ -8,6 +8,15 @@ import type { Cursor } from "../pagination.ts";
 /** A stored send row. */
 export type SendRow = Selectable<SendsTable>;
 
+/**
+ * Queues the `promote_scheduled` job in `delayS` seconds under its one job key (graphile-worker's
+ * public add_job: adding it again replaces the waiting run).
+ */
+export async function queuePromotion(db: Kysely<Database>, delayS: number): Promise<void> {
+  await sql`select graphile_worker.add_job('promote_scheduled', '{}'::json,
+    run_at := now() + make_interval(secs => ${delayS}), job_key := 'promote_scheduled')`.execute(db);
+}
+
 /** Statuses from which a send may still be cancelled or delivered. */
 export const PENDING: SendStatus[] = ["scheduled", "queued"];
 
