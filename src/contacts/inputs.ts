@@ -1,5 +1,6 @@
 /** Contact input shapes, shared by GraphQL and the services. */
 import { z } from "zod";
+import { CONTACT_STATUSES } from "../db/tables.ts";
 import { isEmail, noLineBreaks } from "../validation.ts";
 
 const name = z.string().max(200).refine(...noLineBreaks).nullish();
@@ -23,7 +24,7 @@ export const UpdateContactInput = z.object({
   fields,
   // Any case, for callers other than GraphQL (whose enum already gives lower case).
   status: z.string().transform((v) => v.toLowerCase())
-    .pipe(z.enum(["subscribed", "unsubscribed", "bounced", "complained"])).optional(),
+    .pipe(z.enum(CONTACT_STATUSES)).optional(),
 });
 export type UpdateContactInput = z.infer<typeof UpdateContactInput>;
 

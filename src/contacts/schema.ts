@@ -1,5 +1,6 @@
 /** GraphQL for contacts. */
-import { builder } from "../graphql/builder.ts";
+import { CONTACT_STATUSES } from "../db/tables.ts";
+import { builder, upperCaseValues } from "../graphql/builder.ts";
 import { connectionType, toConnection } from "../graphql/connection.ts";
 import { encodeCursor } from "../pagination.ts";
 import type { ContactRow } from "./repo.ts";
@@ -7,12 +8,7 @@ import * as service from "./service.ts";
 
 /** GraphQL `ContactStatus`: who may be mailed. */
 export const ContactStatus = builder.enumType("ContactStatus", {
-  values: {
-    SUBSCRIBED: { value: "subscribed" },
-    UNSUBSCRIBED: { value: "unsubscribed" },
-    BOUNCED: { value: "bounced" },
-    COMPLAINED: { value: "complained" },
-  } as const,
+  values: upperCaseValues(CONTACT_STATUSES),
 });
 
 /** GraphQL `Contact`. */

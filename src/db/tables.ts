@@ -8,8 +8,10 @@ type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
 type NullableTimestamp = ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 type Json<T = Record<string, unknown>> = ColumnType<T, string | T | undefined, string | T>;
 
-/** A contact's deliverability status. */
-export type ContactStatus = "subscribed" | "unsubscribed" | "bounced" | "complained";
+/** A contact's deliverability statuses (API.md): zod, Pothos and the rows derive from this list. */
+export const CONTACT_STATUSES = ["subscribed", "unsubscribed", "bounced", "complained"] as const;
+/** A contact's deliverability status: only `subscribed` contacts are mailed. */
+export type ContactStatus = typeof CONTACT_STATUSES[number];
 /** A send's lifecycle statuses (API.md), in lifecycle order: zod, Pothos and the rows derive from this list. */
 export const SEND_STATUSES = [
   "scheduled",

@@ -1,8 +1,8 @@
 /** GraphQL for email events. */
 import type { Selectable } from "kysely";
-import { type EmailEventsTable, EVENT_TYPES, type EventType } from "../db/tables.ts";
+import { type EmailEventsTable, EVENT_TYPES } from "../db/tables.ts";
 import { Contact } from "../contacts/schema.ts";
-import { builder } from "../graphql/builder.ts";
+import { builder, upperCaseValues } from "../graphql/builder.ts";
 import { connectionType, toConnection } from "../graphql/connection.ts";
 import { LiveFailure } from "./live.ts";
 import * as service from "./service.ts";
@@ -12,10 +12,7 @@ import * as service from "./service.ts";
  * contact-level event (no send) recorded when a suppression is lifted through the API.
  */
 export const EmailEventType = builder.enumType("EmailEventType", {
-  values: Object.fromEntries(EVENT_TYPES.map((v) => [v.toUpperCase(), { value: v }])) as Record<
-    Uppercase<EventType>,
-    { value: EventType }
-  >,
+  values: upperCaseValues(EVENT_TYPES),
 });
 
 type EventRow = Pick<Selectable<EmailEventsTable>, "id" | "send_id" | "type" | "occurred_at" | "data"> & {

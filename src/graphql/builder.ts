@@ -63,6 +63,14 @@ export const builder = new SchemaBuilder<BuilderTypes>({
   },
 });
 
+/**
+ * The values of a GraphQL enum over one of our lower-case lists (db/tables.ts): each value
+ * upper-cased (`delivered` → `DELIVERED`) and mapped back to itself.
+ */
+export function upperCaseValues<T extends string>(list: readonly T[]): Record<Uppercase<T>, { value: T }> {
+  return Object.fromEntries(list.map((v) => [v.toUpperCase(), { value: v }])) as Record<Uppercase<T>, { value: T }>;
+}
+
 builder.scalarType("DateTime", {
   description: "An ISO 8601 timestamp. Inputs must carry a time zone offset (`Z` or `+02:00`).",
   serialize: (v) => (v instanceof Date ? v.toISOString() : new Date(v).toISOString()),

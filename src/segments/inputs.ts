@@ -1,6 +1,6 @@
 /** Segment input shapes, shared by GraphQL and the services (and any future REST route). */
 import { z } from "zod";
-import type { ContactStatus, SegmentRule } from "../db/tables.ts";
+import { CONTACT_STATUSES, type SegmentRule } from "../db/tables.ts";
 import { noLineBreaks } from "../validation.ts";
 
 /**
@@ -24,8 +24,6 @@ export const CUSTOM_FIELD_RE = /^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/;
 /** The rule operators (GraphQL `SegmentRuleOp`). */
 export const SEGMENT_RULE_OPS = ["EQ", "NEQ", "CONTAINS", "EXISTS"] as const;
 
-const CONTACT_STATUSES: readonly ContactStatus[] = ["subscribed", "unsubscribed", "bounced", "complained"];
-
 const field = z.string()
   .refine((v) => Object.hasOwn(STANDARD_FIELDS, v) || CUSTOM_FIELD_RE.test(v), {
     error:
@@ -43,7 +41,7 @@ const Rule = z.object({
   // empty CONTAINS would match every contact with the field set.
   if (r.value == null || r.value === "") {
     ctx.addIssue({ code: "custom", path: ["value"], message: `is required for ${r.op}` });
-  } else if (r.field === "status" && !CONTACT_STATUSES.includes(r.value.toLowerCase() as ContactStatus)) {
+  } else if (r.field === "status" && !(CONTACT_STATUSES as readonly string[]).includes(r.value.toLowerCase())) {
     ctx.addIssue({ code: "custom", path: ["value"], message: `must be one of ${CONTACT_STATUSES.join(", ")}` });
   }
 }).transform((r): SegmentRule => ({

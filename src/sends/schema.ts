@@ -1,20 +1,17 @@
 /** GraphQL for sends: the `Send` type, `send`/`sends`, `createSend`, `cancelSend`. */
-import { builder, type Types } from "../graphql/builder.ts";
+import { builder, type Types, upperCaseValues } from "../graphql/builder.ts";
 import { connectionType, toConnection } from "../graphql/connection.ts";
 import { EmailEvent } from "../events/schema.ts";
 import { sendEvents } from "../events/service.ts";
 import { idempotentMutation } from "../idempotency/graphql.ts";
 import { encodeCursor } from "../pagination.ts";
-import { SEND_STATUSES, type SendStatus as Status } from "../db/tables.ts";
+import { SEND_STATUSES } from "../db/tables.ts";
 import * as service from "./service.ts";
 import { type SendView, sendView } from "./view.ts";
 
 /** GraphQL `SendStatus`: the REST statuses upper-cased. */
 export const SendStatus = builder.enumType("SendStatus", {
-  values: Object.fromEntries(SEND_STATUSES.map((v) => [v.toUpperCase(), { value: v }])) as Record<
-    Uppercase<Status>,
-    { value: Status }
-  >,
+  values: upperCaseValues(SEND_STATUSES),
 });
 
 const SendError = builder.objectRef<{ code: string; message: string }>("SendError").implement({
