@@ -548,6 +548,108 @@ export async function gql(
   return r.body.data;
 }
 
+/** `Subscription.sendEvents` with every field of an event, for `subscribe`. */
+export const SEND_EVENTS = `subscription($sendId: ID, $batchId: ID) {
+  sendEvents(sendId: $sendId, batchId: $batchId) { id sendId contactId type occurredAt data }
+}`;
+
+/** One server-sent event, its data parsed (null when it has none). */
+export interface Sse {
+  event: string;
+  data: Json;
+}
+
+/** A `sendEvents` subscription over server-sent events, read event by event. */
+export interface SseStream {
+  status: number;
+  contentType: string;
+  /**
+   * The next event (`next` or `complete`; blocks of ":" ping lines are skipped), `{ event: "end" }`
+   * once the stream closed; throws after `timeoutMs` (10 s unless given) without one.
+   */
+  next(timeoutMs?: number): Promise<Sse>;
+  /** The `sendEvents` payloads of the next `n` events; throws on anything but a `next` event without errors. */
+  take(n: number, timeoutMs?: number): Promise<Json[]>;
+  close(): void;
+}
+
+/**
+ * POSTs SEND_EVENTS with `variables` to /graphql with `Accept: text/event-stream`, as the tenant
+ * `key` or with the bearer `token`, and reads its stream.
+ */
+export async function subscribe(
+  stack: Stack,
+  variables: Record<string, unknown>,
+  auth: { key?: string; token?: string },
+): Promise<SseStream> {
+  const ac = new AbortController();
+  const headers: Record<string, string> = { "content-type": "application/json", accept: "text/event-stream" };
+  if (auth.key) headers["x-api-key"] = auth.key;
+  if (auth.token) headers.authorization = `Bearer ${auth.token}`;
+  const res = await fetch(`${stack.url}/graphql`, {
+    method: "POST",
+    headers,
+    body: JSON.stringify({ query: SEND_EVENTS, variables }),
+    signal: ac.signal,
+  });
+  const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = "";
+  let reading: Promise<ReadableStreamReadResult<string>> | null = null;
+  const next = async (timeoutMs = 10_000): Promise<Sse> => {
+    const until = Date.now() + timeoutMs;
+    while (true) {
+      const i = buf.indexOf("\n\n");
+      if (i >= 0) {
+        const block = buf.slice(0, i);
+        buf = buf.slice(i + 2);
+        const lines = block.split("\n").filter((l) => !l.startsWith(":")); // ":" lines are pings
+        if (lines.length === 0) continue;
+        const event = lines.find((l) => l.startsWith("event:"))?.slice(6).trim() ?? "message";
+        const data = lines.filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n");
+        return { event, data: data ? JSON.parse(data) : null };
+      }
+      // One read in flight at a time, kept across timeouts so that no chunk is lost.
+      reading ??= reader.read();
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error("timed out waiting for a server-sent event")),
+          Math.max(0, until - Date.now()),
+        );
+      });
+      try {
+        const r = await Promise.race([reading, timeout]);
+        reading = null;
+        if (r.done) return { event: "end", data: null };
+        buf += r.value;
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+  };
+  const take = async (n: number, timeoutMs = 10_000) => {
+    const out = [];
+    while (out.length < n) {
+      const e = await next(timeoutMs);
+      if (e.event !== "next") throw new Error(`expected an event, got ${JSON.stringify(e)} after ${out.length}`);
+      if (e.data.errors) throw new Error(`stream error: ${JSON.stringify(e.data.errors)}`);
+      out.push(e.data.data.sendEvents);
+    }
+    return out;
+  };
+  return {
+    status: res.status,
+    contentType: res.headers.get("content-type") ?? "",
+    next,
+    take,
+    close: () => {
+      // Cancel the body, then abort: an abort alone can leave a piped body's connection open.
+      reader.cancel().catch(() => {});
+      ac.abort();
+    },
+  };
+}
+
 /** The account's emails used this month, as GraphQL shows it. */
 export async function used(stack: Stack, key: string): Promise<number> {
   return (await gql(stack, key, `{ account { usage { used } } }`)).account.usage.used;

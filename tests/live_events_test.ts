@@ -13,97 +13,18 @@ import { Listener } from "../src/db/listen.ts";
 import { type EventRow, eventsAfter, eventsByIds, insertEvents, maxEventId } from "../src/events/repo.ts";
 import { createLogger } from "../src/log.ts";
 import { assert, assertEquals, assertMatch } from "./assert.ts";
-import { ADMIN_TOKEN, gql, opts, spawnMain, type Stack, startStack, waitFor, waitForStatus } from "./helpers.ts";
-
-const SUBSCRIBE = `subscription($sendId: ID, $batchId: ID) {
-  sendEvents(sendId: $sendId, batchId: $batchId) { id sendId contactId type occurredAt data }
-}`;
-
-/** One server-sent event, its data parsed. */
-interface Sse {
-  event: string;
-  // deno-lint-ignore no-explicit-any
-  data: any;
-}
-
-/** An SSE subscription read event by event. */
-interface SseClient {
-  status: number;
-  contentType: string;
-  /** The next `next`/`complete` event; `{event: "end"}` once the stream closed. */
-  next(timeoutMs?: number): Promise<Sse>;
-  /** The `sendEvents` payloads of the next `n` events. */
-  // deno-lint-ignore no-explicit-any
-  take(n: number, timeoutMs?: number): Promise<any[]>;
-  close(): void;
-}
-
-/** POSTs a subscription to /graphql with `Accept: text/event-stream` and reads its stream. */
-async function subscribe(stack: Stack, variables: Record<string, unknown>, auth: { key?: string; token?: string }) {
-  const ac = new AbortController();
-  const headers: Record<string, string> = { "content-type": "application/json", accept: "text/event-stream" };
-  if (auth.key) headers["x-api-key"] = auth.key;
-  if (auth.token) headers.authorization = `Bearer ${auth.token}`;
-  const res = await fetch(`${stack.url}/graphql`, {
-    method: "POST",
-    headers,
-    body: JSON.stringify({ query: SUBSCRIBE, variables }),
-    signal: ac.signal,
-  });
-  const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
-  let buf = "";
-  let reading: Promise<ReadableStreamReadResult<string>> | null = null;
-  const next = async (timeoutMs = 10_000): Promise<Sse> => {
-    const until = Date.now() + timeoutMs;
-    while (true) {
-      const i = buf.indexOf("\n\n");
-      if (i >= 0) {
-        const block = buf.slice(0, i);
-        buf = buf.slice(i + 2);
-        const lines = block.split("\n").filter((l) => !l.startsWith(":")); // ":" lines are pings
-        if (lines.length === 0) continue;
-        const event = lines.find((l) => l.startsWith("event:"))?.slice(6).trim() ?? "message";
-        const data = lines.filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n");
-        return { event, data: data ? JSON.parse(data) : null };
-      }
-      // One read in flight at a time, kept across timeouts so that no chunk is lost.
-      reading ??= reader.read();
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error("timed out waiting for a server-sent event")), until - Date.now());
-      });
-      try {
-        const r = await Promise.race([reading, timeout]);
-        reading = null;
-        if (r.done) return { event: "end", data: null };
-        buf += r.value;
-      } finally {
-        clearTimeout(timer);
-      }
-    }
-  };
-  const take = async (n: number, timeoutMs = 10_000) => {
-    const out = [];
-    while (out.length < n) {
-      const e = await next(timeoutMs);
-      if (e.event !== "next") throw new Error(`expected an event, got ${JSON.stringify(e)} after ${out.length}`);
-      if (e.data.errors) throw new Error(`stream error: ${JSON.stringify(e.data.errors)}`);
-      out.push(e.data.data.sendEvents);
-    }
-    return out;
-  };
-  return {
-    status: res.status,
-    contentType: res.headers.get("content-type") ?? "",
-    next,
-    take,
-    close: () => {
-      // Cancel the body, then abort: an abort alone can leave a piped body's connection open.
-      reader.cancel().catch(() => {});
-      ac.abort();
-    },
-  } satisfies SseClient;
-}
+import {
+  ADMIN_TOKEN,
+  gql,
+  opts,
+  SEND_EVENTS,
+  spawnMain,
+  type Stack,
+  startStack,
+  subscribe,
+  waitFor,
+  waitForStatus,
+} from "./helpers.ts";
 
 /** A Kysely of its own on the stack's database: another connection than the service's. */
 function otherConnection(stack: Stack) {
@@ -434,7 +355,7 @@ Deno.test("live events: LISTEN path, reconnects, bounded queues, errors", opts, 
         const anonymous = await fetch(`${stack.url}/graphql`, {
           method: "POST",
           headers: { "content-type": "application/json", accept: "text/event-stream" },
-          body: JSON.stringify({ query: SUBSCRIBE, variables: { sendId: s.id } }),
+          body: JSON.stringify({ query: SEND_EVENTS, variables: { sendId: s.id } }),
         });
         assertEquals(anonymous.status, 401);
         assertEquals((await anonymous.json()).errors[0].extensions.code, "unauthorized");

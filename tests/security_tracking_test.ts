@@ -11,7 +11,17 @@ import { liveEvents } from "../src/events/live.ts";
 import { insertEvents } from "../src/events/repo.ts";
 import { rewriteHtml, trackingUrls, verifyToken } from "../src/mail/tracking.ts";
 import { assert, assertEquals, assertMatch, assertNotEquals } from "./assert.ts";
-import { ADMIN_TOKEN, freePort, opts, type Stack, startStack, waitFor, waitForStatus } from "./helpers.ts";
+import {
+  ADMIN_TOKEN,
+  freePort,
+  opts,
+  type SseStream,
+  type Stack,
+  startStack,
+  subscribe,
+  waitFor,
+  waitForStatus,
+} from "./helpers.ts";
 
 const SECRET = "s".repeat(48);
 const SEND_ID = "0190f5a2-7c1e-7b3a-9d4e-5f6a7b8c9d0e";
@@ -202,65 +212,10 @@ Deno.test("tracking: hostile template html, User-Agent, X-Forwarded-For", opts, 
   }
 });
 
-const SUBSCRIBE = `subscription($sendId: ID) { sendEvents(sendId: $sendId) { id type } }`;
-
-/** A server-sent-events subscription: its first answer, and the end of its stream. */
-async function openStream(stack: Stack, key: string, sendId: string) {
-  const ac = new AbortController();
-  const res = await fetch(`${stack.url}/graphql`, {
-    method: "POST",
-    headers: { "content-type": "application/json", accept: "text/event-stream", "x-api-key": key },
-    body: JSON.stringify({ query: SUBSCRIBE, variables: { sendId } }),
-    signal: ac.signal,
-  });
-  const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
-  let buf = "";
-  let reading: Promise<ReadableStreamReadResult<string>> | null = null;
-  /** The data of the next `next` event, or null once the stream ended. */
-  // deno-lint-ignore no-explicit-any
-  const next = async (timeoutMs: number): Promise<any> => {
-    const until = Date.now() + timeoutMs;
-    while (true) {
-      let i;
-      while ((i = buf.indexOf("\n\n")) >= 0) {
-        const lines = buf.slice(0, i).split("\n");
-        buf = buf.slice(i + 2);
-        if (lines.some((l) => l.startsWith("event: complete") || l.startsWith("event:complete"))) return null;
-        const data = lines.filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n");
-        if (data) return JSON.parse(data);
-      }
-      reading ??= reader.read();
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () => reject(new Error("timed out waiting for the stream")),
-          Math.max(0, until - Date.now()),
-        );
-      });
-      try {
-        const r = await Promise.race([reading, timeout]);
-        reading = null;
-        if (r.done) return null;
-        buf += r.value;
-      } finally {
-        clearTimeout(timer);
-      }
-    }
-  };
-  return {
-    status: res.status,
-    next,
-    close() {
-      reader.cancel().catch(() => {});
-      ac.abort();
-    },
-  };
-}
-
 /** Whether a stream was accepted: a refused one answers its error at once, an accepted one stays silent. */
-async function accepted(stream: Awaited<ReturnType<typeof openStream>>): Promise<boolean> {
+async function accepted(stream: SseStream): Promise<boolean> {
   try {
-    const answer = await stream.next(400);
+    const answer = (await stream.next(400)).data;
     return !answer?.errors;
   } catch {
     return true; // nothing within 400 ms: open, waiting for events
@@ -270,8 +225,8 @@ async function accepted(stream: Awaited<ReturnType<typeof openStream>>): Promise
 Deno.test("live streams: 20 per key, and a revoked key's streams end", opts, async (t) => {
   const stack = await startStack({ env: { PP_LIVE_KEY_CHECK_MS: "500" } });
   const hub = liveEvents(stack.service.deps);
-  const streams: Awaited<ReturnType<typeof openStream>>[] = [];
-  let otherStream: Awaited<ReturnType<typeof openStream>> | null = null;
+  const streams: SseStream[] = [];
+  let otherStream: SseStream | null = null;
   try {
     const tenant = await stack.tenant();
     const sent = await stack.api("POST", "/api/v1/sends", {
@@ -282,13 +237,13 @@ Deno.test("live streams: 20 per key, and a revoked key's streams end", opts, asy
 
     await t.step("the 21st open stream of one key is refused with rate_limited", async () => {
       for (let i = 0; i < 20; i++) {
-        const s = await openStream(stack, tenant.key, send.id);
+        const s = await subscribe(stack, { sendId: send.id }, { key: tenant.key });
         assertEquals(s.status, 200);
         streams.push(s);
       }
       await waitFor(() => hub.subscriberCount === 20, 5000, "20 open streams");
-      const extra = await openStream(stack, tenant.key, send.id);
-      const answer = await extra.next(5000);
+      const extra = await subscribe(stack, { sendId: send.id }, { key: tenant.key });
+      const answer = (await extra.next(5000)).data;
       extra.close();
       assertEquals(answer?.errors?.[0]?.extensions?.code, "rate_limited", JSON.stringify(answer));
       assertMatch(answer.errors[0].message, /at most 20 live event streams/);
@@ -304,7 +259,7 @@ Deno.test("live streams: 20 per key, and a revoked key's streams end", opts, asy
         data: {},
       }]);
       for (const s of streams) {
-        const got = await s.next(5000);
+        const got = (await s.next(5000)).data;
         assertEquals(got?.data?.sendEvents?.type, "OPENED", JSON.stringify(got));
       }
     });
@@ -315,11 +270,11 @@ Deno.test("live streams: 20 per key, and a revoked key's streams end", opts, asy
         { i: { accountId: tenant.accountId, mode: "LIVE" } },
         ADMIN_TOKEN,
       );
-      otherStream = await openStream(stack, other.body.data.createApiKey.key, send.id);
+      otherStream = await subscribe(stack, { sendId: send.id }, { key: other.body.data.createApiKey.key });
       assert(await accepted(otherStream), "a second key has a limit of its own");
       streams.shift()!.close();
       await waitFor(() => hub.subscriberCount === 20, 5000, "the closed stream to be gone");
-      const again = await openStream(stack, tenant.key, send.id);
+      const again = await subscribe(stack, { sendId: send.id }, { key: tenant.key });
       streams.push(again);
       assert(await accepted(again), "the freed slot takes a new stream");
     });
@@ -333,8 +288,11 @@ Deno.test("live streams: 20 per key, and a revoked key's streams end", opts, asy
       assertEquals(revoked.body.errors, undefined);
       const t0 = Date.now();
       const ends = await Promise.all(streams.map(async (s) => {
-        const answer = await s.next(60_000);
-        return { code: answer?.errors?.[0]?.extensions?.code, ended: (await s.next(5000)) === null };
+        const answer = (await s.next(60_000)).data;
+        return {
+          code: answer?.errors?.[0]?.extensions?.code,
+          ended: ["complete", "end"].includes((await s.next(5000)).event),
+        };
       }));
       const ms = Date.now() - t0;
       assert(ends.every((e) => e.code === "unauthorized" && e.ended), JSON.stringify(ends));
