@@ -655,9 +655,14 @@ export async function used(stack: Stack, key: string): Promise<number> {
   return (await gql(stack, key, `{ account { usage { used } } }`)).account.usage.used;
 }
 
-/** POST /api/v1/sends, asserting 202; returns the body. */
-export async function send(stack: Stack, key: string, body: Record<string, unknown>): Promise<Json> {
-  const r = await stack.api("POST", "/api/v1/sends", { key, body });
+/** POST /api/v1/sends (with `headers`, e.g. an Idempotency-Key), asserting 202; returns the body. */
+export async function send(
+  stack: Stack,
+  key: string,
+  body: Record<string, unknown>,
+  headers?: Record<string, string>,
+): Promise<Json> {
+  const r = await stack.api("POST", "/api/v1/sends", { key, body, headers });
   assertEquals(r.status, 202, JSON.stringify(r.body));
   return r.body;
 }

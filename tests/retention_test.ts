@@ -7,7 +7,7 @@
 import { loadConfig } from "../src/config.ts";
 import { runRetention } from "../src/retention/service.ts";
 import { assert, assertEquals } from "./assert.ts";
-import { opts, type Stack, startStack, type TestTenant, waitFor, waitForStatus } from "./helpers.ts";
+import { opts, send, type Stack, startStack, waitFor, waitForStatus } from "./helpers.ts";
 
 /** Queues a `retention` job as an operator could (SQL) and waits until the worker has completed it. */
 async function runJob(stack: Stack, timeoutMs = 30_000): Promise<void> {
@@ -23,16 +23,6 @@ async function runJob(stack: Stack, timeoutMs = 30_000): Promise<void> {
     timeoutMs,
     "the retention job to complete",
   );
-}
-
-async function send(stack: Stack, tenant: TestTenant, body: Record<string, unknown>, idempotencyKey?: string) {
-  const r = await stack.api("POST", "/api/v1/sends", {
-    key: tenant.key,
-    body: { templateId: tenant.templateId, personalizations: { order_id: "R-1" }, ...body },
-    headers: idempotencyKey ? { "idempotency-key": idempotencyKey } : {},
-  });
-  assertEquals(r.status, 202, JSON.stringify(r.body));
-  return r.body as { id: string; status: string };
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -83,15 +73,17 @@ Deno.test("retention: old finished sends, their events, keys and outbox files go
 
     // A TEST key: every message is written to the outbox as <send id>.eml.
     const tenant = await stack.tenant({ mode: "TEST" });
+    const mail = (to: string, extra: Record<string, unknown> = {}) => ({ templateId: tenant.templateId, to, ...extra });
+    const idempotent = (key: string) => ({ "idempotency-key": key });
     const oldSends = [
-      await send(stack, tenant, { to: "old-1@example.test" }, "old-key-1"),
-      await send(stack, tenant, { to: "old-2@example.test" }, "old-key-2"),
+      await send(stack, tenant.key, mail("old-1@example.test"), idempotent("old-key-1")),
+      await send(stack, tenant.key, mail("old-2@example.test"), idempotent("old-key-2")),
     ];
-    const recent = await send(stack, tenant, { to: "recent@example.test" }, "new-key-1");
+    const recent = await send(stack, tenant.key, mail("recent@example.test"), idempotent("new-key-1"));
     // Created before the window but finished inside it (held, then delivered): kept.
-    const lateFinish = await send(stack, tenant, { to: "late@example.test" });
-    const inFlight = await send(stack, tenant, { to: "inflight@example.test" });
-    const held = await send(stack, tenant, { to: "held@example.test" });
+    const lateFinish = await send(stack, tenant.key, mail("late@example.test"));
+    const inFlight = await send(stack, tenant.key, mail("inflight@example.test"));
+    const held = await send(stack, tenant.key, mail("held@example.test"));
     const batch = (to: string[]) =>
       stack.api("POST", "/api/v1/sends/batch", {
         key: tenant.key,
@@ -106,14 +98,16 @@ Deno.test("retention: old finished sends, their events, keys and outbox files go
     for (const s of delivered) await waitForStatus(stack, tenant.key, s.id, ["delivered"]);
     // Not finished, however old: one scheduled beyond the schedule horizon (no job yet), one
     // within it (a job due later); below, one a worker is still delivering and one held queued.
-    const farAway = await send(stack, tenant, {
-      to: "far@example.test",
-      scheduledAt: new Date(Date.now() + 5 * 86_400_000).toISOString(),
-    });
-    const soon = await send(stack, tenant, {
-      to: "soon@example.test",
-      scheduledAt: new Date(Date.now() + 300_000).toISOString(),
-    });
+    const farAway = await send(
+      stack,
+      tenant.key,
+      mail("far@example.test", { scheduledAt: new Date(Date.now() + 5 * 86_400_000).toISOString() }),
+    );
+    const soon = await send(
+      stack,
+      tenant.key,
+      mail("soon@example.test", { scheduledAt: new Date(Date.now() + 300_000).toISOString() }),
+    );
     assertEquals([farAway.status, soon.status], ["scheduled", "scheduled"]);
 
     const oldIds = [...oldSends.map((s) => s.id), ...oldBatch.sends.map((s) => s.id)];

@@ -5,7 +5,7 @@
  * no host value in any message, other sends delivered, and /healthz answering throughout.
  */
 import { assert, assertEquals, assertMatch } from "./assert.ts";
-import { opts, type Stack, startStack, type TestTenant, waitFor, waitForStatus, watchHealth } from "./helpers.ts";
+import { opts, send, type Stack, startStack, type TestTenant, waitFor, waitForStatus, watchHealth } from "./helpers.ts";
 
 /** A file a gadget would write if it ran; it must never exist. */
 const MARKER = `/tmp/pp-security-marker-${crypto.randomUUID()}`;
@@ -34,15 +34,6 @@ const NAME_GADGETS = [
   `{% if "x" is constructor %}yes{% endif %}`,
   `{{ "x" | hasOwnProperty("length") }}`,
 ];
-
-async function send(stack: Stack, tenant: TestTenant, to: string, extra: Record<string, unknown> = {}) {
-  const r = await stack.api("POST", "/api/v1/sends", {
-    key: tenant.key,
-    body: { templateId: tenant.templateId, to, personalizations: { order_id: "ORD-1" }, ...extra },
-  });
-  assertEquals(r.status, 202, JSON.stringify(r.body));
-  return r.body.id as string;
-}
 
 async function template(stack: Stack, tenant: TestTenant, fields: Record<string, unknown>) {
   const r = await stack.gql(
@@ -85,11 +76,18 @@ Deno.test("security: a tenant's template is data", opts, async (t) => {
   try {
     const tenant = await stack.tenant({ monthlyLimit: 10_000 });
     const cwd = Deno.cwd();
+    /** A send of the tenant's template to `to`, its order ORD-1, with `extra` fields. */
+    const order = (to: string, extra: Record<string, unknown> = {}) => ({
+      templateId: tenant.templateId,
+      to,
+      personalizations: { order_id: "ORD-1" },
+      ...extra,
+    });
 
     await t.step("constructor gadgets in a send's subject: render_failed, nothing runs", async () => {
       const ids = [];
       for (const [i, g] of GADGETS.entries()) {
-        ids.push(await send(stack, tenant, `gadget${i}@example.test`, { subject: g }));
+        ids.push((await send(stack, tenant.key, order(`gadget${i}@example.test`, { subject: g }))).id);
       }
       for (const id of ids) await assertRenderFailed(stack, tenant, id, /cannot be used in a template|not found/);
     });
@@ -97,7 +95,7 @@ Deno.test("security: a tenant's template is data", opts, async (t) => {
     await t.step("Object.prototype's methods are no filters or tests: render_failed, filter not found", async () => {
       const ids = [];
       for (const [i, g] of NAME_GADGETS.entries()) {
-        ids.push(await send(stack, tenant, `name${i}@example.test`, { subject: g }));
+        ids.push((await send(stack, tenant.key, order(`name${i}@example.test`, { subject: g }))).id);
       }
       for (const id of ids) await assertRenderFailed(stack, tenant, id, /(filter|test) not found/);
     });
@@ -107,11 +105,8 @@ Deno.test("security: a tenant's template is data", opts, async (t) => {
         for (const part of ["html", "text"]) {
           const r = await template(stack, tenant, { [part]: `<p>${g}</p>` });
           assertEquals(r.body.errors, undefined, JSON.stringify(r.body));
-          const id = await send(
-            stack,
-            { ...tenant, templateId: r.body.data.createTemplate.id },
-            `t${part}${i}@example.test`,
-          );
+          const to = `t${part}${i}@example.test`;
+          const { id } = await send(stack, tenant.key, order(to, { templateId: r.body.data.createTemplate.id }));
           await assertRenderFailed(stack, tenant, id, /cannot be used in a template/);
         }
       }
@@ -139,8 +134,11 @@ Deno.test("security: a tenant's template is data", opts, async (t) => {
       const good: string[] = [];
       for (const [i, [subject, why]] of bombs.entries()) {
         // Subjects are rendered alone (plain text), with the template's own html and text.
-        ids.push([await send(stack, tenant, `bomb${i}@example.test`, { subject, personalizations: { pad } }), why]);
-        good.push(await send(stack, tenant, `fine${i}@example.test`));
+        ids.push([
+          (await send(stack, tenant.key, order(`bomb${i}@example.test`, { subject, personalizations: { pad } }))).id,
+          why,
+        ]);
+        good.push((await send(stack, tenant.key, order(`fine${i}@example.test`))).id);
       }
       for (const id of good) await waitForStatus(stack, tenant.key, id, ["delivered"], 15_000);
       for (const [id, why] of ids) await assertRenderFailed(stack, tenant, id, why);
@@ -174,7 +172,7 @@ Deno.test("security: a tenant's template is data", opts, async (t) => {
     });
 
     await t.step("after all of it, an ordinary send renders as before", async () => {
-      const id = await send(stack, tenant, "after@example.test");
+      const { id } = await send(stack, tenant.key, order("after@example.test"));
       await waitForStatus(stack, tenant.key, id, ["delivered"], 10_000);
       const mail = await waitFor(() => stack.sink.messages.find((m) => m.to.includes("after@example.test")));
       assertEquals(mail!.subject, "Order ORD-1 confirmed");
