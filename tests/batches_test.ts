@@ -25,7 +25,7 @@ import {
   type TestTenant,
   used,
   waitFor,
-  waitForStatus,
+  waitForOutcome,
 } from "./helpers.ts";
 
 const HOUR_AHEAD = () => new Date(Date.now() + 3600_000).toISOString();
@@ -480,7 +480,7 @@ batchTest(
     });
     assertEquals(first.status, 202);
     assertEquals(
-      (await waitForStatus(stack, s.key, first.body.id, ["bounced", "delivered", "failed"])).status,
+      (await waitForOutcome(stack, s.key, first.body.id)).status,
       "bounced",
     );
     assertEquals(await used(stack, s.key), 1);

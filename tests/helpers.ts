@@ -365,6 +365,18 @@ export async function waitForStatus(stack: Stack, key: string, id: string, statu
   );
 }
 
+/** Waits until a send is done with (delivered, bounced or failed) and returns it as REST shows it. */
+export async function waitForOutcome(stack: Stack, key: string, id: string, timeoutMs = 5000): Promise<Json> {
+  return await waitForStatus(stack, key, id, ["delivered", "bounced", "failed"], timeoutMs);
+}
+
+/** Waits until a send is done with and asserts it was delivered (else its error shows); returns it. */
+export async function waitDelivered(stack: Stack, key: string, id: string, timeoutMs = 5000): Promise<Json> {
+  const done = await waitForOutcome(stack, key, id, timeoutMs);
+  assertEquals(done.status, "delivered", JSON.stringify(done.error));
+  return done;
+}
+
 /**
  * Row counts of everything a request could create: a failed request must leave them as
  * they were (API.md). Jobs count only those a request queues; the worker's own follow-ups

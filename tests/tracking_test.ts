@@ -23,9 +23,9 @@ import {
   type Stack,
   startStack,
   type TestTenant,
+  waitDelivered,
   waitFor,
   waitForEvents,
-  waitForStatus,
 } from "./helpers.ts";
 
 const PUBLIC_URL = "https://mail.pigeon.test";
@@ -83,8 +83,7 @@ function mailTo(stack: Stack, address: string): Promise<ReceivedMail> {
 async function deliver(stack: Stack, key: string, body: Record<string, unknown>) {
   const s = await send(stack, key, body);
   assertEquals(s.status, "queued");
-  const done = await waitForStatus(stack, key, s.id, ["delivered", "failed", "bounced"]);
-  assertEquals(done.status, "delivered", JSON.stringify(done.error));
+  const done = await waitDelivered(stack, key, s.id);
   return { send: done, mail: await mailTo(stack, body.to as string) };
 }
 
