@@ -134,6 +134,19 @@ function arf(o: { to: string; feedbackType?: string; headers: string[]; original
 // ---------------------------------------------------------------------------------------
 // Stack helpers.
 
+/**
+ * Mails a DSN about `mail` (our message to `recipient`) to its VERP return path, the message
+ * returned in it, as the recipient's MTA would; the listener's SMTP answer.
+ */
+function bounceReport(
+  port: number,
+  mail: ReceivedMail,
+  recipient: string,
+  o: { action: string; status: string; diagnostic?: string },
+): Promise<string> {
+  return report(port, mail.from, dsn({ to: mail.from, recipient, original: mail.raw, ...o }));
+}
+
 /** Pending `record_event` jobs. */
 function recordJobs(stack: Stack): Promise<number> {
   return stack.count(
@@ -326,11 +339,7 @@ Deno.test("bounces and complaints after the SMTP conversation", opts, async (t) 
     await t.step("DSN 5.1.1 to the VERP address: hard bounce, contact BOUNCED", async () => {
       const to = "gone@example.test";
       const { send, mail } = await deliverSent(stack, tenant, to);
-      const answer = await report(
-        port,
-        mail.from,
-        dsn({ to: mail.from, action: "failed", status: "5.1.1", original: mail.raw, recipient: to }),
-      );
+      const answer = await bounceReport(port, mail, to, { action: "failed", status: "5.1.1" });
       assertMatch(answer, /^250/);
       const s = await waitForStatus(stack, tenant.key, send.id, ["bounced"]);
       assert(s.bouncedAt);
@@ -353,18 +362,7 @@ Deno.test("bounces and complaints after the SMTP conversation", opts, async (t) 
     await t.step("DSN 4.2.2 (delayed): soft bounce event, send and contact unchanged", async () => {
       const to = "full-mailbox@example.test";
       const { send, mail } = await deliverSent(stack, tenant, to);
-      await report(
-        port,
-        mail.from,
-        dsn({
-          to: mail.from,
-          recipient: to,
-          action: "delayed",
-          status: "4.2.2",
-          diagnostic: "452 4.2.2 Mailbox full",
-          original: mail.raw,
-        }),
-      );
+      await bounceReport(port, mail, to, { action: "delayed", status: "4.2.2", diagnostic: "452 4.2.2 Mailbox full" });
       const s = await waitForEvent(stack, tenant.key, send.id, "bounced");
       assertEquals(s.status, "sent");
       assertEquals(s.bouncedAt, null);
@@ -375,18 +373,11 @@ Deno.test("bounces and complaints after the SMTP conversation", opts, async (t) 
 
     await t.step("DSN 2.0.0 (delivered): the sent send becomes delivered", async () => {
       const { send, mail } = await deliverSent(stack, tenant, "happy@example.test");
-      await report(
-        port,
-        mail.from,
-        dsn({
-          to: mail.from,
-          recipient: "happy@example.test",
-          action: "delivered",
-          status: "2.0.0",
-          diagnostic: "250 2.0.0 Ok: queued",
-          original: mail.raw,
-        }),
-      );
+      await bounceReport(port, mail, "happy@example.test", {
+        action: "delivered",
+        status: "2.0.0",
+        diagnostic: "250 2.0.0 Ok: queued",
+      });
       const s = await waitForStatus(stack, tenant.key, send.id, ["delivered"]);
       assertEquals(s.deliveredAt, "2024-01-01T10:00:00.000Z", "the report's date");
       assertEquals(s.events.map((e: Json) => e.type), ["queued", "sent", "delivered"]);
@@ -459,17 +450,7 @@ Deno.test("bounces and complaints after the SMTP conversation", opts, async (t) 
       });
       // Still listening and still right.
       const { send, mail } = await deliverSent(stack, tenant, "after-garbage@example.test");
-      await report(
-        port,
-        mail.from,
-        dsn({
-          to: mail.from,
-          action: "failed",
-          status: "5.7.1",
-          original: mail.raw,
-          recipient: "after-garbage@example.test",
-        }),
-      );
+      await bounceReport(port, mail, "after-garbage@example.test", { action: "failed", status: "5.7.1" });
       assertEquals((await waitForStatus(stack, tenant.key, send.id, ["bounced"])).status, "bounced");
     });
 
