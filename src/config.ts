@@ -15,6 +15,7 @@ const EnvSchema = z.object({
   PP_ROLE: z.enum(["api", "worker", "all"]).default("all"),
   PP_PUBLIC_URL: z.string().url().optional(),
   PP_ADMIN_TOKEN: z.string().min(16).optional(),
+  PP_METRICS_TOKEN: z.string().min(16).optional(),
   PP_SECRET: z.string().min(16).optional(),
   PP_SEED: bool.optional(),
   PP_DELIVERY_CONFIRMATION: z.enum(["smtp", "reports"]).default("smtp"),
@@ -61,6 +62,8 @@ export interface Config {
   publicUrl?: string;
   /** Ops token; generated and saved in the data dir when unset. */
   adminToken?: string;
+  /** Bearer token of `GET /metrics` (the admin token works too); unset: only the admin token. */
+  metricsToken?: string;
   /** HMAC key; generated and saved in the data dir when unset. */
   secret?: string;
   /** Seed the dev account on an empty database. Default: only when DATABASE_URL is unset. */
@@ -136,6 +139,7 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     role: e.PP_ROLE,
     publicUrl: e.PP_PUBLIC_URL,
     adminToken: e.PP_ADMIN_TOKEN,
+    metricsToken: e.PP_METRICS_TOKEN,
     secret: e.PP_SECRET,
     seed: e.PP_SEED ?? e.DATABASE_URL === undefined,
     deliveryConfirmation: e.PP_DELIVERY_CONFIRMATION,

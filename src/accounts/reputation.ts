@@ -11,6 +11,7 @@ import type { Kysely } from "kysely";
 import type { Database } from "../db/tables.ts";
 import { forgetAccount } from "./service.ts";
 import { pauseForReputation, reputationCounts } from "./repo.ts";
+import { reputationPauses } from "../metrics/metrics.ts";
 
 /** The thresholds, as fractions. */
 export const REPUTATION = {
@@ -73,7 +74,10 @@ export async function checkReputation(db: Kysely<Database>, accountId: string) {
     const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
     const reason = `reputation: ${pct(m.bounceRate)} bounces, ${pct(m.complaintRate)} complaints over ${m.sends} sends`;
     const paused = await pauseForReputation(db, accountId, reason);
-    if (paused) forgetAccount(accountId);
+    if (paused) {
+      forgetAccount(accountId);
+      reputationPauses.inc();
+    }
     return { ...m, verdict, paused };
   }
   return { ...m, verdict, paused: false };

@@ -9,6 +9,7 @@
 import { fileURLToPath } from "node:url";
 import { AppError, type FieldError } from "../errors.ts";
 import type { Logger } from "../log.ts";
+import { renderFailures } from "../metrics/metrics.ts";
 import { lines } from "./ndjson.ts";
 
 /** The parts of a stored template that rendering needs. */
@@ -307,8 +308,11 @@ export class RenderPool {
         // Items handed elsewhere by #slow are answered there; here they are only progress.
         if (reply.i < s.live) {
           const job = s.group[reply.i];
-          if (reply.err !== undefined) job.reject(new RenderError(reply.err));
-          else job.resolve(reply.ok ?? {});
+          if (reply.err !== undefined) {
+            // A compile check's refusal is a validation answer, not a failed render.
+            if (job.check === undefined) renderFailures.inc({ reason: "template_error" });
+            job.reject(new RenderError(reply.err));
+          } else job.resolve(reply.ok ?? {});
         }
         this.#arm(s);
         if (s.next >= s.group.length) {
@@ -401,7 +405,7 @@ export class RenderPool {
   #timedOut(s: Sandbox): void {
     if (s.gone || !s.group) return;
     this.opts.log.warn("template render timed out; sandbox replaced", { timeoutMs: this.opts.timeoutMs });
-    this.#fail(s, `rendering took longer than the ${this.opts.timeoutMs} ms limit`);
+    this.#fail(s, `rendering took longer than the ${this.opts.timeoutMs} ms limit`, "timeout");
   }
 
   #exited(s: Sandbox, st: Deno.CommandStatus): void {
@@ -426,19 +430,20 @@ export class RenderPool {
       return;
     }
     this.opts.log.warn("render sandbox died; replaced", { code: st.code, signal: st.signal });
-    this.#fail(s, "rendering ran out of memory or crashed its sandbox");
+    this.#fail(s, "rendering ran out of memory or crashed its sandbox", "crashed");
   }
 
   /**
    * The item `s` was rendering fails with `reason`; the rest of its group goes back to the
    * front of the queue; `s` is replaced.
    */
-  #fail(s: Sandbox, reason: string): void {
+  #fail(s: Sandbox, reason: string, kind: "timeout" | "crashed"): void {
     const group = s.group;
     const { next, live } = s;
     this.#retire(s);
     // The culprit is blamed only if it was still this sandbox's (not a handed-away one).
     if (group && next < live) {
+      if (group[next].check === undefined) renderFailures.inc({ reason: kind });
       group[next].reject(new RenderError(reason));
       this.#queue.unshift(...group.slice(next + 1, live));
     }

@@ -15,6 +15,7 @@ import { releaseUsage } from "../accounts/repo.ts";
 import { rewriteHtml, signToken, trackingUrls } from "../mail/tracking.ts";
 import type { Mailer } from "../mail/transport.ts";
 import { GroupCommit } from "../db/group_commit.ts";
+import { countFinished, deliverySeconds } from "../metrics/metrics.ts";
 import { DeliverSendPayload } from "./inputs.ts";
 import * as repo from "./repo.ts";
 
@@ -105,6 +106,7 @@ export function deliverSendTask(deps: Deps, mailer: Mailer): Task {
       if (attempts < max_attempts) throw err;
       const message = err instanceof Error ? err.message.slice(0, 500) : String(err).slice(0, 500);
       if (await repo.failUnfinished(db, sendId, "internal_error", message)) {
+        countFinished("failed");
         log.error("send failed: delivery kept throwing", { sendId, attempts, err });
       }
     }
@@ -138,13 +140,14 @@ export function deliverSendTask(deps: Deps, mailer: Mailer): Task {
       // The tenant's template, not the delivery, failed: final, and its quota unit goes back.
       // Both in one transaction, so a crash between them can neither keep the unit nor
       // return it twice (a failed send is never claimed again).
-      await db.transaction().execute(async (trx) => {
+      const failed = await db.transaction().execute(async (trx) => {
         // Only a send still pending or sending: one freed meanwhile (a worker restart) and
         // delivered elsewhere keeps its status, and its unit is not given back twice.
-        if (await repo.failUnfinished(trx, send.id, "render_failed", err.message)) {
-          await releaseUsage(trx, send.account_id, [send.created_at]);
-        }
+        if (!await repo.failUnfinished(trx, send.id, "render_failed", err.message)) return false;
+        await releaseUsage(trx, send.account_id, [send.created_at]);
+        return true;
       });
+      if (failed) countFinished("failed");
       log.warn("send failed: template did not render", { sendId, accountId: send.account_id });
       return;
     }
@@ -196,6 +199,11 @@ export function deliverSendTask(deps: Deps, mailer: Mailer): Task {
         { type: "sent", data: { response: result.response.slice(0, 500), sandbox: send.sandbox } },
         ...(confirmed ? [{ type: "delivered" as const, data: { via: result.outbox ? "outbox" : "smtp" } }] : []),
       ]);
+      countFinished(confirmed ? "delivered" : "sent");
+      // From acceptance, or from its time for a scheduled send: the wait we owe, not the one asked for.
+      deliverySeconds.observe(
+        (now.getTime() - Math.max(send.created_at.getTime(), send.scheduled_at?.getTime() ?? 0)) / 1000,
+      );
       log.info("send delivered", { sendId, accountId: send.account_id, ms: Math.round(performance.now() - started) });
     } catch (err) {
       const code = smtpCode(err);
@@ -215,6 +223,7 @@ export function deliverSendTask(deps: Deps, mailer: Mailer): Task {
           [{ type: "bounced", data: { bounceType: "hard", smtpCode: code, response: message } }],
           "bounced",
         );
+        countFinished("bounced");
         await queueReputationCheck(db, send.account_id);
         log.warn("send bounced", { sendId, accountId: send.account_id, smtpCode: code });
         return;
@@ -229,6 +238,7 @@ export function deliverSendTask(deps: Deps, mailer: Mailer): Task {
           error_code: code ? `smtp_${code}` : "delivery_failed",
           error_message: message,
         }, [{ type: "failed", data: { attempts, smtpCode: code, response: message } }]);
+        countFinished("failed");
         log.warn("send failed", { sendId, accountId: send.account_id, attempts, smtpCode: code });
         return;
       }

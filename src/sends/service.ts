@@ -20,6 +20,7 @@ import type { TemplateRow } from "../templates/repo.ts";
 import { templateForSend } from "../templates/service.ts";
 import { GroupCommit } from "../db/group_commit.ts";
 import { assertCompiles } from "../mail/render.ts";
+import { countFinished, sendsAccepted } from "../metrics/metrics.ts";
 import { type Address, CreateSendInput, ListSendsInput, parseAddress } from "./inputs.ts";
 import * as repo from "./repo.ts";
 
@@ -198,6 +199,9 @@ export async function acceptSends(trx: Transaction<Database>, queue: repo.QueueO
   }
   const sends = parts.map(() => [] as repo.SendRow[]);
   for (const r of written) sends[r.p].push(inserted.get(r.item.id)!);
+  // Counted here, where every kind of send is accepted; only a failed commit after this would overcount.
+  sendsAccepted.inc(written.length);
+  if (written.length > live.length) countFinished("suppressed", written.length - live.length);
   return { sends, quota } satisfies Accepted;
 }
 
