@@ -728,6 +728,18 @@ export async function accountState(stack: Stack, key: string): Promise<Json> {
   return r.body.data.account;
 }
 
+/** The caller's account (as accountState reads it) once its sending is paused; fails after 10 s. */
+export function untilPaused(stack: Stack, key: string): Promise<Json> {
+  return waitFor(
+    async () => {
+      const x = await accountState(stack, key);
+      return x.sendingEnabled === false ? x : null;
+    },
+    10_000,
+    "the account to be paused",
+  );
+}
+
 const INBOUND_SECRET = "inbound-secret-0123456789";
 const BOUNCE_DOMAIN = "bounces.shop.test";
 /**

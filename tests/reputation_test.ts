@@ -11,22 +11,10 @@ import {
   opts,
   postSigned,
   sendBatchAndWait,
-  type Stack,
   startStack,
+  untilPaused,
   waitFor,
 } from "./helpers.ts";
-
-/** The account once its sending is paused (fails after 10 s). */
-function untilPaused(stack: Stack, key: string) {
-  return waitFor(
-    async () => {
-      const x = await accountState(stack, key);
-      return x.sendingEnabled === false ? x : null;
-    },
-    10_000,
-    "the account to be paused",
-  );
-}
 
 Deno.test("reputation: bounces and complaints pause sending; held sends go out after resume", opts, async (t) => {
   const stack = await startStack({ env: { PP_INBOUND_SECRET: INBOUND.secret } });

@@ -20,6 +20,7 @@ import {
   sendBatchAndWait,
   type Stack,
   startStack,
+  untilPaused,
   waitFor,
   waitForStatus,
   whileHealthy,
@@ -427,14 +428,7 @@ Deno.test("reputation counts live sends inside the window only", opts, async (t)
 
       // The same complaint about a send inside the window: 1 in 100, paused.
       await postSigned(stack, "/api/v1/events/inbound", { events: [{ type: "complained", sendId: recent[3] }] });
-      const paused = await waitFor(
-        async () => {
-          const x = await accountState(stack, tenant.key);
-          return x.sendingEnabled === false ? x : null;
-        },
-        10_000,
-        "the account to be paused",
-      );
+      const paused = await untilPaused(stack, tenant.key);
       assertEquals(paused.reputation.complaints, 1);
       assertEquals(paused.pausedBy, "reputation");
     });
@@ -460,14 +454,7 @@ Deno.test("reputation counts live sends inside the window only", opts, async (t)
       );
       await sendBatchAndWait(stack, tenant.key, tenant.templateId, "fine", 90);
       await sendBatchAndWait(stack, tenant.key, tenant.templateId, "bad", 10);
-      const a = await waitFor(
-        async () => {
-          const x = await accountState(stack, tenant.key);
-          return x.sendingEnabled === false ? x : null;
-        },
-        10_000,
-        "the account to be paused",
-      );
+      const a = await untilPaused(stack, tenant.key);
       assertEquals([a.reputation.sends, a.reputation.bounces, a.reputation.bounceRate], [100, 10, 0.1]);
       assertEquals(a.pausedBy, "reputation");
     });
