@@ -42,6 +42,8 @@ const EnvSchema = z.object({
   PP_DNS_SERVER: z.string().regex(/^[^:\s]+:\d{1,5}$/, "must be host:port").optional(),
   // At least the 7 days of the reputation window (accounts/reputation.ts), which counts sends.
   PP_RETENTION_DAYS: z.coerce.number().int().min(7).max(3650).default(30),
+  PP_WEBHOOK_ALLOW_PRIVATE: bool.optional(),
+  PP_WEBHOOK_TIMEOUT_MS: z.coerce.number().int().min(100).max(60_000).default(10_000),
 });
 
 /** Runtime configuration, parsed once at start. Defaults are those of API.md. */
@@ -116,6 +118,10 @@ export interface Config {
    * at least 7, the reputation window. Default 30.
    */
   retentionDays: number;
+  /** Let webhook endpoints resolve to loopback, private or link-local addresses. Default false. */
+  webhookAllowPrivate: boolean;
+  /** How long a webhook attempt may take before it counts as failed. Default 10,000 ms. */
+  webhookTimeoutMs: number;
 }
 
 /**
@@ -161,6 +167,8 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     trustProxy: e.PP_TRUST_PROXY ?? false,
     liveKeyCheckMs: e.PP_LIVE_KEY_CHECK_MS,
     retentionDays: e.PP_RETENTION_DAYS,
+    webhookAllowPrivate: e.PP_WEBHOOK_ALLOW_PRIVATE ?? false,
+    webhookTimeoutMs: e.PP_WEBHOOK_TIMEOUT_MS,
     rateLimit: {
       rate: Number(e.PP_RATE_LIMIT.split(":")[0]),
       burst: Number(e.PP_RATE_LIMIT.split(":")[1] ?? Number(e.PP_RATE_LIMIT.split(":")[0]) * 2),

@@ -213,7 +213,6 @@ export interface BatchesTable {
   updated_at: Timestamp;
 }
 
-/** Every table the app reads or writes. */
 /** A graphile-worker pool of a live worker process (jobs/heartbeat.ts). */
 export interface WorkerHeartbeatsTable {
   pool_id: string;
@@ -221,6 +220,55 @@ export interface WorkerHeartbeatsTable {
   seen_at: Generated<Date>;
 }
 
+/** Where an account's events are POSTed (webhooks/). `event_types` without `email.`; empty: all. */
+export interface WebhookEndpointsTable {
+  id: Generated<string>;
+  account_id: string;
+  url: string;
+  description: string | null;
+  event_types: ColumnType<EventType[], EventType[] | undefined, EventType[]>;
+  enabled: Generated<boolean>;
+  disabled_reason: string | null;
+  secret_enc: string;
+  previous_secret_enc: string | null;
+  rotated_at: NullableTimestamp;
+  failing_since: NullableTimestamp;
+  created_at: Generated<Date>;
+  updated_at: Generated<Date>;
+}
+
+/** The statuses of a webhook delivery. */
+export const WEBHOOK_DELIVERY_STATUSES = ["pending", "succeeded", "failed"] as const;
+export type WebhookDeliveryStatus = typeof WEBHOOK_DELIVERY_STATUSES[number];
+
+/** One event (or test) for one endpoint; queued by the email_events trigger (migration 0010). */
+export interface WebhookDeliveriesTable {
+  id: Generated<string>;
+  endpoint_id: string;
+  account_id: string;
+  event_id: string | null;
+  event_type: string;
+  payload: Json;
+  status: ColumnType<WebhookDeliveryStatus, WebhookDeliveryStatus | undefined, WebhookDeliveryStatus>;
+  attempts: Generated<number>;
+  response_status: number | null;
+  last_attempt_at: NullableTimestamp;
+  next_attempt_at: NullableTimestamp;
+  created_at: Generated<Date>;
+}
+
+/** One POST of a delivery, kept (≤ 1 KB of the answer). */
+export interface WebhookAttemptsTable {
+  id: Generated<string>;
+  delivery_id: string;
+  attempted_at: Generated<Date>;
+  response_status: number | null;
+  response_body: string | null;
+  error: string | null;
+  duration_ms: number;
+}
+
+/** Every table the app reads or writes. */
 export interface Database {
   accounts: AccountsTable;
   api_keys: ApiKeysTable;
@@ -234,4 +282,7 @@ export interface Database {
   batches: BatchesTable;
   idempotency_keys: IdempotencyKeysTable;
   worker_heartbeats: WorkerHeartbeatsTable;
+  webhook_endpoints: WebhookEndpointsTable;
+  webhook_deliveries: WebhookDeliveriesTable;
+  webhook_attempts: WebhookAttemptsTable;
 }

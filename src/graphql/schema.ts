@@ -10,6 +10,7 @@ import "../segments/schema.ts";
 import "../sends/schema.ts";
 import "../suppressions/schema.ts";
 import "../templates/schema.ts";
+import "../webhooks/schema.ts";
 
 builder.queryType({});
 builder.mutationType({});

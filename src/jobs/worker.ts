@@ -16,6 +16,7 @@ import type { Deps } from "../context.ts";
 import type { Mailer } from "../mail/transport.ts";
 import { CRONTAB, reputationCheckTask, reputationSweepTask } from "../accounts/jobs.ts";
 import { expandSegmentTask } from "../batches/jobs.ts";
+import { dispatchWebhookTask } from "../webhooks/jobs.ts";
 import { retentionTask } from "../retention/jobs.ts";
 import { recordEventTask } from "../events/jobs.ts";
 import { deliverSendTask, promoteScheduledTask, schedulePromotion } from "../sends/jobs.ts";
@@ -91,6 +92,7 @@ export async function startWorker(deps: Deps, mailer: Mailer): Promise<Worker> {
     reputation_sweep: reputationSweepTask(deps),
     // Also deletes expired idempotency keys (the former idempotency_cleanup task).
     retention: retentionTask(deps),
+    dispatch_webhook: dispatchWebhookTask(deps),
   };
   const start = () =>
     run({

@@ -9,6 +9,7 @@ import { AppError } from "../errors.ts";
 import type { RateLimiter } from "../ratelimit.ts";
 import * as batches from "../batches/rest.ts";
 import * as sends from "../sends/rest.ts";
+import * as webhooks from "../webhooks/rest.ts";
 import { BODY_LIMITS } from "./body.ts";
 import { tenantCall } from "./middleware.ts";
 import { problemResponse } from "./problem.ts";
@@ -78,6 +79,23 @@ const ROUTES: Route[] = [
     pattern: path("/api/v1/batches/:id/cancel"),
     handler: (d, p, _r, a) => batches.postCancelBatch(d, p, a.id),
     idempotent: true,
+  },
+  { method: "GET", pattern: path("/api/v1/webhooks"), handler: (d, p) => webhooks.getEndpoints(d, p) },
+  { method: "POST", pattern: path("/api/v1/webhooks"), handler: (d, p, r) => webhooks.postEndpoint(d, p, r) },
+  {
+    method: "GET",
+    pattern: path("/api/v1/webhooks/:id"),
+    handler: (d, p, _r, a) => webhooks.getEndpoint(d, p, a.id),
+  },
+  {
+    method: "PATCH",
+    pattern: path("/api/v1/webhooks/:id"),
+    handler: (d, p, r, a) => webhooks.patchEndpoint(d, p, r, a.id),
+  },
+  {
+    method: "DELETE",
+    pattern: path("/api/v1/webhooks/:id"),
+    handler: (d, p, _r, a) => webhooks.deleteEndpoint(d, p, a.id),
   },
 ];
 

@@ -1,0 +1,153 @@
+/**
+ * The `dispatch_webhook` task: one signed POST of one delivery (Standard Webhooks, signed with
+ * the npm `standardwebhooks` package), its outcome recorded with the next attempt's job.
+ *
+ * - A `2xx` within PP_WEBHOOK_TIMEOUT_MS (10 s) is success; anything else (another status, a
+ *   redirect, a timeout, a refused or reset connection, an address not allowed) is a failed
+ *   attempt, retried after RETRY_DELAYS_S; the last failure ends the delivery `failed`.
+ * - Every retry keeps the delivery's `webhook-id` (`msg_<delivery id>`) and body; the
+ *   timestamp and signature are the attempt's own.
+ * - Each attempt resolves the endpoint's host and checks every address (address.ts); the
+ *   request then goes over a keep-alive client pinned to the checked address (Deno's fetch
+ *   with a `tcp` transport: the URL's host still names the site, for Host and TLS). Redirects
+ *   are never followed. (node:http's keep-alive agent was not used: under Deno it sent a
+ *   POST again when an attempt on a reused connection was cut at its timeout.)
+ * - A throw (the database gone mid-attempt) leaves the job to graphile-worker's retries.
+ */
+import type { Task } from "graphile-worker";
+import { LRUCache } from "lru-cache";
+import { Webhook } from "standardwebhooks";
+import type { Deps } from "../context.ts";
+import { decryptSecret } from "../crypto.ts";
+import { addressToDial } from "./address.ts";
+import { DispatchWebhookPayload } from "./inputs.ts";
+import * as repo from "./repo.ts";
+
+/** Seconds before each retry (API.md): 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h; 8 attempts in all. */
+export const RETRY_DELAYS_S = [5, 300, 1800, 7200, 18_000, 36_000, 36_000];
+/** Bytes of an answer kept with its attempt. */
+const KEPT_BODY = 1024;
+/** How long the secret before a rotation keeps being signed with. */
+const ROTATION_OVERLAP_MS = 24 * 3600_000;
+
+/** What one POST got: a status and the start of the body, or an error. */
+interface PostResult {
+  status: number | null;
+  body: string | null;
+  error: string | null;
+}
+
+/** Keep-alive clients by the address they are pinned to, at most 256 (the least used is closed). */
+const clients = new LRUCache<string, Deno.HttpClient>({
+  max: 256,
+  dispose: (client) => client.close(),
+});
+
+function clientFor(address: string, port: number): Deno.HttpClient {
+  const key = `${address}|${port}`;
+  let client = clients.get(key);
+  if (!client) {
+    client = Deno.createHttpClient({ proxy: { transport: "tcp", hostname: address, port }, poolIdleTimeout: 60_000 });
+    clients.set(key, client);
+  }
+  return client;
+}
+
+/** POSTs `body` to `url` on a client pinned to an allowed address, reading at most KEPT_BODY; never rejects. */
+async function post(
+  url: URL,
+  headers: Record<string, string>,
+  body: string,
+  opts: { timeoutMs: number; allowPrivate: boolean },
+): Promise<PostResult> {
+  const signal = AbortSignal.timeout(opts.timeoutMs);
+  try {
+    const address = await addressToDial(url.hostname, opts.allowPrivate);
+    const port = Number(url.port) || (url.protocol === "https:" ? 443 : 80);
+    const res = await fetch(url, {
+      method: "POST",
+      headers,
+      body,
+      redirect: "manual",
+      signal,
+      client: clientFor(address, port),
+    });
+    let text = "";
+    if (res.body) {
+      const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+      while (text.length < KEPT_BODY) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        text += value;
+      }
+      // Enough kept: the rest is not read.
+      await reader.cancel().catch(() => {});
+    }
+    return { status: res.status, body: text.slice(0, KEPT_BODY), error: null };
+  } catch (err) {
+    const timedOut = signal.aborted;
+    const message = timedOut ? `no answer within ${opts.timeoutMs} ms` : String((err as Error)?.message ?? err);
+    return { status: null, body: null, error: message.slice(0, 500) };
+  }
+}
+
+/** The `webhook-signature` value: `v1,…` with the current secret, and the previous one during the overlap. */
+function signature(
+  deps: Deps,
+  d: NonNullable<Awaited<ReturnType<typeof repo.deliveryToDispatch>>>,
+  msgId: string,
+  at: Date,
+  body: string,
+) {
+  const secrets = [d.secret_enc];
+  if (d.previous_secret_enc && d.rotated_at && Date.now() - d.rotated_at.getTime() < ROTATION_OVERLAP_MS) {
+    secrets.push(d.previous_secret_enc);
+  }
+  return secrets.map((enc) => new Webhook(decryptSecret(deps.secrets.secret, enc)).sign(msgId, at, body)).join(" ");
+}
+
+/** Builds the `dispatch_webhook` task for a process. */
+export function dispatchWebhookTask(deps: Deps): Task {
+  const postOpts = { timeoutMs: deps.config.webhookTimeoutMs, allowPrivate: deps.config.webhookAllowPrivate };
+  return async (payload) => {
+    const { deliveryId } = DispatchWebhookPayload.parse(payload);
+    const d = await repo.deliveryToDispatch(deps.db, deliveryId);
+    if (!d || d.status !== "pending") return; // deleted, or done (a redelivery raced it)
+    if (!d.enabled) {
+      await repo.failDelivery(deps.db, d.id);
+      return;
+    }
+    const url = new URL(d.url);
+    const body = JSON.stringify(d.payload);
+    const msgId = `msg_${d.id}`;
+    const at = new Date();
+    const headers = {
+      "content-type": "application/json",
+      "user-agent": "PigeonPerch-Webhooks/1",
+      "webhook-id": msgId,
+      "webhook-timestamp": String(Math.floor(at.getTime() / 1000)),
+      "webhook-signature": signature(deps, d, msgId, at, body),
+    };
+    const t0 = performance.now();
+    const r = await post(url, headers, body, postOpts);
+    const durationMs = Math.round(performance.now() - t0);
+    const ok = r.status !== null && r.status >= 200 && r.status < 300;
+    const attempt = d.attempts + 1;
+    const delay = RETRY_DELAYS_S[attempt - 1];
+    const nextAttemptAt = ok || delay === undefined ? null : new Date(Date.now() + delay * 1000);
+    const { disabled } = await repo.recordAttempt(deps.db, {
+      deliveryId: d.id,
+      endpointId: d.endpoint_id,
+      ok,
+      responseStatus: r.status,
+      responseBody: r.body,
+      error: r.error ?? (ok ? null : `answered ${r.status}`),
+      durationMs,
+      nextAttemptAt,
+    });
+    const facts = { deliveryId: d.id, endpointId: d.endpoint_id, attempt, status: r.status, ms: durationMs };
+    if (ok) deps.log.debug("webhook delivered", facts);
+    else deps.log.info("webhook attempt failed", { ...facts, err: r.error, retryAt: nextAttemptAt?.toISOString() });
+    if (disabled) deps.log.warn("webhook endpoint disabled after failing for 5 days", { endpointId: d.endpoint_id });
+  };
+}

@@ -1,0 +1,329 @@
+/**
+ * Outbound webhooks against a real receiver on loopback: every delivery is verified with the
+ * npm `standardwebhooks` package's `verify()`, as a user's backend would.
+ */
+import { Webhook } from "standardwebhooks";
+import { encryptSecret } from "../src/crypto.ts";
+import { assert, assertEquals, assertMatch } from "./assert.ts";
+import { gql, type Json, opts, send, type Stack, startStack, type TestTenant, waitFor } from "./helpers.ts";
+
+/** One POST the receiver got. */
+interface Received {
+  headers: Record<string, string>;
+  body: string;
+  at: number;
+}
+
+/** An HTTP receiver; `answer` decides each reply (default 200), and may wait first. */
+interface Receiver {
+  url: string;
+  got: Received[];
+  answer: (n: number) => Promise<Response> | Response;
+  close(): Promise<void>;
+}
+
+function startReceiver(): Receiver {
+  const r: Receiver = {
+    url: "",
+    got: [],
+    answer: () => new Response("ok"),
+    close: async () => await server.shutdown(),
+  };
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
+    r.got.push({ headers: Object.fromEntries(req.headers), body: await req.text(), at: Date.now() });
+    return await r.answer(r.got.length);
+  });
+  r.url = `http://127.0.0.1:${(server.addr as Deno.NetAddr).port}/hooks`;
+  return r;
+}
+
+/** The receiver's POSTs of one event type, verified with the endpoint's secret (throws when one does not verify). */
+function verified(r: Receiver, secret: string, type?: string): Json[] {
+  const hook = new Webhook(secret);
+  return r.got.map((g) => hook.verify(g.body, g.headers) as Json).filter((b) => !type || b.type === type);
+}
+
+const CREATE = `mutation($i: CreateWebhookEndpointInput!) {
+  createWebhookEndpoint(input: $i) { endpoint { id url eventTypes enabled } secret }
+}`;
+const DELIVERIES = `query($id: ID!) {
+  webhookDeliveries(endpointId: $id, first: 50) {
+    nodes { id eventType status attempts responseStatus lastAttemptAt nextAttemptAt
+      attemptLog { responseStatus responseBody error durationMs } }
+  }
+}`;
+
+/** A stack whose webhooks may reach loopback (the receiver), a tenant, and a receiver. */
+async function webhookTest(
+  fn: (s: { stack: Stack; tenant: TestTenant; receiver: Receiver }) => Promise<void>,
+  env: Record<string, string> = {},
+) {
+  const stack = await startStack({ env: { PP_WEBHOOK_ALLOW_PRIVATE: "true", ...env } });
+  const receiver = startReceiver();
+  try {
+    await fn({ stack, tenant: await stack.tenant(), receiver });
+  } finally {
+    await receiver.close();
+    await stack.stop();
+  }
+}
+
+async function createEndpoint(stack: Stack, key: string, input: Record<string, unknown>) {
+  return (await gql(stack, key, CREATE, { i: input })).createWebhookEndpoint as {
+    endpoint: { id: string; url: string; eventTypes: string[]; enabled: boolean };
+    secret: string;
+  };
+}
+
+async function deliveries(stack: Stack, key: string, endpointId: string): Promise<Json[]> {
+  return (await gql(stack, key, DELIVERIES, { id: endpointId })).webhookDeliveries.nodes;
+}
+
+const order = (to: string) => ({ to, personalizations: { order_id: "W1" } });
+
+Deno.test("webhooks: every event of a send reaches the endpoint, signed as Standard Webhooks", opts, async () => {
+  await webhookTest(async ({ stack, tenant, receiver }) => {
+    const { endpoint, secret } = await createEndpoint(stack, tenant.key, { url: receiver.url });
+    assertMatch(secret, /^whsec_[A-Za-z0-9+/]+=*$/);
+    assertEquals(endpoint.eventTypes, []);
+    const s = await send(stack, tenant.key, { templateId: tenant.templateId, ...order("hook@example.test") });
+    await waitFor(() => receiver.got.length >= 3, 10_000, "queued, sent and delivered");
+    const bodies = verified(receiver, secret);
+    assertEquals(bodies.map((b) => b.type).sort(), ["email.delivered", "email.queued", "email.sent"]);
+    const delivered = bodies.find((b) => b.type === "email.delivered")!;
+    assertEquals(delivered.data.sendId, s.id);
+    assertEquals(delivered.data.to, "hook@example.test");
+    assertEquals(delivered.data.batchId, null);
+    assertEquals(delivered.data.event.type, "delivered");
+    assertMatch(delivered.timestamp, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    for (const g of receiver.got) {
+      assertEquals(g.headers["content-type"], "application/json");
+      assertMatch(g.headers["webhook-id"], /^msg_[0-9a-f-]{36}$/);
+    }
+    // Every attempt is listed.
+    await waitFor(async () =>
+      (await deliveries(stack, tenant.key, endpoint.id)).every((d) => d.status === "SUCCEEDED")
+    );
+    const listed = await deliveries(stack, tenant.key, endpoint.id);
+    assertEquals(listed.length, 3);
+    for (const d of listed) {
+      assertEquals([d.attempts, d.responseStatus, d.nextAttemptAt], [1, 200, null]);
+      assertEquals(d.attemptLog.length, 1);
+      assertEquals(d.attemptLog[0].responseBody, "ok");
+      assert(d.attemptLog[0].durationMs >= 0);
+    }
+    // The webhook-id of each is its delivery's id.
+    assertEquals(
+      new Set(receiver.got.map((g) => g.headers["webhook-id"])),
+      new Set(listed.map((d) => `msg_${d.id}`)),
+    );
+  });
+});
+
+Deno.test("webhooks: REST endpoints and event-type filters", opts, async () => {
+  await webhookTest(async ({ stack, tenant, receiver }) => {
+    const created = await stack.api("POST", "/api/v1/webhooks", {
+      key: tenant.key,
+      body: { url: receiver.url, eventTypes: ["email.delivered"], description: "orders" },
+    });
+    assertEquals(created.status, 201);
+    assertEquals(created.body.eventTypes, ["email.delivered"]);
+    assertMatch(created.body.secret, /^whsec_/);
+    const id = created.body.id;
+    const list = await stack.api("GET", "/api/v1/webhooks", { key: tenant.key });
+    assertEquals(list.body.data.map((e: Json) => [e.id, e.secret]), [[id, undefined]]);
+
+    await send(stack, tenant.key, { templateId: tenant.templateId, ...order("filter@example.test") });
+    await waitFor(() => receiver.got.length >= 1, 10_000, "the delivered event");
+    await new Promise((r) => setTimeout(r, 500)); // nothing else comes
+    assertEquals(verified(receiver, created.body.secret).map((b) => b.type), ["email.delivered"]);
+
+    const patched = await stack.api("PATCH", `/api/v1/webhooks/${id}`, {
+      key: tenant.key,
+      body: { eventTypes: ["email.queued"] },
+    });
+    assertEquals([patched.status, patched.body.eventTypes], [200, ["email.queued"]]);
+    await send(stack, tenant.key, { templateId: tenant.templateId, ...order("filter2@example.test") });
+    await waitFor(() => receiver.got.length >= 2, 10_000, "the queued event");
+    assertEquals(verified(receiver, created.body.secret).map((b) => b.type), ["email.delivered", "email.queued"]);
+
+    const bad = await stack.api("POST", "/api/v1/webhooks", {
+      key: tenant.key,
+      body: { url: "ftp://example.test/x", eventTypes: ["email.nope"] },
+    });
+    assertEquals(bad.status, 422);
+    assertEquals(bad.body.errors.map((e: Json) => e.path).sort(), ["eventTypes.0", "url"]);
+
+    assertEquals((await stack.api("DELETE", `/api/v1/webhooks/${id}`, { key: tenant.key })).status, 204);
+    assertEquals((await stack.api("GET", `/api/v1/webhooks/${id}`, { key: tenant.key })).status, 404);
+    const other = await stack.tenant({ domain: "other.test" });
+    assertEquals((await stack.api("GET", "/api/v1/webhooks", { key: other.key })).body.data, []);
+  });
+});
+
+Deno.test("webhooks: a 5xx and a timeout are retried after 5 s with the same webhook-id", opts, async () => {
+  await webhookTest(async ({ stack, tenant, receiver }) => {
+    // The first delivery is answered 503, then 200; the second hangs past the timeout, then 200.
+    receiver.answer = async (n) => {
+      if (n === 1) return new Response("busy", { status: 503 });
+      if (n === 3) await new Promise((r) => setTimeout(r, 1_500));
+      return new Response("ok");
+    };
+    const { endpoint, secret } = await createEndpoint(stack, tenant.key, { url: receiver.url });
+    const test = `mutation($id: ID!) { sendTestWebhook(id: $id) { id eventType status } }`;
+    const attemptsOf = async (id: string) => {
+      const d = (await deliveries(stack, tenant.key, endpoint.id)).find((x) => x.id === id);
+      return d?.status === "SUCCEEDED" ? d : null;
+    };
+    for (const [first, failure] of [[0, "busy"], [2, null]] as const) {
+      const { sendTestWebhook: d } = await gql(stack, tenant.key, test, { id: endpoint.id });
+      assertEquals([d.eventType, d.status], ["webhook.test", "PENDING"]);
+      const done = await waitFor(() => attemptsOf(d.id), 15_000, "a retried delivery to succeed");
+      const [a, b] = receiver.got.slice(first, first + 2);
+      assertEquals([a.headers["webhook-id"], b.headers["webhook-id"]], [`msg_${d.id}`, `msg_${d.id}`]);
+      assertEquals(a.body, b.body);
+      assert(b.at - a.at >= 4_500, `waited 5 s before the retry (${b.at - a.at} ms)`);
+      assertEquals(done.attempts, 2);
+      assertEquals(done.attemptLog.map((x: Json) => x.responseStatus), [failure ? 503 : null, 200]);
+      if (failure) assertEquals(done.attemptLog[0].responseBody, failure);
+      else assertMatch(done.attemptLog[0].error, /no answer within 1000 ms/);
+    }
+    assertEquals(verified(receiver, secret).map((x) => x.type), Array(4).fill("webhook.test"));
+  }, { PP_WEBHOOK_TIMEOUT_MS: "1000" });
+});
+
+Deno.test("webhooks: redelivery keeps the webhook-id; a rotated secret signs beside the old one", opts, async () => {
+  await webhookTest(async ({ stack, tenant, receiver }) => {
+    const { endpoint, secret } = await createEndpoint(stack, tenant.key, { url: receiver.url });
+    const { sendTestWebhook: d } = await gql(
+      stack,
+      tenant.key,
+      `mutation($id: ID!) { sendTestWebhook(id: $id) { id } }`,
+      { id: endpoint.id },
+    );
+    await waitFor(() => receiver.got.length === 1, 10_000, "the test delivery");
+    const { rotateWebhookSecret: rotated } = await gql(
+      stack,
+      tenant.key,
+      `mutation($id: ID!) { rotateWebhookSecret(id: $id) { endpoint { id } secret } }`,
+      { id: endpoint.id },
+    );
+    assert(rotated.secret !== secret);
+    await waitFor(async () => (await deliveries(stack, tenant.key, endpoint.id))[0].status === "SUCCEEDED");
+    const { redeliverWebhook: again } = await gql(
+      stack,
+      tenant.key,
+      `mutation($id: ID!) { redeliverWebhook(deliveryId: $id) { id status } }`,
+      { id: d.id },
+    );
+    assertEquals([again.id, again.status], [d.id, "PENDING"]);
+    await waitFor(() => receiver.got.length === 2, 10_000, "the redelivery");
+    assertEquals(receiver.got[1].headers["webhook-id"], `msg_${d.id}`);
+    assertEquals(receiver.got[1].body, receiver.got[0].body, "the same body");
+    // Both the new and (for a day) the old secret verify it.
+    assertEquals(
+      (new Webhook(rotated.secret).verify(receiver.got[1].body, receiver.got[1].headers) as Json).type,
+      "webhook.test",
+    );
+    assertEquals(
+      (new Webhook(secret).verify(receiver.got[1].body, receiver.got[1].headers) as Json).type,
+      "webhook.test",
+    );
+    // The first delivery verifies only with the old one.
+    let refused = false;
+    try {
+      new Webhook(rotated.secret).verify(receiver.got[0].body, receiver.got[0].headers);
+    } catch {
+      refused = true;
+    }
+    assert(refused, "a signature from before the rotation does not verify with the new secret");
+  });
+});
+
+Deno.test("webhooks: an endpoint failing for 5 days is disabled, says so, and gets nothing more", opts, async () => {
+  await webhookTest(async ({ stack, tenant, receiver }) => {
+    receiver.answer = () => new Response("down", { status: 500 });
+    const { endpoint } = await createEndpoint(stack, tenant.key, { url: receiver.url });
+    const { sendTestWebhook: d } = await gql(
+      stack,
+      tenant.key,
+      `mutation($id: ID!) { sendTestWebhook(id: $id) { id } }`,
+      { id: endpoint.id },
+    );
+    await waitFor(() => receiver.got.length === 1, 10_000, "the first attempt");
+    await waitFor(async () => (await deliveries(stack, tenant.key, endpoint.id))[0].attempts === 1);
+    // Only the clock is faked: the run of failures began five days ago.
+    await stack.pg.query(
+      `update webhook_endpoints set failing_since = now() - interval '5 days 1 minute' where id = $1`,
+      [endpoint.id],
+    );
+    await gql(stack, tenant.key, `mutation($id: ID!) { redeliverWebhook(deliveryId: $id) { id } }`, { id: d.id });
+    const q = `{ webhookEndpoints { id enabled disabledReason } }`;
+    const ep = await waitFor(
+      async () => {
+        const [e] = (await gql(stack, tenant.key, q, {})).webhookEndpoints;
+        return e.enabled ? null : e;
+      },
+      10_000,
+      "the endpoint disabled",
+    );
+    assertMatch(ep.disabledReason, /every attempt failed since .* \(5 days\)/);
+    const [row] = await deliveries(stack, tenant.key, endpoint.id);
+    assertEquals([row.status, row.attempts, row.nextAttemptAt], ["FAILED", 2, null]);
+    // A disabled endpoint is queued nothing.
+    const before = receiver.got.length;
+    const s = await send(stack, tenant.key, { templateId: tenant.templateId, ...order("off@example.test") });
+    await waitFor(
+      async () => (await stack.api("GET", `/api/v1/sends/${s.id}`, { key: tenant.key })).body.status === "delivered",
+      10_000,
+    );
+    assertEquals(await stack.count(`select count(*) from webhook_deliveries where endpoint_id = $1`, [endpoint.id]), 1);
+    assertEquals(receiver.got.length, before);
+    // Enabled again, it gets events again.
+    const { updateWebhookEndpoint: back } = await gql(
+      stack,
+      tenant.key,
+      `mutation($id: ID!) { updateWebhookEndpoint(id: $id, input: { enabled: true }) { enabled disabledReason } }`,
+      { id: endpoint.id },
+    );
+    assertEquals([back.enabled, back.disabledReason], [true, null]);
+  });
+});
+
+Deno.test("webhooks: loopback, private and link-local addresses are refused", opts, async () => {
+  await webhookTest(async ({ stack, tenant, receiver }) => {
+    for (const url of [receiver.url, "http://10.1.2.3/x", "http://169.254.169.254/latest", "http://[::1]:9/x"]) {
+      const r = await stack.api("POST", "/api/v1/webhooks", { key: tenant.key, body: { url } });
+      assertEquals(r.status, 422, url);
+      assertEquals(r.body.code, "validation_failed");
+      assertEquals(r.body.errors, [{ path: "url", message: "resolves to a loopback, private or link-local address" }]);
+    }
+    // A name that resolves to loopback at delivery time (saved while it resolved elsewhere,
+    // DNS rebinding) is refused where the connection is made.
+    const { rows: [row] } = await stack.pg.query(
+      `insert into webhook_endpoints (account_id, url, secret_enc) values ($1, $2, $3) returning id`,
+      [
+        tenant.accountId,
+        receiver.url.replace("127.0.0.1", "localhost"),
+        encryptSecret(stack.service.deps.secrets.secret, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+      ],
+    );
+    const { sendTestWebhook: d } = await gql(
+      stack,
+      tenant.key,
+      `mutation($id: ID!) { sendTestWebhook(id: $id) { id } }`,
+      { id: row.id },
+    );
+    const attempted = await waitFor(
+      async () => {
+        const [first] = await deliveries(stack, tenant.key, row.id);
+        return first?.attempts >= 1 ? first : null;
+      },
+      10_000,
+      "the attempt",
+    );
+    assertEquals(attempted.id, d.id);
+    assertMatch(attempted.attemptLog[0].error, /loopback, private or link-local/);
+    assertEquals(receiver.got.length, 0);
+  }, { PP_WEBHOOK_ALLOW_PRIVATE: "false" });
+});
