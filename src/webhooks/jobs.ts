@@ -19,7 +19,8 @@ import { LRUCache } from "lru-cache";
 import { Webhook } from "standardwebhooks";
 import type { Deps } from "../context.ts";
 import { decryptSecret } from "../crypto.ts";
-import { addressToDial } from "./address.ts";
+import { countWebhookAttempt, type WebhookOutcome } from "../metrics/metrics.ts";
+import { AddressNotAllowed, addressToDial } from "./address.ts";
 import { DispatchWebhookPayload } from "./inputs.ts";
 import * as repo from "./repo.ts";
 
@@ -30,11 +31,12 @@ const KEPT_BODY = 1024;
 /** How long the secret before a rotation keeps being signed with. */
 const ROTATION_OVERLAP_MS = 24 * 3600_000;
 
-/** What one POST got: a status and the start of the body, or an error. */
+/** What one POST got: a status and the start of the body, or an error; `outcome` for the metrics. */
 interface PostResult {
   status: number | null;
   body: string | null;
   error: string | null;
+  outcome: WebhookOutcome;
 }
 
 /** Keep-alive clients by the address they are pinned to, at most 256 (the least used is closed). */
@@ -83,11 +85,18 @@ async function post(
       // Enough kept: the rest is not read.
       await reader.cancel().catch(() => {});
     }
-    return { status: res.status, body: text.slice(0, KEPT_BODY), error: null };
+    const ok = res.status >= 200 && res.status < 300;
+    return {
+      status: res.status,
+      body: text.slice(0, KEPT_BODY),
+      error: null,
+      outcome: ok ? "succeeded" : "http_error",
+    };
   } catch (err) {
     const timedOut = signal.aborted;
     const message = timedOut ? `no answer within ${opts.timeoutMs} ms` : String((err as Error)?.message ?? err);
-    return { status: null, body: null, error: message.slice(0, 500) };
+    const outcome = timedOut ? "timeout" : err instanceof AddressNotAllowed ? "refused" : "network_error";
+    return { status: null, body: null, error: message.slice(0, 500), outcome };
   }
 }
 
@@ -131,7 +140,8 @@ export function dispatchWebhookTask(deps: Deps): Task {
     const t0 = performance.now();
     const r = await post(url, headers, body, postOpts);
     const durationMs = Math.round(performance.now() - t0);
-    const ok = r.status !== null && r.status >= 200 && r.status < 300;
+    countWebhookAttempt(r.outcome);
+    const ok = r.outcome === "succeeded";
     const attempt = d.attempts + 1;
     const delay = RETRY_DELAYS_S[attempt - 1];
     const nextAttemptAt = ok || delay === undefined ? null : new Date(Date.now() + delay * 1000);

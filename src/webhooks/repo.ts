@@ -188,3 +188,17 @@ export function listDeliveries(
 export function attemptsOf(db: Kysely<Database>, deliveryId: string) {
   return db.selectFrom("webhook_attempts").selectAll().where("delivery_id", "=", deliveryId).orderBy("id").execute();
 }
+
+/** Deliveries waiting for an attempt, and how long the oldest due one has waited (seconds, 0: none). */
+export async function backlog(db: Kysely<Database>): Promise<{ pending: number; oldestDueS: number }> {
+  const r = await db.selectFrom("webhook_deliveries")
+    .select([
+      sql<number>`count(*)::int`.as("pending"),
+      sql<
+        number
+      >`coalesce(extract(epoch from now() - min(next_attempt_at) filter (where next_attempt_at <= now())), 0)::float8`
+        .as("oldest"),
+    ])
+    .where("status", "=", "pending").executeTakeFirstOrThrow();
+  return { pending: r.pending, oldestDueS: r.oldest };
+}

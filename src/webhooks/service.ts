@@ -15,6 +15,14 @@ import { isUuid, parseInput } from "../validation.ts";
 import { AddressNotAllowed, assertPublicHost } from "./address.ts";
 import { CreateWebhookEndpointInput, UpdateWebhookEndpointInput } from "./inputs.ts";
 import * as repo from "./repo.ts";
+import { registerCollector, webhookBacklog, webhookOldestDueSeconds } from "../metrics/metrics.ts";
+
+// The webhook backlog, read at every scrape (the partial index on pending deliveries answers it).
+registerCollector("webhooks", async (db) => {
+  const { pending, oldestDueS } = await repo.backlog(db);
+  webhookBacklog.set(pending);
+  webhookOldestDueSeconds.set(oldestDueS);
+});
 
 /** A new endpoint secret. */
 function newSecret(): string {
