@@ -12,7 +12,7 @@ export const BatchRecipient = z.object({ to: Recipient, personalizations: Person
 export const CreateBatchInput = z.object({
   ...sharedSendFields,
   recipients: z.array(BatchRecipient).min(1, "at least one recipient is required"),
-});
+}).meta({ id: "CreateBatchInput" });
 export type CreateBatchInput = z.infer<typeof CreateBatchInput>;
 
 /** Body of a segment send (`POST /api/v1/sends` with `segmentId`, `createSegmentSend`). */
@@ -20,7 +20,7 @@ export const CreateSegmentSendInput = z.object({
   ...sharedSendFields,
   segmentId: z.uuid("must be a segment uuid"),
   personalizations: Personalizations,
-});
+}).meta({ id: "CreateSegmentSendInput" });
 export type CreateSegmentSendInput = z.infer<typeof CreateSegmentSendInput>;
 
 /** A segment send's request as kept on its batch for the expansion job. */

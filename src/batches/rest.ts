@@ -3,9 +3,10 @@ import type { Deps, Principal } from "../context.ts";
 import { json, readJson } from "../rest/problem.ts";
 import { quotaHeaders } from "../rest/quota.ts";
 import * as service from "./service.ts";
+import type { BatchCancelled, BatchView } from "./view.ts";
 
 /** A batch as REST shows it, with its counts by status. */
-export function batchJson(b: Awaited<ReturnType<typeof service.getBatch>>) {
+export function batchJson(b: Awaited<ReturnType<typeof service.getBatch>>): BatchView {
   return {
     id: b.id,
     status: b.status,
@@ -14,8 +15,8 @@ export function batchJson(b: Awaited<ReturnType<typeof service.getBatch>>) {
     count: b.count,
     counts: Object.fromEntries(b.counts.map((c) => [c.status, c.count])),
     error: b.error_code ? { code: b.error_code, message: b.error_message ?? "" } : null,
-    createdAt: b.created_at.toISOString(),
-    updatedAt: b.updated_at.toISOString(),
+    createdAt: b.created_at,
+    updatedAt: b.updated_at,
   };
 }
 
@@ -33,5 +34,5 @@ export async function getBatch(deps: Deps, p: Principal, id: string): Promise<Re
 /** POST /api/v1/batches/:id/cancel → 200 batch with counts and `cancelled`. */
 export async function postCancelBatch(deps: Deps, p: Principal, id: string): Promise<Response> {
   const b = await service.cancelBatch(deps, p, id);
-  return json({ ...batchJson(b), cancelled: b.cancelled });
+  return json({ ...batchJson(b), cancelled: b.cancelled } satisfies BatchCancelled);
 }

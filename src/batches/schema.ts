@@ -3,6 +3,7 @@ import { builder } from "../graphql/builder.ts";
 import { sendOptionFields, SendStatus } from "../sends/schema.ts";
 import { idempotentMutation } from "../idempotency/graphql.ts";
 import * as service from "./service.ts";
+import type { BatchAccepted } from "./view.ts";
 
 type BatchView = Awaited<ReturnType<typeof service.getBatch>> & { cancelled?: number };
 
@@ -58,7 +59,7 @@ const BatchSendItem = builder.objectRef<{ id: string; to: string; status: string
   }),
 });
 
-const BatchSendPayload = builder.objectRef<service.BatchAccepted>("BatchSendPayload").implement({
+const BatchSendPayload = builder.objectRef<BatchAccepted>("BatchSendPayload").implement({
   fields: (t) => ({
     batchId: t.exposeID("batchId"),
     count: t.exposeInt("count"),

@@ -5,7 +5,6 @@
  */
 import type { Deps, Principal } from "../context.ts";
 import { requireTenant } from "../context.ts";
-import type { SendStatus } from "../db/tables.ts";
 import { AppError } from "../errors.ts";
 import * as accounts from "../accounts/repo.ts";
 import type { Quota } from "../accounts/service.ts";
@@ -18,13 +17,7 @@ import { type AcceptContext, acceptSends, prepareSend, rejectDuplicates } from "
 import { assertUuid, isUuid, parseInput } from "../validation.ts";
 import { CreateBatchInput, CreateSegmentSendInput, MAX_BATCH } from "./inputs.ts";
 import * as repo from "./repo.ts";
-
-/** What `POST /api/v1/sends/batch` answers. */
-export interface BatchAccepted {
-  batchId: string;
-  count: number;
-  sends: { id: string; to: string; status: SendStatus }[];
-}
+import type { BatchAccepted, SegmentSendAccepted } from "./view.ts";
 
 /**
  * Accepts a batch, all or nothing: every recipient is validated first (each bad one is
@@ -82,7 +75,7 @@ export async function createBatchSend(
  * Accepts a segment send at once: a batch row (`expanding`) and its `expand_segment` job in
  * one transaction. The job turns the segment's subscribed members into sends, page by page.
  */
-export async function createSegmentSend(deps: Deps, p: Principal, input: unknown) {
+export async function createSegmentSend(deps: Deps, p: Principal, input: unknown): Promise<SegmentSendAccepted> {
   const t = requireTenant(p);
   const v = parseInput(CreateSegmentSendInput, input);
   await assertCompiles(deps.renderer, { subject: v.subject });
@@ -103,7 +96,7 @@ export async function createSegmentSend(deps: Deps, p: Principal, input: unknown
     await repo.queueExpansion(trx, batchId, null);
   });
   deps.log.info("segment send accepted", { accountId: t.accountId, batchId, segmentId: segment.id });
-  return { batchId, segmentId: segment.id, status: "queued" as const };
+  return { batchId, segmentId: segment.id, status: "queued" };
 }
 
 /** A batch with its progress: how many of its sends are in each status. */

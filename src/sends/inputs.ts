@@ -56,7 +56,7 @@ export const CreateSendInput = z.object({
   ...sharedSendFields,
   to: Recipient,
   personalizations: Personalizations,
-});
+}).meta({ id: "CreateSendInput" });
 export type CreateSendInput = z.infer<typeof CreateSendInput>;
 
 /** Send statuses a list can filter on: every one. */

@@ -9,10 +9,10 @@ import { encodeCursor } from "../pagination.ts";
 import { json, readJson } from "../rest/problem.ts";
 import { quotaHeaders } from "../rest/quota.ts";
 import * as service from "./service.ts";
-import { sendView } from "./view.ts";
+import { type SendEventView, type SendPage, sendView, type SendWithEvents } from "./view.ts";
 
-function eventJson(e: Pick<Selectable<EmailEventsTable>, "type" | "occurred_at" | "data">) {
-  return { type: e.type, occurredAt: e.occurred_at.toISOString(), data: e.data };
+function eventJson(e: Pick<Selectable<EmailEventsTable>, "type" | "occurred_at" | "data">): SendEventView {
+  return { type: e.type, occurredAt: e.occurred_at, data: e.data };
 }
 
 /**
@@ -39,14 +39,16 @@ export async function getSends(deps: Deps, p: Principal, req: Request): Promise<
   const q = Object.fromEntries(new URL(req.url).searchParams);
   const page = await service.listSends(deps, p, q);
   const last = page.rows.at(-1);
-  return json({ data: page.rows.map(sendView), nextCursor: page.hasMore && last ? encodeCursor(last) : null });
+  return json(
+    { data: page.rows.map(sendView), nextCursor: page.hasMore && last ? encodeCursor(last) : null } satisfies SendPage,
+  );
 }
 
 /** GET /api/v1/sends/:id → 200 Send with its events, oldest first. */
 export async function getSend(deps: Deps, p: Principal, id: string): Promise<Response> {
   const send = await service.getSend(deps, p, id);
   const events = await sendEvents(deps, p, send.id, { first: 1000 });
-  return json({ ...sendView(send), events: events.map(eventJson) });
+  return json({ ...sendView(send), events: events.map(eventJson) } satisfies SendWithEvents);
 }
 
 /** POST /api/v1/sends/:id/cancel → 200 Send, now cancelled. */

@@ -1,43 +1,75 @@
 /**
  * The one outward shape of a send (API.md): REST answers it as JSON, and GraphQL's `Send`
- * type exposes its fields. A field added to a send is added here once.
+ * type exposes its fields. A field added to a send is added here once: the zod schema is the
+ * type (`z.infer`) and, through src/rest/openapi.ts, the answer's schema in openapi.json.
  */
-import type { SendStatus } from "../db/tables.ts";
+import { z } from "zod";
+import { EVENT_TYPES, SEND_STATUSES } from "../db/tables.ts";
 import type { SendRow } from "./repo.ts";
+
+/**
+ * A point in time: a `Date` in the services and both edges, ISO 8601 in UTC on the wire
+ * (`JSON.stringify` writes a Date so). Its JSON Schema (openapi.json) is the wire side.
+ */
+export const Timestamp = z.codec(z.iso.datetime(), z.date(), {
+  decode: (s) => new Date(s),
+  encode: (d) => d.toISOString(),
+});
+
+/** A send's or a batch's error: a code (`render_failed`, a relay's bounce, …) and why. */
+export const ErrorView = z.strictObject({ code: z.string(), message: z.string() });
 
 /**
  * A send as both edges show it. Times stay `Date`s: `JSON.stringify` (REST) and the
  * `DateTime` scalar (GraphQL) both write them as ISO 8601, so neither formats twice.
  */
-export interface SendView {
-  id: string;
-  status: SendStatus;
-  to: string;
-  contactId: string;
-  templateId: string;
-  batchId: string | null;
-  /** The rendered subject once delivered, the requested one before. */
-  subject: string;
-  /** `Name <address>` or the address. */
-  from: string;
-  replyTo: string | null;
-  personalizations: Record<string, unknown>;
-  tags: Record<string, string>;
-  trackOpens: boolean;
-  trackClicks: boolean;
-  sandbox: boolean;
-  messageId: string;
-  missingVariables: string[] | null;
-  scheduledAt: Date | null;
-  createdAt: Date;
-  updatedAt: Date;
-  sentAt: Date | null;
-  deliveredAt: Date | null;
-  openedAt: Date | null;
-  clickedAt: Date | null;
-  bouncedAt: Date | null;
-  error: { code: string; message: string } | null;
-}
+export const SendView = z.strictObject({
+  id: z.uuid(),
+  status: z.enum(SEND_STATUSES),
+  to: z.string().describe("The recipient's address."),
+  contactId: z.uuid(),
+  templateId: z.uuid(),
+  batchId: z.uuid().nullable(),
+  subject: z.string().describe("The rendered subject once delivered, the requested one before."),
+  from: z.string().describe("`Name <address>` or the address."),
+  replyTo: z.string().nullable(),
+  personalizations: z.record(z.string(), z.unknown()),
+  tags: z.record(z.string(), z.string()),
+  trackOpens: z.boolean(),
+  trackClicks: z.boolean(),
+  sandbox: z.boolean().describe("Sent with a `pp_test_` key: delivered to the outbox only."),
+  messageId: z.string(),
+  missingVariables: z.array(z.string()).nullable()
+    .describe("Template variables that rendered empty; null until rendered."),
+  scheduledAt: Timestamp.nullable(),
+  createdAt: Timestamp,
+  updatedAt: Timestamp,
+  sentAt: Timestamp.nullable(),
+  deliveredAt: Timestamp.nullable(),
+  openedAt: Timestamp.nullable(),
+  clickedAt: Timestamp.nullable(),
+  bouncedAt: Timestamp.nullable(),
+  error: ErrorView.nullable(),
+}).meta({ id: "Send", description: "A send (API.md): one email to one recipient, and where it is now." });
+export type SendView = z.infer<typeof SendView>;
+
+/** One event of a send, as REST lists it. */
+export const SendEventView = z.strictObject({
+  type: z.enum(EVENT_TYPES),
+  occurredAt: Timestamp,
+  data: z.record(z.string(), z.unknown()),
+}).meta({ id: "SendEvent" });
+export type SendEventView = z.infer<typeof SendEventView>;
+
+/** `GET /api/v1/sends/:id`: the send with its events, oldest first. */
+export const SendWithEvents = SendView.extend({ events: z.array(SendEventView) })
+  .meta({ id: "SendWithEvents", description: "A send with its events, oldest first." });
+export type SendWithEvents = z.infer<typeof SendWithEvents>;
+
+/** `GET /api/v1/sends`: a page of sends, newest first; `nextCursor` null on the last page. */
+export const SendPage = z.strictObject({ data: z.array(SendView), nextCursor: z.string().nullable() })
+  .meta({ id: "SendPage" });
+export type SendPage = z.infer<typeof SendPage>;
 
 /** `Name <address>`, or the bare address when the send has no sender name. */
 export function formatFrom(s: { from_name: string | null; from_email: string }): string {
