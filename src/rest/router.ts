@@ -7,12 +7,18 @@ import { authenticate } from "../accounts/service.ts";
 import type { Deps, Principal } from "../context.ts";
 import { AppError } from "../errors.ts";
 import type { RateLimiter } from "../ratelimit.ts";
+import { z } from "zod";
 import * as batches from "../batches/rest.ts";
+import { CreateBatchInput, CreateSegmentSendInput } from "../batches/inputs.ts";
+import { BatchAccepted, BatchCancelled, BatchView, SegmentSendAccepted } from "../batches/view.ts";
+import { CreateSendInput, ListSendsInput } from "../sends/inputs.ts";
+import { SendPage, SendView, SendWithEvents } from "../sends/view.ts";
 import * as sends from "../sends/rest.ts";
 import * as webhooks from "../webhooks/rest.ts";
 import { BODY_LIMITS } from "./body.ts";
 import { tenantCall } from "./middleware.ts";
-import { problemResponse } from "./problem.ts";
+import { ID_PARAM, OPENAPI_PATH, openApiHandler, type RouteDoc } from "./openapi.ts";
+import { methodNotAllowed, problemResponse } from "./problem.ts";
 
 /** A route's handler: the caller, the bounded request, the path's parameters. */
 export type Handler = (deps: Deps, p: Principal, req: Request, params: Record<string, string>) => Promise<Response>;
@@ -27,7 +33,8 @@ function path(pattern: string): RegExp {
 
 /**
  * The REST routes: method, path pattern, handler; `idempotent` routes honour Idempotency-Key;
- * `maxBody` is the route's body limit in bytes (default `BODY_LIMITS.rest`).
+ * `maxBody` is the route's body limit in bytes (default `BODY_LIMITS.rest`); `doc` describes
+ * the route in `/api/v1/openapi.json` (rest/openapi.ts), which lists every route.
  */
 /** One REST route (see ROUTES). */
 export interface Route {
@@ -36,20 +43,51 @@ export interface Route {
   handler: Handler;
   idempotent?: boolean;
   maxBody?: number;
+  doc?: RouteDoc;
 }
 
-const ROUTES: Route[] = [
+/** Every REST route; openapi.json (rest/openapi.ts) is written from this list. */
+export const ROUTES: Route[] = [
   {
     method: "POST",
     pattern: path("/api/v1/sends"),
     handler: (d, p, r) => sends.postSend(d, p, r),
     idempotent: true,
     maxBody: BODY_LIMITS.send,
+    doc: {
+      tag: "Sends",
+      summary: "Send an email through a template, now or at `scheduledAt`",
+      description: "To one recipient (`to`: an address or a contact uuid), or with `segmentId` instead of `to` " +
+        "to every subscribed member of a segment (expanded by a job; answered with its batch).",
+      body: z.union([CreateSendInput, CreateSegmentSendInput]),
+      responses: {
+        202: {
+          description: "Accepted: the Send, or for a segment the batch that expands it",
+          schema: z.union([SendView, SegmentSendAccepted]),
+        },
+      },
+      problems: [
+        "template_not_found",
+        "contact_not_found",
+        "segment_not_found",
+        "domain_not_verified",
+        "sending_paused",
+        "quota_exceeded",
+      ],
+    },
   },
   {
     method: "GET",
     pattern: path("/api/v1/sends"),
     handler: (d, p, r) => sends.getSends(d, p, r),
+    doc: {
+      tag: "Sends",
+      summary: "List sends, newest first",
+      query: ListSendsInput,
+      responses: {
+        200: { description: "A page of sends; pass `nextCursor` as `cursor` for the next", schema: SendPage },
+      },
+    },
   },
   {
     method: "POST",
@@ -57,28 +95,68 @@ const ROUTES: Route[] = [
     handler: (d, p, r) => batches.postBatch(d, p, r),
     idempotent: true,
     maxBody: BODY_LIMITS.batch,
+    doc: {
+      tag: "Batches",
+      summary: "Send one template to 1–1,000 recipients, all or nothing",
+      description: "One bad recipient rejects the whole request, with its index in `errors` (`recipients.3.to`).",
+      body: CreateBatchInput,
+      responses: { 202: { description: "Accepted: the batch and each of its sends, in order", schema: BatchAccepted } },
+      problems: [
+        "batch_too_large",
+        "template_not_found",
+        "contact_not_found",
+        "domain_not_verified",
+        "sending_paused",
+        "quota_exceeded",
+      ],
+    },
   },
   {
     method: "GET",
     pattern: path("/api/v1/sends/:id"),
     handler: (d, p, _r, a) => sends.getSend(d, p, a.id),
+    doc: {
+      tag: "Sends",
+      summary: "A send with its events, oldest first",
+      params: ID_PARAM,
+      responses: { 200: { description: "The send", schema: SendWithEvents } },
+    },
   },
   {
     method: "POST",
     pattern: path("/api/v1/sends/:id/cancel"),
     handler: (d, p, _r, a) => sends.postCancel(d, p, a.id),
     idempotent: true,
+    doc: {
+      tag: "Sends",
+      summary: "Cancel a scheduled or queued send",
+      params: ID_PARAM,
+      responses: { 200: { description: "The send, now `cancelled`", schema: SendView } },
+      problems: ["not_cancellable"],
+    },
   },
   {
     method: "GET",
     pattern: path("/api/v1/batches/:id"),
     handler: (d, p, _r, a) => batches.getBatch(d, p, a.id),
+    doc: {
+      tag: "Batches",
+      summary: "A batch (or segment send) with its sends counted by status",
+      params: ID_PARAM,
+      responses: { 200: { description: "The batch", schema: BatchView } },
+    },
   },
   {
     method: "POST",
     pattern: path("/api/v1/batches/:id/cancel"),
     handler: (d, p, _r, a) => batches.postCancelBatch(d, p, a.id),
     idempotent: true,
+    doc: {
+      tag: "Batches",
+      summary: "Cancel every send of a batch that is still scheduled or queued",
+      params: ID_PARAM,
+      responses: { 200: { description: "The batch, and how many sends this call cancelled", schema: BatchCancelled } },
+    },
   },
   { method: "GET", pattern: path("/api/v1/webhooks"), handler: (d, p) => webhooks.getEndpoints(d, p) },
   { method: "POST", pattern: path("/api/v1/webhooks"), handler: (d, p, r) => webhooks.postEndpoint(d, p, r) },
@@ -104,20 +182,14 @@ const ROUTES: Route[] = [
  * is the per-key rate limiter, null when rate limits are off.
  */
 export function createRestRouter(deps: Deps, limiter: RateLimiter | null) {
+  const openapi = openApiHandler(ROUTES, deps.log);
   return async function rest(req: Request, url: URL): Promise<Response> {
     try {
+      if (url.pathname === OPENAPI_PATH) return openapi(req); // public: no key
       const candidates = ROUTES.filter((r) => r.pattern.test(url.pathname));
       if (candidates.length === 0) throw new AppError("not_found", `no route for ${url.pathname}`);
       const match = candidates.find((r) => r.method === req.method);
-      if (!match) {
-        const allow = candidates.map((r) => r.method).join(", ");
-        const res = problemResponse(
-          new AppError("method_not_allowed", `${req.method} is not allowed here; use ${allow}`),
-          deps.log,
-        );
-        res.headers.set("allow", allow);
-        return res;
-      }
+      if (!match) return methodNotAllowed(req.method, candidates.map((r) => r.method).join(", "), deps.log);
       const principal = await authenticate(deps, req.headers);
       if (!principal || principal.kind !== "tenant") {
         throw new AppError("unauthorized", "a valid API key is required (X-API-Key or Authorization: Bearer)");
