@@ -9,6 +9,7 @@ import { createGraphQLHandler } from "./graphql/http.ts";
 import { handleInbound } from "./inbound/webhook.ts";
 import * as tracking from "./events/tracking_http.ts";
 import { RateLimiter } from "./ratelimit.ts";
+import { DOCS_PATH, docsHandler } from "./rest/docs.ts";
 import { createHealthz } from "./rest/health.ts";
 import { problemResponse } from "./rest/problem.ts";
 import { createRestRouter } from "./rest/router.ts";
@@ -70,6 +71,10 @@ export function createApp(deps: Deps, opts: { healthOnly?: boolean; ready?: () =
       return await handleInbound(deps, req, url.pathname.endsWith("/ses") ? "ses" : "json");
     }
 
+    // The API reference (rest/docs.ts), from /api/v1/openapi.json (public, in the REST shim).
+    if (url.pathname === DOCS_PATH || url.pathname.startsWith(`${DOCS_PATH}/`)) {
+      return await docsHandler(req, url.pathname, deps.log);
+    }
     if (url.pathname.startsWith("/api/")) return await rest(req, url);
     return problemResponse(new AppError("not_found", `no route for ${url.pathname}`), deps.log);
   }
