@@ -1,10 +1,12 @@
 /**
- * The HTTP handler: composes `/healthz` (rest/health.ts), `/graphql` (graphql/http.ts), the
+ * The HTTP handler: composes `/healthz` (rest/health.ts), `/graphql` (graphql/http.ts) and
+ * GraphiQL's assets under `/graphql/assets/` (graphql/graphiql.ts), the
  * tracking endpoints (events/tracking_http.ts), the relays' inbound webhooks and the REST
  * shim under `/api/v1` (rest/router.ts, its middleware in rest/middleware.ts).
  */
 import type { Deps } from "./context.ts";
 import { AppError } from "./errors.ts";
+import { GRAPHIQL_ASSETS_PATH, graphiqlAsset } from "./graphql/graphiql.ts";
 import { createGraphQLHandler } from "./graphql/http.ts";
 import { handleInbound } from "./inbound/webhook.ts";
 import * as tracking from "./events/tracking_http.ts";
@@ -65,6 +67,8 @@ export function createApp(deps: Deps, opts: { healthOnly?: boolean; ready?: () =
     }
 
     if (url.pathname === "/graphql") return await graphql(req);
+    // GraphiQL's scripts, styles, fonts and workers: public, no key.
+    if (url.pathname.startsWith(GRAPHIQL_ASSETS_PATH)) return await graphiqlAsset(req, url.pathname);
 
     // Relays' bounce/complaint reports: authenticated by X-PP-Signature, not by an API key.
     if (url.pathname === "/api/v1/events/inbound" || url.pathname === "/api/v1/events/inbound/ses") {

@@ -11,6 +11,7 @@ import type { Deps, Principal } from "../context.ts";
 import { asAppError, UNAVAILABLE_RETRY_AFTER_S } from "../errors.ts";
 import type { RateLimiter } from "../ratelimit.ts";
 import type { GraphQLContext } from "./builder.ts";
+import { GRAPHIQL_OPTIONS, renderGraphiQL, useGraphiQLHeaders } from "./graphiql.ts";
 import { queryLimits } from "./limits.ts";
 import { schema } from "./schema.ts";
 
@@ -39,6 +40,9 @@ export function createGraphQL(deps: Deps, limiter: RateLimiter | null = null) {
     schema,
     graphqlEndpoint: "/graphql",
     landingPage: false,
+    // GraphiQL's page and assets from this origin (graphiql.ts), not yoga's default CDN page.
+    graphiql: GRAPHIQL_OPTIONS,
+    renderGraphiQL,
     // Same as REST: no CORS. GraphiQL is served from this origin; API keys belong on servers.
     cors: false,
     logging: false,
@@ -62,7 +66,7 @@ export function createGraphQL(deps: Deps, limiter: RateLimiter | null = null) {
     },
     context: ({ principal }) => ({ deps, principal }),
     // The limits come first: they refuse a document before graphql-jit's execute compiles it.
-    plugins: [...queryLimits(limiter), useGraphQlJit()],
+    plugins: [...queryLimits(limiter), useGraphQlJit(), useGraphiQLHeaders()],
     maskedErrors: {
       maskError(error) {
         const original = error instanceof GraphQLError ? error.originalError : error;
