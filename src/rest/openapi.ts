@@ -58,6 +58,13 @@ const EVERY_ROUTE: ErrorCode[] = ["unauthorized", "rate_limited", "internal", "u
 
 const REF = "#/components/schemas/";
 
+/** The formats of JSON Schema 2020-12 and the OpenAPI format registry. */
+const FORMATS = new Set([
+  ..."date-time date time duration email idn-email hostname idn-hostname ipv4 ipv6 uri uri-reference".split(" "),
+  ..."iri iri-reference uuid uri-template json-pointer relative-json-pointer regex".split(" "),
+  ..."int32 int64 float double password byte binary".split(" "),
+]);
+
 /**
  * A route's pattern (router.ts `path()`: `/api/v1/sends/:id` as `^\/api\/v1\/sends\/(?<id>[^\/]+)$`)
  * as an OpenAPI path (`/api/v1/sends/{id}`) and its parameter names.
@@ -93,6 +100,11 @@ function schemaWriter(schemas: z.ZodType[]): { ref: (s: z.ZodType) => Json; comp
   const all = z.toJSONSchema(z.object(Object.fromEntries(unique.map((s, i) => [`s${i}`, s]))), {
     io: "input",
     target: "draft-2020-12",
+    // zod names some checks as formats of its own (`starts_with`, `includes`, …), each with its pattern:
+    // the pattern says it, and validators refuse formats they do not know.
+    override: ({ jsonSchema }) => {
+      if (typeof jsonSchema.format === "string" && !FORMATS.has(jsonSchema.format)) delete jsonSchema.format;
+    },
   }) as Json;
   const relink = (v: Json): Json => JSON.parse(JSON.stringify(v).replaceAll('"#/$defs/', `"${REF}`));
   const components = relink(all.$defs ?? {});

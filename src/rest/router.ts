@@ -13,6 +13,8 @@ import { CreateBatchInput, CreateSegmentSendInput } from "../batches/inputs.ts";
 import { BatchAccepted, BatchCancelled, BatchView, SegmentSendAccepted } from "../batches/view.ts";
 import { CreateSendInput, ListSendsInput } from "../sends/inputs.ts";
 import { SendPage, SendView, SendWithEvents } from "../sends/view.ts";
+import { CreateWebhookEndpointInput, UpdateWebhookEndpointInput } from "../webhooks/inputs.ts";
+import { WebhookEndpointCreated, WebhookEndpointJson, WebhookEndpointList } from "../webhooks/view.ts";
 import * as sends from "../sends/rest.ts";
 import * as webhooks from "../webhooks/rest.ts";
 import { BODY_LIMITS } from "./body.ts";
@@ -158,22 +160,62 @@ export const ROUTES: Route[] = [
       responses: { 200: { description: "The batch, and how many sends this call cancelled", schema: BatchCancelled } },
     },
   },
-  { method: "GET", pattern: path("/api/v1/webhooks"), handler: (d, p) => webhooks.getEndpoints(d, p) },
-  { method: "POST", pattern: path("/api/v1/webhooks"), handler: (d, p, r) => webhooks.postEndpoint(d, p, r) },
+  {
+    method: "GET",
+    pattern: path("/api/v1/webhooks"),
+    handler: (d, p) => webhooks.getEndpoints(d, p),
+    doc: {
+      tag: "Webhooks",
+      summary: "The account's webhook endpoints",
+      responses: { 200: { description: "Every endpoint", schema: WebhookEndpointList } },
+    },
+  },
+  {
+    method: "POST",
+    pattern: path("/api/v1/webhooks"),
+    handler: (d, p, r) => webhooks.postEndpoint(d, p, r),
+    doc: {
+      tag: "Webhooks",
+      summary: "Add an endpoint that every event (or the listed `eventTypes`) is POSTed to",
+      description: "Signed as Standard Webhooks with the `secret` answered here, and only here. A URL that " +
+        "resolves to a loopback, private or link-local address is refused (422).",
+      body: CreateWebhookEndpointInput,
+      responses: { 201: { description: "The endpoint and its secret", schema: WebhookEndpointCreated } },
+    },
+  },
   {
     method: "GET",
     pattern: path("/api/v1/webhooks/:id"),
     handler: (d, p, _r, a) => webhooks.getEndpoint(d, p, a.id),
+    doc: {
+      tag: "Webhooks",
+      summary: "A webhook endpoint",
+      params: ID_PARAM,
+      responses: { 200: { description: "The endpoint", schema: WebhookEndpointJson } },
+    },
   },
   {
     method: "PATCH",
     pattern: path("/api/v1/webhooks/:id"),
     handler: (d, p, r, a) => webhooks.patchEndpoint(d, p, r, a.id),
+    doc: {
+      tag: "Webhooks",
+      summary: "Change an endpoint's URL, event types, description, or enable it again",
+      params: ID_PARAM,
+      body: UpdateWebhookEndpointInput,
+      responses: { 200: { description: "The endpoint", schema: WebhookEndpointJson } },
+    },
   },
   {
     method: "DELETE",
     pattern: path("/api/v1/webhooks/:id"),
     handler: (d, p, _r, a) => webhooks.deleteEndpoint(d, p, a.id),
+    doc: {
+      tag: "Webhooks",
+      summary: "Remove an endpoint",
+      params: ID_PARAM,
+      responses: { 204: { description: "Removed" } },
+    },
   },
 ];
 

@@ -5,24 +5,29 @@
 import type { Deps, Principal } from "../context.ts";
 import { json, readJson } from "../rest/problem.ts";
 import * as service from "./service.ts";
-import { endpointView } from "./view.ts";
+import {
+  endpointView,
+  type WebhookEndpointCreated,
+  type WebhookEndpointJson,
+  type WebhookEndpointList,
+} from "./view.ts";
 import type { EndpointRow } from "./repo.ts";
 
 /** An endpoint as REST shows it. */
-export function endpointJson(e: EndpointRow) {
+export function endpointJson(e: EndpointRow): WebhookEndpointJson {
   const v = endpointView(e);
-  return { ...v, eventTypes: v.eventTypes.map((t) => `email.${t}`) };
+  return { ...v, eventTypes: v.eventTypes.map((t) => `email.${t}` as const) };
 }
 
 /** GET /api/v1/webhooks → 200 {data: [...]}. */
 export async function getEndpoints(deps: Deps, p: Principal): Promise<Response> {
-  return json({ data: (await service.listEndpoints(deps, p)).map(endpointJson) });
+  return json({ data: (await service.listEndpoints(deps, p)).map(endpointJson) } satisfies WebhookEndpointList);
 }
 
 /** POST /api/v1/webhooks → 201 the endpoint with its `secret` (shown once). */
 export async function postEndpoint(deps: Deps, p: Principal, req: Request): Promise<Response> {
   const { endpoint, secret } = await service.createEndpoint(deps, p, await readJson(req));
-  return json({ ...endpointJson(endpoint), secret }, 201);
+  return json({ ...endpointJson(endpoint), secret } satisfies WebhookEndpointCreated, 201);
 }
 
 /** GET /api/v1/webhooks/:id → 200 the endpoint. */

@@ -1,19 +1,45 @@
-/** Webhook endpoints and deliveries as both transports show them (API.md field names). */
-import type { EventType, WebhookDeliveryStatus } from "../db/tables.ts";
+/**
+ * Webhook endpoints and deliveries as both transports show them (API.md field names). An
+ * endpoint's shapes are zod schemas: the types (`z.infer`) and, through src/rest/openapi.ts,
+ * the REST answers' schemas in openapi.json.
+ */
+import { z } from "zod";
+import { EVENT_TYPES, type EventType, type WebhookDeliveryStatus } from "../db/tables.ts";
+import { Timestamp } from "../sends/view.ts";
 import type { DeliveryRow, EndpointRow } from "./repo.ts";
 
 /** An endpoint; `eventTypes` are the email event types (REST shows them as `email.<type>`). */
-export interface EndpointView {
-  id: string;
-  url: string;
-  description: string | null;
-  eventTypes: EventType[];
-  enabled: boolean;
-  /** Why it was disabled (after failing for 5 days), while it is. */
-  disabledReason: string | null;
-  createdAt: Date;
-  updatedAt: Date;
-}
+export const EndpointView = z.strictObject({
+  id: z.uuid(),
+  url: z.string(),
+  description: z.string().nullable(),
+  eventTypes: z.array(z.enum(EVENT_TYPES)).describe("Empty: every type."),
+  enabled: z.boolean(),
+  disabledReason: z.string().nullable().describe("Why it was disabled (after failing for 5 days), while it is."),
+  createdAt: Timestamp,
+  updatedAt: Timestamp,
+});
+export type EndpointView = z.infer<typeof EndpointView>;
+
+const EMAIL_TYPES = EVENT_TYPES.map((t) => `email.${t}` as const);
+
+/** An endpoint as REST shows it: event types as `email.delivered`. */
+export const WebhookEndpointJson = EndpointView.extend({
+  eventTypes: z.array(z.enum(EMAIL_TYPES as [`email.${EventType}`, ...`email.${EventType}`[]]))
+    .describe("Empty: every type."),
+}).meta({ id: "WebhookEndpoint" });
+export type WebhookEndpointJson = z.infer<typeof WebhookEndpointJson>;
+
+/** `POST /api/v1/webhooks`: the new endpoint with its signing secret, shown this once. */
+export const WebhookEndpointCreated = WebhookEndpointJson.extend({
+  secret: z.string().startsWith("whsec_").describe("`whsec_` + base64: verify deliveries with it (Standard Webhooks)."),
+}).meta({ id: "WebhookEndpointCreated" });
+export type WebhookEndpointCreated = z.infer<typeof WebhookEndpointCreated>;
+
+/** `GET /api/v1/webhooks`: the account's endpoints. */
+export const WebhookEndpointList = z.strictObject({ data: z.array(WebhookEndpointJson) })
+  .meta({ id: "WebhookEndpointList" });
+export type WebhookEndpointList = z.infer<typeof WebhookEndpointList>;
 
 export function endpointView(e: EndpointRow): EndpointView {
   return {
