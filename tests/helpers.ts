@@ -220,10 +220,11 @@ export interface Stack {
 
 /**
  * Starts the whole service on a fresh database (or `databaseUrl`, which the caller owns) with
- * an SMTP sink as SMTP_URL (unless `smtp: false`).
+ * an SMTP sink as SMTP_URL (unless `smtp: false`). With `openapi: true` (or PP_TEST_OPENAPI=1)
+ * every `api` answer is checked against the service's /api/v1/openapi.json (tests/openapi_check.ts).
  */
 export async function startStack(
-  opts: { smtp?: boolean; env?: Record<string, string>; databaseUrl?: string } = {},
+  opts: { smtp?: boolean; env?: Record<string, string>; databaseUrl?: string; openapi?: boolean } = {},
 ): Promise<Stack> {
   const databaseUrl = opts.databaseUrl ?? await freshDatabase();
   const sink = await startSmtpSink();
@@ -243,6 +244,7 @@ export async function startStack(
   pool.on("error", () => {}); // idle clients closing at the end of a test are not failures
   const url = service.url;
 
+  let openapi: Promise<{ check(method: string, path: string, answer: JsonResponse): void }> | undefined;
   const api: Stack["api"] = async (method, path, o = {}) => {
     const headers = new Headers(o.headers);
     if (o.key) headers.set("x-api-key", o.key);
@@ -257,7 +259,12 @@ export async function startStack(
     try {
       parsed = JSON.parse(text);
     } catch { /* not JSON */ }
-    return { status: res.status, headers: res.headers, body: parsed };
+    const answer = { status: res.status, headers: res.headers, body: parsed };
+    if (opts.openapi ?? Deno.env.get("PP_TEST_OPENAPI") === "1") {
+      openapi ??= import("./openapi_check.ts").then((m) => m.openApiChecker(url));
+      (await openapi).check(method, path, answer);
+    }
+    return answer;
   };
 
   const gql: Stack["gql"] = async (query, variables = {}, token) => {
