@@ -2,7 +2,8 @@
  * The HTTP handler: composes `/healthz` (rest/health.ts), `/graphql` (graphql/http.ts) and
  * GraphiQL's assets under `/graphql/assets/` (graphql/graphiql.ts), the
  * tracking endpoints (events/tracking_http.ts), the relays' inbound webhooks and the REST
- * shim under `/api/v1` (rest/router.ts, its middleware in rest/middleware.ts).
+ * shim under `/api/v1` (rest/router.ts, its middleware in rest/middleware.ts), and `/metrics`
+ * (metrics/rest.ts); rest/observe.ts wraps it all (X-Request-Id, the HTTP metrics).
  */
 import type { Deps } from "./context.ts";
 import { AppError } from "./errors.ts";
@@ -15,6 +16,8 @@ import { DOCS_PATH, docsHandler } from "./rest/docs.ts";
 import { createHealthz } from "./rest/health.ts";
 import { problemResponse } from "./rest/problem.ts";
 import { createRestRouter } from "./rest/router.ts";
+import { createMetricsEndpoint } from "./metrics/rest.ts";
+import { observe } from "./rest/observe.ts";
 
 /** The HTTP handler; `info` (from Deno.serve) gives the client's address to tracking. */
 export interface App {
@@ -34,10 +37,13 @@ export function createApp(deps: Deps, opts: { healthOnly?: boolean; ready?: () =
   const healthz = createHealthz(deps, opts.ready);
   const graphql = createGraphQLHandler(deps, limiter);
   const rest = createRestRouter(deps, limiter);
+  const metrics = createMetricsEndpoint(deps);
 
   async function handle(req: Request, info?: Deno.ServeHandlerInfo): Promise<Response> {
     const url = new URL(req.url);
     if (url.pathname === "/healthz") return await healthz();
+    // Every role: each process exposes its own counters. Before the REST shim: no tenant rate limit.
+    if (url.pathname === "/metrics") return await metrics(req);
     if (opts.healthOnly) {
       return problemResponse(new AppError("not_found", "this process runs the worker only"), deps.log);
     }
@@ -83,5 +89,6 @@ export function createApp(deps: Deps, opts: { healthOnly?: boolean; ready?: () =
     return problemResponse(new AppError("not_found", `no route for ${url.pathname}`), deps.log);
   }
 
-  return { fetch: handle };
+  // X-Request-Id on every answer and its log lines, and the HTTP metrics (rest/observe.ts).
+  return { fetch: observe(deps.log, handle) };
 }

@@ -115,7 +115,7 @@ export function countWebhookAttempt(outcome: WebhookOutcome): void {
 
 /**
  * Webhook deliveries waiting for an attempt (`pending`), database-wide. Set at scrape time
- * by a collector the webhooks domain registers ({@link registerCollector}); absent until then.
+ * by a collector the webhooks domain registers ({@link registerCollector}); 0 until it does.
  */
 export const webhookBacklog = new Gauge({
   name: "pp_webhook_backlog",
