@@ -351,7 +351,7 @@ Deno.test("/docs: the reference page and its assets, all from this origin, under
       for (const d of ["default-src 'none'", "script-src 'self'", "connect-src 'self'", "font-src 'self'"]) {
         assert(csp.includes(d), `CSP has ${d}: ${csp}`);
       }
-      assert(!/https?:|\/\/[a-z]/i.test(csp), `CSP names no other origin: ${csp}`);
+      assert(!/https?:|\/\/[a-z]|data:|blob:|\*/i.test(csp), `CSP names no other origin, data: or blob:: ${csp}`);
       const html = await res.text();
       assert(!/<script>/.test(html) && !/ on\w+=/.test(html), "no inline script");
       const urls = [...html.matchAll(/(?:src|href)="([^"]+)"/g)].map((m) => m[1]);
@@ -365,7 +365,18 @@ Deno.test("/docs: the reference page and its assets, all from this origin, under
         assertMatch(asset.headers.get("cache-control") ?? "", /immutable/, u);
         const text = await asset.text();
         if (u.endsWith(".css")) {
-          assert(!/@import|url\(\s*["']?(https?:)?\/\//.test(text), `${u} loads nothing from elsewhere`);
+          assert(!/@import|data:/.test(text), `${u} imports nothing and has no data: URL`);
+          // Each picture of the style sheet is a file beside it.
+          const pictures = [...text.matchAll(/url\("([^"]+)"\)/g)].map((m) => new URL(m[1], stack.url + u));
+          assert(pictures.length > 0, "the style sheet's pictures");
+          for (const p of pictures) {
+            assertEquals(p.origin, new URL(stack.url).origin, p.href);
+            const picture = await fetch(p);
+            assertEquals(picture.status, 200, p.href);
+            assertMatch(picture.headers.get("content-type") ?? "", /^image\/(svg\+xml|png|jpeg)$/, p.href);
+            await picture.body?.cancel();
+          }
+          assert(![...text.matchAll(/url\(\s*([^)]*)\)/g)].some((m) => /^["']?(https?:)?\/\//.test(m[1])), u);
         }
         if (u.endsWith(".js")) assert(!/fonts\.(googleapis|gstatic)\.com/.test(text), `${u} loads no web fonts`);
       }

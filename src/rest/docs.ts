@@ -4,7 +4,9 @@
  * under `/docs/assets/<version>/`. No third-party origin: the bundle loads no fonts (its style
  * names system fonts only) and its online validator badge (validator.swagger.io) is off
  * (`validatorUrl: null`); the page's Content-Security-Policy allows this origin only, and no
- * inline script (the page's setup is the served `init.js`).
+ * inline script (the page's setup is the served `init.js`). The style sheet's pictures are
+ * `data:` URLs; each is served as a file of its own, so the page asks for nothing but this
+ * origin and the policy needs no `data:`.
  *
  * Why Swagger UI: redoc 2 always shows its logo from cdn.redoc.ly, redoc 3 sends telemetry
  * to otel.cloud.redocly.com, and RapiDoc loads Google fonts unless told not to.
@@ -19,15 +21,14 @@ import { methodNotAllowed, problemResponse } from "./problem.ts";
 export const DOCS_PATH = "/docs";
 
 /**
- * The page's policy. Swagger UI sets styles from script (`style-src 'unsafe-inline'`); the
- * pictures of its style sheet are `data:` URLs. A `new Function` probe in the bundle falls back
- * when `unsafe-eval` is refused.
+ * The page's policy. Swagger UI sets styles from script (`style-src 'unsafe-inline'`). A `new
+ * Function` probe in the bundle falls back when `unsafe-eval` is refused.
  */
 export const DOCS_CSP = [
   "default-src 'none'",
   "script-src 'self'",
   "style-src 'self' 'unsafe-inline'",
-  "img-src 'self' data:",
+  "img-src 'self'",
   "font-src 'self'",
   "connect-src 'self'",
   "base-uri 'none'",
@@ -52,13 +53,35 @@ window.ui = SwaggerUIBundle({
 
 const FILES = {
   "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
-  "swagger-ui.css": "text/css; charset=utf-8",
   "favicon-32x32.png": "image/png",
 } as const;
 
 interface Assets {
   version: string;
   files: Map<string, { body: Uint8Array<ArrayBuffer> | string; type: string }>;
+}
+
+/** A `url(…)` of a style sheet: double-quoted, single-quoted (both with CSS escapes) or bare. */
+const CSS_URL = /url\(\s*(?:"((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)'|([^)\s"']*))\s*\)/g;
+const EXT: Record<string, string> = { "image/svg+xml": "svg", "image/png": "png", "image/jpeg": "jpg" };
+
+/**
+ * The style sheet with each `data:` picture moved to a file of `files` (`image-<n>.<ext>`, beside
+ * it, so the URL is relative); fetch() decodes a data: URL, base64 or percent-encoded.
+ */
+async function withoutDataUrls(css: string, files: Assets["files"]): Promise<string> {
+  const moved = new Map<string, string>();
+  for (const m of css.matchAll(CSS_URL)) {
+    const url = (m[1] ?? m[2] ?? m[3]).replace(/\\(.)/g, "$1");
+    if (!url.startsWith("data:") || moved.has(m[0])) continue;
+    const res = await fetch(url);
+    const type = res.headers.get("content-type")?.split(";")[0] ?? "";
+    if (!EXT[type]) throw new Error(`swagger-ui.css has a data: URL of type ${type}`);
+    const name = `image-${moved.size + 1}.${EXT[type]}`;
+    files.set(name, { body: await res.bytes(), type });
+    moved.set(m[0], `url("${name}")`);
+  }
+  return css.replace(CSS_URL, (m) => moved.get(m) ?? m);
 }
 
 let loading: Promise<Assets> | null = null;
@@ -72,6 +95,8 @@ function assets(): Promise<Assets> {
     for (const [name, type] of Object.entries(FILES)) {
       files.set(name, { body: await Deno.readFile(`${dir}/${name}`), type });
     }
+    const css = await withoutDataUrls(await Deno.readTextFile(`${dir}/swagger-ui.css`), files);
+    files.set("swagger-ui.css", { body: css, type: "text/css; charset=utf-8" });
     files.set("init.js", { body: INIT_JS, type: "text/javascript; charset=utf-8" });
     return { version: String(version), files };
   })().catch((err) => {
