@@ -1,7 +1,8 @@
 /**
  * A real browser: Debian's Chromium (`/usr/bin/chromium`, installed by .ci/run) driven by
  * puppeteer-core. GraphiQL loads with every request on the service's own origin and no CSP
- * error, and a query typed in it with an `X-API-Key` header returns the account.
+ * error, and a query typed in it with an `X-API-Key` header returns the account; `/docs` loads
+ * the same way and shows every operation of openapi.json.
  *
  * Two records of where a page went: every request it makes (puppeteer's `request` events), and
  * a proxy that the pages' browser context sends everything not for loopback to, which records
@@ -252,6 +253,30 @@ Deno.test(
           assertEquals(tab.proxied, [], "nothing left loopback");
           const csp = tab.errors.filter((e) => /content.security.policy/i.test(e));
           assertEquals(csp, [], "no CSP errors while typing and running");
+        }),
+      );
+
+      await t.step(
+        "/docs loads from our origin only and shows every operation of /api/v1/openapi.json",
+        shootOnFailure("docs-load", async () => {
+          const response = await assertSameOrigin(tab, `${stack.url}/docs`);
+          assertMatch(response.headers()["content-security-policy"] ?? "", /(^|; )script-src 'self'(;|$)/);
+          await page.waitForSelector(".opblock .opblock-summary-path");
+          const shown = await page.$$eval(
+            ".opblock",
+            (blocks) =>
+              blocks.map((b) =>
+                `${b.querySelector(".opblock-summary-method")?.textContent} ${
+                  b.querySelector(".opblock-summary-path")?.getAttribute("data-path")
+                }`
+              ),
+          );
+          const doc = await (await fetch(`${stack.url}/api/v1/openapi.json`)).json();
+          const operations = Object.entries<Record<string, unknown>>(doc.paths)
+            .flatMap(([path, ops]) => Object.keys(ops).map((method) => `${method.toUpperCase()} ${path}`));
+          assertEquals(shown.sort(), operations.sort());
+          const assets = tab.requests.map((r) => new URL(r).pathname).filter((p) => p.startsWith("/docs/assets/"));
+          assert(assets.some((p) => p.endsWith(".css")) && assets.some((p) => p.endsWith(".js")), `${assets}`);
         }),
       );
     } finally {
