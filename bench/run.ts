@@ -12,7 +12,7 @@
  *
  * Options:
  * - `--quick`: every phase shortened (≤ 90 s in all);
- * - `--only drain,tracking`: just these scenarios (accept, batch, lateness, drain, jobs,
+ * - `--only drain,tracking`: just these scenarios (accept, batch, lateness, drain, webhooks, jobs,
  *   latency, tracking, graphql), in the usual order;
  * - `--profile <dir>`: the service writes a V8 CPU profile there when it stops (Deno's --cpu-prof);
  * - `--workers N`: N more service processes with PP_ROLE=worker beside the first (horizontal scaling).
@@ -27,6 +27,7 @@ import { batchAccept } from "./scenarios/batch.ts";
 import { scheduleLateness } from "./scenarios/lateness.ts";
 import { deliveryDrain } from "./scenarios/drain.ts";
 import { jobOverhead } from "./scenarios/jobs.ts";
+import { webhooks } from "./scenarios/webhooks.ts";
 import { latency } from "./scenarios/latency.ts";
 import { tracking } from "./scenarios/tracking.ts";
 import { graphqlVsRest } from "./scenarios/graphql.ts";
@@ -68,6 +69,7 @@ if (want("drain")) {
   Object.assign(scenarios, drain.rows);
   drainRate = drain.rate;
 }
+if (want("webhooks")) Object.assign(scenarios, await webhooks(b, drainRate));
 if (want("jobs")) Object.assign(scenarios, await jobOverhead(b, drainRate));
 if (want("latency")) Object.assign(scenarios, await latency(b));
 if (want("tracking")) Object.assign(scenarios, await tracking(b));

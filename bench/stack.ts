@@ -92,6 +92,8 @@ export async function startStack(sizes: Sizes, opts: StackOptions): Promise<{ be
     PP_LOG_LEVEL: "warn",
     // The load is one API key at full speed: the per-key limit would measure itself.
     PP_RATE_LIMIT: "1000000:1000000",
+    // The webhooks scenario's receiver listens on loopback.
+    PP_WEBHOOK_ALLOW_PRIVATE: "true",
     // Tuning under test may be given to the bench (PP_WORKER_CONCURRENCY=… deno task bench).
     ...opts.tunables,
   };

@@ -12,7 +12,9 @@
  *   with a `tcp` transport: the URL's host still names the site, for Host and TLS). Redirects
  *   are never followed. (node:http's keep-alive agent was not used: under Deno it sent a
  *   POST again when an attempt on a reused connection was cut at its timeout.)
- * - A throw (the database gone mid-attempt) leaves the job to graphile-worker's retries.
+ * - A job carries one delivery, or a group queued together (migration 0011), posted
+ *   GROUP_PARALLEL at a time. A throw (the database gone mid-attempt) leaves the job to
+ *   graphile-worker's retries; a retried group skips what is no longer pending.
  */
 import type { Task } from "graphile-worker";
 import { LRUCache } from "lru-cache";
@@ -23,11 +25,14 @@ import { countWebhookAttempt, type WebhookOutcome } from "../metrics/metrics.ts"
 import { AddressNotAllowed, addressToDial } from "./address.ts";
 import { DispatchWebhookPayload } from "./inputs.ts";
 import * as repo from "./repo.ts";
+import { GroupCommit } from "../db/group_commit.ts";
 
 /** Seconds before each retry (API.md): 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h; 8 attempts in all. */
 export const RETRY_DELAYS_S = [5, 300, 1800, 7200, 18_000, 36_000, 36_000];
 /** Bytes of an answer kept with its attempt. */
 const KEPT_BODY = 1024;
+/** Deliveries of one grouped job in flight at once. */
+const GROUP_PARALLEL = 10;
 /** How long the secret before a rotation keeps being signed with. */
 const ROTATION_OVERLAP_MS = 24 * 3600_000;
 
@@ -100,34 +105,42 @@ async function post(
   }
 }
 
+/** Signers by sealed secret (a rotation seals a new one, so an entry never goes stale): decrypting is not free. */
+const signers = new LRUCache<string, Webhook>({ max: 1_000 });
+
 /** The `webhook-signature` value: `v1,…` with the current secret, and the previous one during the overlap. */
-function signature(
-  deps: Deps,
-  d: NonNullable<Awaited<ReturnType<typeof repo.deliveryToDispatch>>>,
-  msgId: string,
-  at: Date,
-  body: string,
-) {
-  const secrets = [d.secret_enc];
+function signature(deps: Deps, d: repo.DeliveryToDispatch, msgId: string, at: Date, body: string): string {
+  const sealed = [d.secret_enc];
   if (d.previous_secret_enc && d.rotated_at && Date.now() - d.rotated_at.getTime() < ROTATION_OVERLAP_MS) {
-    secrets.push(d.previous_secret_enc);
+    sealed.push(d.previous_secret_enc);
   }
-  return secrets.map((enc) => new Webhook(decryptSecret(deps.secrets.secret, enc)).sign(msgId, at, body)).join(" ");
+  return sealed.map((enc) => {
+    let signer = signers.get(enc);
+    if (!signer) signers.set(enc, signer = new Webhook(decryptSecret(deps.secrets.secret, enc)));
+    return signer.sign(msgId, at, body);
+  }).join(" ");
 }
 
 /** Builds the `dispatch_webhook` task for a process. */
 export function dispatchWebhookTask(deps: Deps): Task {
   const postOpts = { timeoutMs: deps.config.webhookTimeoutMs, allowPrivate: deps.config.webhookAllowPrivate };
-  return async (payload) => {
-    const { deliveryId } = DispatchWebhookPayload.parse(payload);
-    const d = await repo.deliveryToDispatch(deps.db, deliveryId);
+  // The loads and outcomes of the attempts running at once are read and written in groups
+  // (one statement each, GroupCommit): a transaction per attempt held the backlog behind the drain.
+  const loads = new GroupCommit<string, repo.DeliveryToDispatch | undefined>(async (ids) => {
+    const found = await repo.deliveriesToDispatch(deps.db, ids);
+    return ids.map((id) => found.get(id));
+  });
+  const outcomes = new GroupCommit<repo.AttemptOutcome, boolean>((os) => repo.recordAttempts(deps.db, os));
+  /** One attempt of one delivery, its outcome recorded (with the next attempt's job when it failed). */
+  async function dispatch(deliveryId: string): Promise<void> {
+    const d = await loads.add(deliveryId);
     if (!d || d.status !== "pending") return; // deleted, or done (a redelivery raced it)
     if (!d.enabled) {
       await repo.failDelivery(deps.db, d.id);
       return;
     }
     const url = new URL(d.url);
-    const body = JSON.stringify(d.payload);
+    const body = d.body;
     const msgId = `msg_${d.id}`;
     const at = new Date();
     const headers = {
@@ -145,7 +158,7 @@ export function dispatchWebhookTask(deps: Deps): Task {
     const attempt = d.attempts + 1;
     const delay = RETRY_DELAYS_S[attempt - 1];
     const nextAttemptAt = ok || delay === undefined ? null : new Date(Date.now() + delay * 1000);
-    const { disabled } = await repo.recordAttempt(deps.db, {
+    const disabled = await outcomes.add({
       deliveryId: d.id,
       endpointId: d.endpoint_id,
       ok,
@@ -159,5 +172,15 @@ export function dispatchWebhookTask(deps: Deps): Task {
     if (ok) deps.log.debug("webhook delivered", facts);
     else deps.log.info("webhook attempt failed", { ...facts, err: r.error, retryAt: nextAttemptAt?.toISOString() });
     if (disabled) deps.log.warn("webhook endpoint disabled after failing for 5 days", { endpointId: d.endpoint_id });
+  }
+
+  return async (payload) => {
+    const p = DispatchWebhookPayload.parse(payload);
+    const ids = "deliveryId" in p ? [p.deliveryId] : p.deliveryIds;
+    // A group's deliveries a few at a time: each waits on its receiver, not on the others.
+    let next = 0;
+    await Promise.all(Array.from({ length: Math.min(GROUP_PARALLEL, ids.length) }, async () => {
+      while (next < ids.length) await dispatch(ids[next++]);
+    }));
   };
 }

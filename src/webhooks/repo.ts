@@ -58,11 +58,14 @@ export function rotateSecret(db: Kysely<Database>, accountId: string, id: string
     .where("account_id", "=", accountId).where("id", "=", id).returningAll().executeTakeFirst();
 }
 
-/** Queues a delivery's `dispatch_webhook` job under its key (`webhook:<id>`), at `runAt` (null: now). */
+/**
+ * Queues a delivery's `dispatch_webhook` job under its key (`webhook:<id>`), at `runAt` (null:
+ * now), at priority -1 like every webhook job (ahead of a backlog of deliveries; migration 0011).
+ */
 async function addDispatchJob(db: Kysely<Database>, deliveryId: string, runAt: Date | null): Promise<void> {
   await sql`select graphile_worker.add_job('dispatch_webhook', json_build_object('deliveryId', ${deliveryId}::text),
     run_at := coalesce(${runAt}::timestamptz, now()), max_attempts := 3::smallint,
-    job_key := 'webhook:' || ${deliveryId}::text)`.execute(db);
+    job_key := 'webhook:' || ${deliveryId}::text, priority := -1)`.execute(db);
 }
 
 /** Adds a delivery that no event made (`webhook.test`) and queues it, in one transaction. */
@@ -84,23 +87,31 @@ export function redeliver(db: Kysely<Database>, accountId: string, deliveryId: s
   });
 }
 
-/** A delivery with what sending it needs of its endpoint. */
-export function deliveryToDispatch(db: Kysely<Database>, id: string) {
-  return db.selectFrom("webhook_deliveries as d").innerJoin("webhook_endpoints as e", "e.id", "d.endpoint_id")
+/** Deliveries with what sending them needs of their endpoints, by id (missing ids: deleted). */
+export async function deliveriesToDispatch(db: Kysely<Database>, ids: string[]) {
+  const rows = await db.selectFrom("webhook_deliveries as d").innerJoin(
+    "webhook_endpoints as e",
+    "e.id",
+    "d.endpoint_id",
+  )
     .select([
       "d.id",
       "d.endpoint_id",
       "d.status",
       "d.attempts",
-      "d.payload",
+      // The body as stored: sent as it is, not parsed and written again.
+      sql<string>`d.payload::text`.as("body"),
       "e.url",
       "e.enabled",
       "e.secret_enc",
       "e.previous_secret_enc",
       "e.rotated_at",
+      "e.failing_since",
     ])
-    .where("d.id", "=", id).executeTakeFirst();
+    .where("d.id", "in", ids).execute();
+  return new Map(rows.map((r) => [r.id, r]));
 }
+export type DeliveryToDispatch = NonNullable<ReturnType<Awaited<ReturnType<typeof deliveriesToDispatch>>["get"]>>;
 
 /** What one POST of a delivery got. */
 export interface AttemptOutcome {
@@ -116,52 +127,62 @@ export interface AttemptOutcome {
 }
 
 /**
- * Records an attempt in one transaction: the attempt row, the delivery's state, the endpoint's
- * run of failures (a success ends it; failing for DISABLE_AFTER disables the endpoint), and
- * the next attempt's job. Returns whether this attempt disabled the endpoint.
+ * Records attempts set-wise in one transaction: their attempt rows, their deliveries' state,
+ * their endpoints' runs of failures (a success ends one; failing for DISABLE_AFTER disables
+ * the endpoint and ends the delivery) and the next attempts' jobs. Returns, per outcome in
+ * order, whether it disabled its endpoint.
  */
-export function recordAttempt(db: Kysely<Database>, o: AttemptOutcome): Promise<{ disabled: boolean }> {
+export function recordAttempts(db: Kysely<Database>, outcomes: AttemptOutcome[]): Promise<boolean[]> {
+  const col = <K extends keyof AttemptOutcome>(k: K) => outcomes.map((o) => o[k]);
   return db.transaction().execute(async (trx) => {
-    await trx.insertInto("webhook_attempts").values({
-      delivery_id: o.deliveryId,
-      response_status: o.responseStatus,
-      response_body: o.responseBody,
-      error: o.error,
-      duration_ms: o.durationMs,
-    }).execute();
-    await trx.updateTable("webhook_deliveries").set({
-      status: o.ok ? "succeeded" : o.nextAttemptAt ? "pending" : "failed",
-      attempts: sql`attempts + 1`,
-      response_status: o.responseStatus,
-      last_attempt_at: sql`now()`,
-      next_attempt_at: o.nextAttemptAt,
-    }).where("id", "=", o.deliveryId).execute();
-    let disabled = false;
-    if (o.ok) {
+    await sql`insert into webhook_attempts (delivery_id, response_status, response_body, error, duration_ms)
+      select * from unnest(${col("deliveryId")}::uuid[], ${col("responseStatus")}::int[], ${
+      col("responseBody")
+    }::text[],
+        ${col("error")}::text[], ${col("durationMs")}::int[])`.execute(trx);
+    await sql`update webhook_deliveries d set
+        status = case when u.ok then 'succeeded' when u.next_at is not null then 'pending' else 'failed' end,
+        attempts = d.attempts + 1, response_status = u.status, last_attempt_at = now(), next_attempt_at = u.next_at
+      from unnest(${col("deliveryId")}::uuid[], ${col("ok")}::bool[], ${col("responseStatus")}::int[],
+        ${col("nextAttemptAt")}::timestamptz[]) as u(id, ok, status, next_at)
+      where d.id = u.id`.execute(trx);
+    const okEndpoints = [...new Set(outcomes.filter((o) => o.ok).map((o) => o.endpointId))];
+    const failedEndpoints = [...new Set(outcomes.filter((o) => !o.ok).map((o) => o.endpointId))];
+    if (okEndpoints.length) {
       await trx.updateTable("webhook_endpoints").set({ failing_since: null })
-        .where("id", "=", o.endpointId).where("failing_since", "is not", null).execute();
-    } else {
+        .where("id", "in", okEndpoints).where("failing_since", "is not", null).execute();
+    }
+    let disabled = new Set<string>();
+    if (failedEndpoints.length) {
       await trx.updateTable("webhook_endpoints").set({ failing_since: sql`coalesce(failing_since, now())` })
-        .where("id", "=", o.endpointId).execute();
-      const r = await trx.updateTable("webhook_endpoints")
+        .where("id", "in", failedEndpoints).where("failing_since", "is", null).execute();
+      const off = await trx.updateTable("webhook_endpoints")
         .set({
           enabled: false,
           disabled_reason: sql`'every attempt failed since ' || to_char(failing_since at time zone 'UTC',
             'YYYY-MM-DD"T"HH24:MI:SS"Z"') || ' (${sql.raw(DISABLE_AFTER)}); re-enable it with enabled: true'`,
           updated_at: sql`now()`,
         })
-        .where("id", "=", o.endpointId).where("enabled", "=", true)
+        .where("id", "in", failedEndpoints).where("enabled", "=", true)
         .where(sql<boolean>`failing_since <= now() - interval '${sql.raw(DISABLE_AFTER)}'`)
-        .returning("id").executeTakeFirst();
-      disabled = r !== undefined;
-      // Disabled: this delivery is over; the endpoint's other pending ones end when their jobs run.
-      if (disabled) {
-        await trx.updateTable("webhook_deliveries").set({ status: "failed", next_attempt_at: null })
-          .where("id", "=", o.deliveryId).execute();
-      }
+        .returning("id").execute();
+      disabled = new Set(off.map((r) => r.id));
     }
-    if (o.nextAttemptAt && !disabled) await addDispatchJob(trx, o.deliveryId, o.nextAttemptAt);
-    return { disabled };
+    const ended = outcomes.filter((o) => !o.ok && disabled.has(o.endpointId)).map((o) => o.deliveryId);
+    // Disabled: these deliveries are over; the endpoint's other pending ones end when their jobs run.
+    if (ended.length) {
+      await trx.updateTable("webhook_deliveries").set({ status: "failed", next_attempt_at: null })
+        .where("id", "in", ended).execute();
+    }
+    const retries = outcomes.filter((o) => o.nextAttemptAt && !disabled.has(o.endpointId));
+    if (retries.length) {
+      await sql`select 1 from graphile_worker.add_jobs(array(
+        select ('dispatch_webhook', json_build_object('deliveryId', id::text), null, run_at, 3::smallint,
+          'webhook:' || id::text, -1, null)::graphile_worker.job_spec
+        from unnest(${retries.map((o) => o.deliveryId)}::uuid[], ${retries.map((o) => o.nextAttemptAt)}::timestamptz[])
+          as u(id, run_at)))`.execute(trx);
+    }
+    return outcomes.map((o) => !o.ok && disabled.has(o.endpointId));
   });
 }
 
