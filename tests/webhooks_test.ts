@@ -5,7 +5,17 @@
 import { Webhook } from "standardwebhooks";
 import { encryptSecret } from "../src/crypto.ts";
 import { assert, assertEquals, assertMatch } from "./assert.ts";
-import { gql, type Json, opts, send, type Stack, startStack, type TestTenant, waitFor } from "./helpers.ts";
+import {
+  ADMIN_TOKEN,
+  gql,
+  type Json,
+  opts,
+  send,
+  type Stack,
+  startStack,
+  type TestTenant,
+  waitFor,
+} from "./helpers.ts";
 
 /** One POST the receiver got. */
 interface Received {
@@ -73,6 +83,15 @@ async function createEndpoint(stack: Stack, key: string, input: Record<string, u
     endpoint: { id: string; url: string; eventTypes: string[]; enabled: boolean };
     secret: string;
   };
+}
+
+/** This process's `pp_webhook_attempts_total` by outcome, from /metrics. */
+async function attemptMetrics(stack: Stack): Promise<Record<string, number>> {
+  const res = await fetch(`${stack.url}/metrics`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+  const text = await res.text();
+  return Object.fromEntries(
+    [...text.matchAll(/^pp_webhook_attempts_total\{outcome="(\w+)"\} (\d+)$/gm)].map((m) => [m[1], Number(m[2])]),
+  );
 }
 
 async function deliveries(stack: Stack, key: string, endpointId: string): Promise<Json[]> {
@@ -169,6 +188,7 @@ Deno.test("webhooks: a 5xx and a timeout are retried after 5 s with the same web
       if (n === 3) await new Promise((r) => setTimeout(r, 1_500));
       return new Response("ok");
     };
+    const before = await attemptMetrics(stack);
     const { endpoint, secret } = await createEndpoint(stack, tenant.key, { url: receiver.url });
     const test = `mutation($id: ID!) { sendTestWebhook(id: $id) { id eventType status } }`;
     const attemptsOf = async (id: string) => {
@@ -189,6 +209,10 @@ Deno.test("webhooks: a 5xx and a timeout are retried after 5 s with the same web
       else assertMatch(done.attemptLog[0].error, /no answer within 1000 ms/);
     }
     assertEquals(verified(receiver, secret).map((x) => x.type), Array(4).fill("webhook.test"));
+    // Counted by outcome (the counters are the process's, shared by the tests run in it: deltas).
+    const after = await attemptMetrics(stack);
+    const delta = (k: string) => (after[k] ?? 0) - (before[k] ?? 0);
+    assertEquals([delta("http_error"), delta("timeout"), delta("succeeded")], [1, 1, 2]);
   }, { PP_WEBHOOK_TIMEOUT_MS: "1000" });
 });
 
@@ -325,5 +349,6 @@ Deno.test("webhooks: loopback, private and link-local addresses are refused", op
     assertEquals(attempted.id, d.id);
     assertMatch(attempted.attemptLog[0].error, /loopback, private or link-local/);
     assertEquals(receiver.got.length, 0);
+    assert((await attemptMetrics(stack)).refused >= 1, "counted as refused");
   }, { PP_WEBHOOK_ALLOW_PRIVATE: "false" });
 });
