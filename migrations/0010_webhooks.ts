@@ -11,6 +11,51 @@ import { type Kysely, sql } from "kysely";
 // Millisecond precision, like every created_at (keyset cursors over (created_at, id)).
 const nowMs = sql`date_trunc('milliseconds', now())`;
 
+/** The trigger function's statement that queues the jobs of the new deliveries (`ids`): one job each. */
+export const ONE_JOB_EACH = `      perform graphile_worker.add_jobs(array(
+        select ('dispatch_webhook', json_build_object('deliveryId', u.id::text), null, null,
+          3::smallint, 'webhook:' || u.id::text, null, null)::graphile_worker.job_spec
+        from unnest(ids) as u(id)));`;
+
+/**
+ * The trigger function: the rows one statement inserted into email_events become deliveries
+ * for the subscribed endpoints, then `queueJobs` queues their jobs (migration 0011 changes
+ * only that). The body of each delivery is built here once (API.md): retries send the same
+ * bytes.
+ */
+export function queueWebhooksFunction(queueJobs: string): string {
+  return `
+    create or replace function pp_queue_webhooks() returns trigger language plpgsql as $$
+    declare
+      ids uuid[];
+    begin
+      -- Most deployments have few endpoints: nothing to do costs one index probe.
+      if not exists (select 1 from webhook_endpoints where enabled) then return null; end if;
+      with d as (
+        insert into webhook_deliveries (endpoint_id, account_id, event_id, event_type, payload)
+        select w.id, ev.account_id, ev.id, 'email.' || ev.type,
+          jsonb_build_object(
+            'type', 'email.' || ev.type,
+            'timestamp', to_char(ev.occurred_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+            'data', jsonb_build_object(
+              'sendId', s.id, 'batchId', s.batch_id, 'to', s.to_email, 'tags', s.tags,
+              'event', jsonb_build_object(
+                'type', ev.type,
+                'occurredAt', to_char(ev.occurred_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+                'data', ev.data)))
+        from new_events ev
+        join webhook_endpoints w on w.account_id = ev.account_id and w.enabled
+          and (cardinality(w.event_types) = 0 or ev.type = any(w.event_types))
+        join sends s on s.id = ev.send_id
+        returning id
+      )
+      select array_agg(id) into ids from d;
+      if ids is null then return null; end if;
+${queueJobs}
+      return null;
+    end $$`;
+}
+
 // deno-lint-ignore no-explicit-any
 export async function up(db: Kysely<any>): Promise<void> {
   await db.schema.createTable("webhook_endpoints")
@@ -68,40 +113,7 @@ export async function up(db: Kysely<any>): Promise<void> {
   await db.schema.createIndex("webhook_attempts_delivery").on("webhook_attempts").columns(["delivery_id", "id"])
     .execute();
 
-  // The body of each delivery is built here once (API.md): retries send the same bytes.
-  await sql`
-    create function pp_queue_webhooks() returns trigger language plpgsql as $$
-    declare
-      ids uuid[];
-    begin
-      -- Most deployments have few endpoints: nothing to do costs one index probe.
-      if not exists (select 1 from webhook_endpoints where enabled) then return null; end if;
-      with d as (
-        insert into webhook_deliveries (endpoint_id, account_id, event_id, event_type, payload)
-        select w.id, ev.account_id, ev.id, 'email.' || ev.type,
-          jsonb_build_object(
-            'type', 'email.' || ev.type,
-            'timestamp', to_char(ev.occurred_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
-            'data', jsonb_build_object(
-              'sendId', s.id, 'batchId', s.batch_id, 'to', s.to_email, 'tags', s.tags,
-              'event', jsonb_build_object(
-                'type', ev.type,
-                'occurredAt', to_char(ev.occurred_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
-                'data', ev.data)))
-        from new_events ev
-        join webhook_endpoints w on w.account_id = ev.account_id and w.enabled
-          and (cardinality(w.event_types) = 0 or ev.type = any(w.event_types))
-        join sends s on s.id = ev.send_id
-        returning id
-      )
-      select array_agg(id) into ids from d;
-      if ids is null then return null; end if;
-      perform graphile_worker.add_jobs(array(
-        select ('dispatch_webhook', json_build_object('deliveryId', u.id::text), null, null,
-          3::smallint, 'webhook:' || u.id::text, null, null)::graphile_worker.job_spec
-        from unnest(ids) as u(id)));
-      return null;
-    end $$`.execute(db);
+  await sql.raw(queueWebhooksFunction(ONE_JOB_EACH)).execute(db);
   await sql`create trigger email_events_webhooks after insert on email_events
     referencing new table as new_events for each statement execute function pp_queue_webhooks()`.execute(db);
 }

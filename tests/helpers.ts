@@ -455,6 +455,14 @@ export async function spawnMain(env: Record<string, string>): Promise<{ child: D
     stdout: "piped",
     stderr: "inherit",
   }).spawn();
+  return { child, url: await untilListening(child) };
+}
+
+/**
+ * Reads a spawned main.ts's stdout until it says where it listens, and returns that URL; the
+ * rest of stdout is drained, so the child never blocks on a full pipe.
+ */
+export async function untilListening(child: Deno.ChildProcess): Promise<string> {
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let out = "";
   while (!/listening on (\S+)/.test(out)) {
@@ -463,9 +471,9 @@ export async function spawnMain(env: Record<string, string>): Promise<{ child: D
     out += value;
   }
   (async () => {
-    while (!(await reader.read()).done) { /* drain: the child never blocks on a full pipe */ }
+    while (!(await reader.read()).done) { /* drain */ }
   })();
-  return { child, url: out.match(/listening on (\S+)/)![1] };
+  return out.match(/listening on (\S+)/)![1];
 }
 
 /**

@@ -13,6 +13,7 @@ import {
   spawnWorker,
   startStack,
   startTaskFlags,
+  untilListening,
   waitFor,
   waitForStatus,
 } from "./helpers.ts";
@@ -94,18 +95,8 @@ async function spawnLogged(env: Record<string, string>) {
       }
     }
   })();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let out = "";
-  while (!/listening on (\S+)/.test(out)) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`main.ts exited before listening: ${out}`);
-    out += value;
-  }
-  (async () => {
-    while (!(await reader.read()).done) { /* drain */ }
-  })();
   return {
-    url: out.match(/listening on (\S+)/)![1],
+    url: await untilListening(child),
     lines,
     async stop() {
       child.kill("SIGTERM");
