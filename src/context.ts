@@ -8,7 +8,7 @@ import type { Config } from "./config.ts";
 import type { Database } from "./db/tables.ts";
 import { AppError } from "./errors.ts";
 import type { Listener } from "./db/listen.ts";
-import type { Logger } from "./log.ts";
+import { type Logger, withFields } from "./log.ts";
 import type { RenderPool } from "./mail/render.ts";
 
 /** Secrets resolved at start (from the environment or the data dir). */
@@ -30,6 +30,25 @@ export interface Deps {
   renderer: RenderPool;
   /** The service's LISTEN connection: live events and cache notices (src/db/listen.ts). */
   notices: Listener;
+}
+
+const roots = new WeakMap<Deps, Deps>();
+
+/**
+ * The deps of one request: the process's, with a logger whose lines carry `requestId`. What
+ * outlives a request (group commits, hubs) is built on {@link processDeps}, never on these.
+ */
+export function forRequest(deps: Deps, requestId: string | undefined): Deps {
+  if (!requestId) return deps;
+  const root = processDeps(deps);
+  const copy: Deps = { ...root, log: withFields(root.log, { requestId }) };
+  roots.set(copy, root);
+  return copy;
+}
+
+/** The process's deps behind a request's (itself for the process's own). */
+export function processDeps(deps: Deps): Deps {
+  return roots.get(deps) ?? deps;
 }
 
 /** A tenant authenticated by an API key. `mode: "test"` keys send to the outbox only. */

@@ -1,9 +1,9 @@
 /**
  * A small structured logger: one JSON line per entry on stderr. Callers pass ids and
  * counts, never API keys, tokens or personalization values. Lines logged while a request is
- * being answered carry its `requestId` (see {@link withRequestId}).
+ * being answered carry its `requestId`: the edges give each request's services a logger that
+ * adds it ({@link withFields}, context.ts forRequest).
  */
-import { AsyncLocalStorage } from "node:async_hooks";
 
 const LEVELS = { debug: 10, info: 20, warn: 30, error: 40 } as const;
 
@@ -24,8 +24,6 @@ export function createLogger(level: LogLevel, scope = "pp"): Logger {
   const write = (lvl: LogLevel) => (msg: string, fields?: Record<string, unknown>) => {
     if (LEVELS[lvl] < min) return;
     const entry: Record<string, unknown> = { t: new Date().toISOString(), level: lvl, scope, msg };
-    const request = requests.getStore();
-    if (request?.open) entry.requestId = request.id;
     Object.assign(entry, fields);
     if (fields?.err instanceof Error) entry.err = { message: fields.err.message, stack: fields.err.stack };
     console.error(JSON.stringify(entry));
@@ -33,20 +31,13 @@ export function createLogger(level: LogLevel, scope = "pp"): Logger {
   return { debug: write("debug"), info: write("info"), warn: write("warn"), error: write("error") };
 }
 
-/** The request being answered, for the lines logged meanwhile. */
-const requests = new AsyncLocalStorage<{ id: string; open: boolean }>();
-
-/**
- * Runs `answer` as the answering of request `id`: every line logged meanwhile, by any code
- * it calls or awaits (services, repos, error mapping), carries `requestId: id`, without that
- * code taking a logger or an id. Once `answer` settles, lines from what it left running
- * (a timer or a hub it happened to start first, a stream's later events) no longer do.
- */
-export async function withRequestId<T>(id: string, answer: () => Promise<T>): Promise<T> {
-  const request = { id, open: true };
-  try {
-    return await requests.run(request, answer);
-  } finally {
-    request.open = false;
-  }
+/** `log` with `fields` (e.g. `{ requestId }`) added to every line, before the line's own. */
+export function withFields(log: Logger, fields: Record<string, unknown>): Logger {
+  const add = (f?: Record<string, unknown>) => (f ? { ...fields, ...f } : fields);
+  return {
+    debug: (msg, f) => log.debug(msg, add(f)),
+    info: (msg, f) => log.info(msg, add(f)),
+    warn: (msg, f) => log.warn(msg, add(f)),
+    error: (msg, f) => log.error(msg, add(f)),
+  };
 }

@@ -16,7 +16,7 @@
  *   streams in one process, and its streams are re-checked every `keyCheckMs`: once the key
  *   is revoked they yield an `unauthorized` error and end.
  */
-import type { Deps } from "../context.ts";
+import { type Deps, processDeps } from "../context.ts";
 import type { Listener } from "../db/listen.ts";
 import { AppError } from "../errors.ts";
 import type { Logger } from "../log.ts";
@@ -387,9 +387,10 @@ const hubs = new WeakMap<Deps, LiveEvents>();
  * created on first use, on the service's notice connection.
  */
 export function liveEvents(deps: Deps): LiveEvents {
-  let hub = hubs.get(deps);
+  const root = processDeps(deps); // one hub per process, not per request
+  let hub = hubs.get(root);
   if (!hub) {
-    hubs.set(deps, hub = new LiveEvents(deps.notices, deps.log, { keyCheckMs: deps.config.liveKeyCheckMs }));
+    hubs.set(root, hub = new LiveEvents(root.notices, root.log, { keyCheckMs: root.config.liveKeyCheckMs }));
   }
   return hub;
 }

@@ -4,7 +4,7 @@
  * unsubscribes — RFC 8058 one-click). They verify the token, queue a `record_event` job
  * and answer at once; a tampered or unknown token is a 404, never a redirect.
  */
-import type { Deps } from "../context.ts";
+import { type Deps, processDeps } from "../context.ts";
 import { type TokenKind, verifyToken } from "../mail/tracking.ts";
 import { BODY_LIMITS, readText } from "../rest/body.ts";
 import type { RecordedEventType, RecordEventPayload } from "./inputs.ts";
@@ -100,11 +100,12 @@ function record(
   remote: Deno.NetAddr | undefined,
   extra: Record<string, unknown> = {},
 ) {
-  let batcher = batchers.get(deps);
+  const root = processDeps(deps); // one batcher per process, not per request
+  let batcher = batchers.get(root);
   if (!batcher) {
     batchers.set(
-      deps,
-      batcher = new GroupCommit((events) => recordEvents(deps, events)),
+      root,
+      batcher = new GroupCommit((events) => recordEvents(root, events)),
     );
   }
   return batcher.add({

@@ -2,6 +2,7 @@
 import { shouldRenderGraphiQL } from "graphql-yoga";
 import { authenticate } from "../accounts/service.ts";
 import type { Deps, Principal } from "../context.ts";
+import { requestIdFor } from "../rest/request_id.ts";
 import { AppError, asAppError, UNAVAILABLE_RETRY_AFTER_S } from "../errors.ts";
 import { rateHeaders, type RateLimiter } from "../ratelimit.ts";
 import { BODY_LIMITS, readBody } from "../rest/body.ts";
@@ -58,7 +59,9 @@ export function createGraphQLHandler(deps: Deps, limiter: RateLimiter | null) {
         );
       }
     }
-    if (!req.body) return await graphql.fetch(req, { principal });
+    // The request's id, for the logger of its services (context.ts forRequest).
+    const requestId = requestIdFor(req);
+    if (!req.body) return await graphql.fetch(req, { principal, requestId });
     let body: Uint8Array<ArrayBuffer>;
     try {
       body = await readBody(req, BODY_LIMITS.graphql);
@@ -68,6 +71,7 @@ export function createGraphQLHandler(deps: Deps, limiter: RateLimiter | null) {
     }
     return await graphql.fetch(new Request(req.url, { method: req.method, headers: req.headers, body }), {
       principal,
+      requestId,
     });
   };
 }

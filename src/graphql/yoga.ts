@@ -7,7 +7,7 @@ import { type DocumentNode, GraphQLError } from "graphql";
 import { createYoga } from "graphql-yoga";
 import { useGraphQlJit } from "@envelop/graphql-jit";
 import { LRUCache } from "lru-cache";
-import type { Deps, Principal } from "../context.ts";
+import { type Deps, forRequest, type Principal } from "../context.ts";
 import { asAppError, UNAVAILABLE_RETRY_AFTER_S } from "../errors.ts";
 import type { RateLimiter } from "../ratelimit.ts";
 import type { GraphQLContext } from "./builder.ts";
@@ -28,6 +28,8 @@ function tokenCount(doc: DocumentNode): number {
 /** Server context passed per request by graphql/http.ts. */
 export interface ServerContext {
   principal: Principal;
+  /** The request's id (rest/observe.ts), carried by its services' log lines. */
+  requestId?: string;
 }
 
 /**
@@ -64,7 +66,7 @@ export function createGraphQL(deps: Deps, limiter: RateLimiter | null = null) {
       }),
       errorCache: { get: () => undefined, set: () => {} },
     },
-    context: ({ principal }) => ({ deps, principal }),
+    context: ({ principal, requestId }) => ({ deps: forRequest(deps, requestId), principal }),
     // The limits come first: they refuse a document before graphql-jit's execute compiles it.
     plugins: [...queryLimits(limiter), useGraphQlJit(), useGraphiQLHeaders()],
     maskedErrors: {

@@ -1,20 +1,18 @@
 /**
  * What every HTTP answer gets, in one wrapper around the app's fetch (app.ts): an
- * `X-Request-Id` (the caller's when it is sane, else a new one), the request's log lines
- * carrying it (log.ts withRequestId), and the HTTP metrics (`pp_http_requests_total`,
+ * `X-Request-Id` (the caller's when it is sane, else a new one), which the edges read back
+ * with `requestIdFor` to give the request's services a logger carrying it (context.ts
+ * forRequest), and the HTTP metrics (`pp_http_requests_total`,
  * `pp_http_request_seconds`) under a bounded route label.
  */
 import { GRAPHIQL_ASSETS_PATH } from "../graphql/graphiql.ts";
-import type { Logger } from "../log.ts";
-import { withRequestId } from "../log.ts";
+import { type Logger, withFields } from "../log.ts";
+import { assignRequestId } from "./request_id.ts";
 import { httpRequests, httpRequestSeconds } from "../metrics/metrics.ts";
 import { DOCS_PATH } from "./docs.ts";
 import { OPENAPI_PATH, openApiPath } from "./openapi.ts";
 import { problemResponse } from "./problem.ts";
 import { ROUTES } from "./router.ts";
-
-/** A caller's request id is kept when it is this: at most 128 characters, none that a log or header would mangle. */
-const SANE_REQUEST_ID = /^[A-Za-z0-9._:@=+\/-]{1,128}$/;
 
 /** Paths answered as themselves (each is one route). */
 const FIXED = new Set([
@@ -50,28 +48,23 @@ export function routeLabel(pathname: string): string {
   return "other";
 }
 
-/** The request's id: its `X-Request-Id` when sane, else a new random one. */
-export function requestIdOf(req: Request): string {
-  const given = req.headers.get("x-request-id");
-  return given !== null && SANE_REQUEST_ID.test(given) ? given : crypto.randomUUID();
-}
-
-/** `handle` wrapped: request id in, on every answer and on every line logged meanwhile; the HTTP metrics out. */
+/** `handle` wrapped: request id in, on every answer and on the wrapper's own lines; the HTTP metrics out. */
 export function observe<I>(
   log: Logger,
   handle: (req: Request, info?: I) => Promise<Response>,
 ): (req: Request, info?: I) => Promise<Response> {
   return (req, info) => {
     const started = performance.now();
-    const id = requestIdOf(req);
-    return withRequestId(id, async () => {
+    const id = assignRequestId(req);
+    const reqLog = withFields(log, { requestId: id });
+    return (async () => {
       const { pathname } = new URL(req.url);
       let res: Response;
       try {
         res = await handle(req, info);
       } catch (err) {
         // Nothing below should throw; if it does, the caller still gets problem+json and the id.
-        res = problemResponse(err, log, { method: req.method, path: pathname });
+        res = problemResponse(err, reqLog, { method: req.method, path: pathname });
       }
       try {
         res.headers.set("x-request-id", id);
@@ -84,8 +77,8 @@ export function observe<I>(
       const seconds = (performance.now() - started) / 1000;
       httpRequests.inc({ route, status: res.status });
       httpRequestSeconds.observe({ route }, seconds);
-      log.debug("request", { method: req.method, route, status: res.status, ms: Math.round(seconds * 1000) });
+      reqLog.debug("request", { method: req.method, route, status: res.status, ms: Math.round(seconds * 1000) });
       return res;
-    });
+    })();
   };
 }

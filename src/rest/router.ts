@@ -4,7 +4,7 @@
  * key, and otherwise runs the route through the middleware (middleware.ts).
  */
 import { authenticate } from "../accounts/service.ts";
-import type { Deps, Principal } from "../context.ts";
+import { type Deps, forRequest, type Principal } from "../context.ts";
 import { AppError } from "../errors.ts";
 import type { RateLimiter } from "../ratelimit.ts";
 import { z } from "zod";
@@ -18,6 +18,7 @@ import { WebhookEndpointCreated, WebhookEndpointJson, WebhookEndpointList } from
 import * as sends from "../sends/rest.ts";
 import * as webhooks from "../webhooks/rest.ts";
 import { BODY_LIMITS } from "./body.ts";
+import { requestIdFor } from "./request_id.ts";
 import { tenantCall } from "./middleware.ts";
 import { ID_PARAM, OPENAPI_PATH, openApiHandler, type RouteDoc } from "./openapi.ts";
 import { methodNotAllowed, problemResponse } from "./problem.ts";
@@ -237,9 +238,10 @@ export function createRestRouter(deps: Deps, limiter: RateLimiter | null) {
         throw new AppError("unauthorized", "a valid API key is required (X-API-Key or Authorization: Bearer)");
       }
       const params = match.pattern.exec(url.pathname)?.groups ?? {};
-      return await tenantCall(deps, limiter, match, principal, req, params as Record<string, string>);
+      const scoped = forRequest(deps, requestIdFor(req));
+      return await tenantCall(scoped, limiter, match, principal, req, params as Record<string, string>);
     } catch (err) {
-      return problemResponse(err, deps.log, { method: req.method, path: url.pathname });
+      return problemResponse(err, forRequest(deps, requestIdFor(req)).log, { method: req.method, path: url.pathname });
     }
   };
 }

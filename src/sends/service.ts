@@ -5,7 +5,7 @@
  */
 import type { Kysely, Transaction } from "kysely";
 import type { Deps, Principal, Tenant } from "../context.ts";
-import { requireTenant } from "../context.ts";
+import { processDeps, requireTenant } from "../context.ts";
 import type { Database, SendStatus } from "../db/tables.ts";
 import { AppError, type FieldError, invalid } from "../errors.ts";
 import { uuidv7 } from "../ids.ts";
@@ -336,7 +336,8 @@ const acceptGroups = new WeakMap<Deps, GroupCommit<AcceptPart, Written>>();
  * so that one gets its error and creates nothing (not even its contact), and the others are
  * accepted.
  */
-function acceptGroup(deps: Deps): GroupCommit<AcceptPart, Written> {
+function acceptGroup(requestDeps: Deps): GroupCommit<AcceptPart, Written> {
+  const deps = processDeps(requestDeps); // one group commit per process, not per request
   let g = acceptGroups.get(deps);
   if (!g) {
     g = new GroupCommit<AcceptPart, Written>((parts) =>
