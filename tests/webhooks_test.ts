@@ -316,7 +316,17 @@ Deno.test("webhooks: an endpoint failing for 5 days is disabled, says so, and ge
 
 Deno.test("webhooks: loopback, private and link-local addresses are refused", opts, async () => {
   await webhookTest(async ({ stack, tenant, receiver }) => {
-    for (const url of [receiver.url, "http://10.1.2.3/x", "http://169.254.169.254/latest", "http://[::1]:9/x"]) {
+    const refused = [
+      receiver.url,
+      "http://10.1.2.3/x",
+      "http://169.254.169.254/latest",
+      "http://[::1]:9/x",
+      "http://2130706433/x", // 127.0.0.1 as one number
+      "http://[::ffff:127.0.0.1]/x", // IPv4-mapped
+      "http://[::127.0.0.1]/x", // IPv4-compatible
+      "http://[64:ff9b::7f00:1]/x", // NAT64 of 127.0.0.1
+    ];
+    for (const url of refused) {
       const r = await stack.api("POST", "/api/v1/webhooks", { key: tenant.key, body: { url } });
       assertEquals(r.status, 422, url);
       assertEquals(r.body.code, "validation_failed");

@@ -27,21 +27,42 @@ for (
 ) BLOCKED.addSubnet(subnet, prefix, "ipv4");
 for (
   const [subnet, prefix] of [
-    ["::", 128],
-    ["::1", 128],
+    ["::", 96], // unspecified, loopback and the deprecated IPv4-compatible ::a.b.c.d
     ["fc00::", 7], // unique local
     ["fe80::", 10], // link-local
     ["ff00::", 8], // multicast
   ] as const
 ) BLOCKED.addSubnet(subnet, prefix, "ipv6");
 
-/** Whether `address` (an IP literal) is one a webhook may not reach; IPv4-mapped IPv6 counts as its IPv4. */
+/** IPv6 ranges that carry an IPv4 address in their last 32 bits: that address decides. */
+const EMBEDS_IPV4 = new net.BlockList();
+EMBEDS_IPV4.addSubnet("::ffff:0:0", 96, "ipv6"); // IPv4-mapped
+EMBEDS_IPV4.addSubnet("64:ff9b::", 96, "ipv6"); // NAT64 (DNS64 answers these on IPv6-only hosts)
+
+/** The last 32 bits of an IPv6 address as dotted IPv4. */
+function lastIpv4(address: string): string {
+  const [head, tail = ""] = address.split("::");
+  const groups = (part: string) => part ? part.split(":") : [];
+  let right = groups(tail);
+  const dotted = right.at(-1)?.includes(".") ? right.pop()! : null;
+  if (dotted) return dotted;
+  const left = groups(head);
+  if (!address.includes("::")) right = [];
+  const all = [...left, ...Array(8 - left.length - right.length).fill("0"), ...right];
+  const [a, b] = all.slice(6).map((g) => parseInt(g, 16));
+  return [a >> 8, a & 255, b >> 8, b & 255].join(".");
+}
+
+/**
+ * Whether `address` (an IP literal) is one a webhook may not reach. An IPv6 address that
+ * embeds an IPv4 one (IPv4-mapped, NAT64) is judged by that IPv4 address.
+ */
 export function isPrivateAddress(address: string): boolean {
   const family = net.isIP(address);
   if (family === 0) return true; // not an address: nothing to dial
-  const mapped = family === 6 ? address.match(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/i)?.[1] : undefined;
-  if (mapped) return BLOCKED.check(mapped, "ipv4");
-  return BLOCKED.check(address, family === 4 ? "ipv4" : "ipv6");
+  if (family === 4) return BLOCKED.check(address, "ipv4");
+  if (EMBEDS_IPV4.check(address, "ipv6")) return BLOCKED.check(lastIpv4(address), "ipv4");
+  return BLOCKED.check(address, "ipv6");
 }
 
 /** Thrown when a host resolves to a refused address. */

@@ -60,6 +60,20 @@ function clientFor(address: string, port: number): Deno.HttpClient {
   return client;
 }
 
+/**
+ * Checked addresses by host for 30 s: a lookup per POST went to the resolver's thread pool
+ * for every event. Only allowed answers are kept (the connection still goes to the checked
+ * address); a refusal is looked up again next time.
+ */
+const checked = new LRUCache<string, string>({ max: 1_000, ttl: 30_000 });
+
+async function dialable(host: string, allowPrivate: boolean): Promise<string> {
+  const key = `${allowPrivate}|${host}`;
+  let address = checked.get(key);
+  if (!address) checked.set(key, address = await addressToDial(host, allowPrivate));
+  return address;
+}
+
 /** POSTs `body` to `url` on a client pinned to an allowed address, reading at most KEPT_BODY; never rejects. */
 async function post(
   url: URL,
@@ -69,7 +83,7 @@ async function post(
 ): Promise<PostResult> {
   const signal = AbortSignal.timeout(opts.timeoutMs);
   try {
-    const address = await addressToDial(url.hostname, opts.allowPrivate);
+    const address = await dialable(url.hostname, opts.allowPrivate);
     const port = Number(url.port) || (url.protocol === "https:" ? 443 : 80);
     const res = await fetch(url, {
       method: "POST",

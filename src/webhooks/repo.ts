@@ -7,6 +7,13 @@ export type EndpointRow = Selectable<WebhookEndpointsTable>;
 export type DeliveryRow = Selectable<WebhookDeliveriesTable>;
 export type AttemptRow = Selectable<WebhookAttemptsTable>;
 
+/**
+ * Tries of one dispatch_webhook job. It throws only when the database fails mid-attempt (a
+ * receiver's failure is recorded, not thrown): 10 tries of graphile-worker's backoff outlast
+ * an outage of hours (migration 0012 gives the trigger's jobs the same).
+ */
+const DISPATCH_ATTEMPTS = 10;
+
 /** How long an endpoint may fail without a success before it is disabled. */
 export const DISABLE_AFTER = "5 days";
 
@@ -64,7 +71,7 @@ export function rotateSecret(db: Kysely<Database>, accountId: string, id: string
  */
 async function addDispatchJob(db: Kysely<Database>, deliveryId: string, runAt: Date | null): Promise<void> {
   await sql`select graphile_worker.add_job('dispatch_webhook', json_build_object('deliveryId', ${deliveryId}::text),
-    run_at := coalesce(${runAt}::timestamptz, now()), max_attempts := 3::smallint,
+    run_at := coalesce(${runAt}::timestamptz, now()), max_attempts := ${DISPATCH_ATTEMPTS}::smallint,
     job_key := 'webhook:' || ${deliveryId}::text, priority := -1)`.execute(db);
 }
 
@@ -177,7 +184,7 @@ export function recordAttempts(db: Kysely<Database>, outcomes: AttemptOutcome[])
     const retries = outcomes.filter((o) => o.nextAttemptAt && !disabled.has(o.endpointId));
     if (retries.length) {
       await sql`select 1 from graphile_worker.add_jobs(array(
-        select ('dispatch_webhook', json_build_object('deliveryId', id::text), null, run_at, 3::smallint,
+        select ('dispatch_webhook', json_build_object('deliveryId', id::text), null, run_at, ${DISPATCH_ATTEMPTS}::smallint,
           'webhook:' || id::text, -1, null)::graphile_worker.job_spec
         from unnest(${retries.map((o) => o.deliveryId)}::uuid[], ${retries.map((o) => o.nextAttemptAt)}::timestamptz[])
           as u(id, run_at)))`.execute(trx);
