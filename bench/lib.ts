@@ -126,6 +126,28 @@ export async function cpuTimes(): Promise<Map<number, { comm: string; s: number;
   return out;
 }
 
+/**
+ * CPU seconds used so far by the threads of `pid` that run JavaScript: `main` (the thread
+ * whose id is the pid) and `worker` (Deno's Web Worker threads, named worker-N: the
+ * service's worker thread and its report parser). The rest (V8's GC helpers, tokio's I/O
+ * threads) is what the process total adds.
+ */
+export async function threadTimes(pid: number): Promise<{ main: number; worker: number }> {
+  const out = { main: 0, worker: 0 };
+  for await (const t of Deno.readDir(`/proc/${pid}/task`)) {
+    try {
+      const stat = await Deno.readTextFile(`/proc/${pid}/task/${t.name}/stat`);
+      const close = stat.lastIndexOf(")");
+      const comm = stat.slice(stat.indexOf("(") + 1, close);
+      const f = stat.slice(close + 2).split(" ");
+      const s = (Number(f[11]) + Number(f[12])) / 100;
+      if (Number(t.name) === pid) out.main += s;
+      else if (comm.startsWith("worker-")) out.worker += s;
+    } catch { /* the thread ended */ }
+  }
+  return out;
+}
+
 /** Measures where the CPU went while a scenario's measured phase ran (see cpuMeter). */
 export interface CpuMeter {
   /** Runs `fn`; its result and the CPU figures (`cpu_*_pct`) over its wall time. */
@@ -134,16 +156,19 @@ export interface CpuMeter {
 
 /**
  * Where the machine's CPU went during a scenario, as % of one core over its wall time: the
- * service, Postgres (every `postgres` process), the SMTP sink and this process (the load
- * generator and the baselines). On 2 cores, 200% in all is a saturated machine.
+ * service (and, of its first process, the main and worker threads: threadTimes), Postgres
+ * (every `postgres` process), the SMTP sink and this process (the load generator and the
+ * baselines). On 2 cores, 200% in all is a saturated machine.
  */
 export function cpuMeter(pids: { service: number[]; sink: number }): CpuMeter {
   return {
     async measure(fn) {
       const before = await cpuTimes();
+      const threadsBefore = await threadTimes(pids.service[0]).catch(() => ({ main: 0, worker: 0 }));
       const t0 = performance.now();
       const result = await fn();
       const after = await cpuTimes();
+      const threadsAfter = await threadTimes(pids.service[0]).catch(() => ({ main: 0, worker: 0 }));
       const wall = (performance.now() - t0) / 1000;
       const used = (pick: (pid: number, comm: string, ppid: number) => boolean) => {
         let s = 0;
@@ -152,6 +177,9 @@ export function cpuMeter(pids: { service: number[]; sink: number }): CpuMeter {
       };
       return [result, {
         cpu_service_pct: used((pid) => pids.service.includes(pid)),
+        // The first service process's JavaScript threads: the HTTP side and the worker thread.
+        cpu_service_main_thread_pct: Math.round((threadsAfter.main - threadsBefore.main) / wall * 100),
+        cpu_service_worker_thread_pct: Math.round((threadsAfter.worker - threadsBefore.worker) / wall * 100),
         // The service's children: its render sandboxes (mail/render.ts).
         cpu_render_pct: used((_, __, ppid) => pids.service.includes(ppid)),
         cpu_postgres_pct: used((_, comm) => comm === "postgres"),

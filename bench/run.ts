@@ -13,7 +13,8 @@
  * Options:
  * - `--quick`: every phase shortened (≤ 90 s in all);
  * - `--only drain,tracking`: just these scenarios (accept, batch, lateness, drain, webhooks, jobs,
- *   latency, tracking, graphql), in the usual order;
+ *   latency, tracking, graphql, mixed), in the usual order (mixed also runs on two stacks of
+ *   its own: `split`, an api and a worker process, and `one-loop`, PP_WORKER_THREAD=false);
  * - `--profile <dir>`: the service writes a V8 CPU profile there when it stops (Deno's --cpu-prof);
  * - `--workers N`: N more service processes with PP_ROLE=worker beside the first (horizontal scaling).
  * TUNABLES set in the bench's environment are passed on to the service.
@@ -31,6 +32,7 @@ import { webhooks } from "./scenarios/webhooks.ts";
 import { latency } from "./scenarios/latency.ts";
 import { tracking } from "./scenarios/tracking.ts";
 import { graphqlVsRest } from "./scenarios/graphql.ts";
+import { mixed } from "./scenarios/mixed.ts";
 
 /** The value following `--name` on the command line, if the flag is given. */
 const option = (name: string) => Deno.args.includes(name) ? Deno.args[Deno.args.indexOf(name) + 1] : undefined;
@@ -50,12 +52,13 @@ const SIZES: Sizes = {
 
 const started = performance.now();
 const scenarios: Record<string, Scenario> = {};
-const { bench: b, stop } = await startStack(SIZES, {
+const stackOptions = {
   started,
   profileDir: option("--profile"),
   extraWorkers: EXTRA_WORKERS,
   tunables: Object.fromEntries(TUNABLES.flatMap((k) => Deno.env.get(k) ? [[k, Deno.env.get(k)!]] : [])),
-});
+};
+const { bench: b, stop } = await startStack(SIZES, stackOptions);
 
 // The accept scenarios first, on an idle worker (their sends are scheduled an hour ahead).
 if (want("accept")) Object.assign(scenarios, await singleSendAccept(b));
@@ -74,8 +77,21 @@ if (want("jobs")) Object.assign(scenarios, await jobOverhead(b, drainRate));
 if (want("latency")) Object.assign(scenarios, await latency(b));
 if (want("tracking")) Object.assign(scenarios, await tracking(b));
 if (want("graphql")) Object.assign(scenarios, await graphqlVsRest(b));
+if (want("mixed")) Object.assign(scenarios, await mixed(b));
 
 await stop();
+
+// The mixed load again on stacks of their own: the two-process deployment and the one event loop.
+if (want("mixed")) {
+  for (const topology of ["split", "one-loop"] as const) {
+    const other = await startStack(SIZES, { ...stackOptions, topology });
+    try {
+      Object.assign(scenarios, await mixed(other.bench));
+    } finally {
+      await other.stop();
+    }
+  }
+}
 
 const results = {
   generatedAt: new Date().toISOString(),

@@ -45,6 +45,8 @@ export interface Bench extends Sizes {
   sink: SinkProcess;
   /** CPU of the service processes (and their render sandboxes), Postgres, the sink and the bench. */
   cpu: CpuMeter;
+  /** How the service runs (StackOptions.topology). */
+  topology: "all" | "one-loop" | "split";
   /** The first service process's pid (its memory is measured). */
   servicePid: number;
   /** A new recipient address on every call, tagged `tag`. */
@@ -70,6 +72,13 @@ export interface StackOptions {
   extraWorkers: number;
   /** Settings passed on to the service (the bench's own environment's PP_* tunables). */
   tunables: Record<string, string>;
+  /**
+   * How the service runs: `all` (the default role: HTTP on the main thread, the worker on a
+   * thread of its own), `one-loop` (role all with PP_WORKER_THREAD=false: both on one event
+   * loop, as before the worker thread) or `split` (an `api` process and a `worker` process).
+   * Default `all`.
+   */
+  topology?: "all" | "one-loop" | "split";
 }
 
 /** Starts the stack and prepares it (key, template, sample sends); `stop` ends it and drops its database. */
@@ -96,7 +105,9 @@ export async function startStack(sizes: Sizes, opts: StackOptions): Promise<{ be
     PP_WEBHOOK_ALLOW_PRIVATE: "true",
     // Tuning under test may be given to the bench (PP_WORKER_CONCURRENCY=… deno task bench).
     ...opts.tunables,
+    ...(opts.topology === "one-loop" ? { PP_WORKER_THREAD: "false" } : {}),
   };
+  const split = opts.topology === "split";
   // Everything else is the service's defaults, as `deno task start` runs it.
   const config = loadConfig(env);
   const startFlags = await startTaskFlags();
@@ -107,18 +118,21 @@ export async function startStack(sizes: Sizes, opts: StackOptions): Promise<{ be
       ...(opts.profileDir ? ["--cpu-prof", `--cpu-prof-dir=${opts.profileDir}`] : []),
       new URL("../main.ts", import.meta.url).pathname,
     ],
-    env,
+    env: split ? { ...env, PP_ROLE: "api" } : env,
     stdout: "null",
     stderr: "inherit",
   }).spawn();
   const base = `http://127.0.0.1:${port}`;
-  const workers = Array.from({ length: opts.extraWorkers }, (_, i) =>
-    new Deno.Command(Deno.execPath(), {
-      args: ["run", ...startFlags, new URL("../main.ts", import.meta.url).pathname],
-      env: { ...env, PP_ROLE: "worker", PORT: String(port + 1 + i), PP_SEED: "false" },
-      stdout: "null",
-      stderr: "inherit",
-    }).spawn());
+  const workers = Array.from(
+    { length: opts.extraWorkers + (split ? 1 : 0) },
+    (_, i) =>
+      new Deno.Command(Deno.execPath(), {
+        args: ["run", ...startFlags, new URL("../main.ts", import.meta.url).pathname],
+        env: { ...env, PP_ROLE: "worker", PORT: String(port + 1 + i), PP_SEED: "false" },
+        stdout: "null",
+        stderr: "inherit",
+      }).spawn(),
+  );
   for (let i = 0;; i++) {
     const ok = await fetch(`${base}/healthz`).then((r) => (r.body?.cancel(), r.ok), () => false);
     if (ok) break;
@@ -200,6 +214,7 @@ export async function startStack(sizes: Sizes, opts: StackOptions): Promise<{ be
     sink,
     cpu,
     servicePid: child.pid,
+    topology: opts.topology ?? "all",
     uniq,
     recipient: (tag, prefix) => {
       const to = uniq(tag);

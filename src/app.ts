@@ -18,6 +18,7 @@ import { problemResponse } from "./rest/problem.ts";
 import { createRestRouter } from "./rest/router.ts";
 import { createMetricsEndpoint } from "./metrics/rest.ts";
 import { observe } from "./rest/observe.ts";
+import type { MetricsJson } from "./metrics/metrics.ts";
 
 /** The HTTP handler; `info` (from Deno.serve) gives the client's address to tracking. */
 export interface App {
@@ -28,16 +29,20 @@ const TRACKING = /^\/(?<kind>t\/o|t\/c|u)\/(?<token>[^/]+)$/;
 
 /**
  * Builds the handler for role `api`/`all` (everything) or `worker` (health only). `/healthz`
- * answers 503 until `ready()` says the process is fully started.
+ * answers 503 until `ready()` says the process is fully started; `/metrics` adds
+ * `moreMetrics()` (the worker thread's counters) to this loop's.
  */
-export function createApp(deps: Deps, opts: { healthOnly?: boolean; ready?: () => boolean } = {}): App {
+export function createApp(
+  deps: Deps,
+  opts: { healthOnly?: boolean; ready?: () => boolean; moreMetrics?: () => Promise<MetricsJson> } = {},
+): App {
   const limiter = deps.config.rateLimit.rate > 0
     ? new RateLimiter(deps.config.rateLimit.rate, deps.config.rateLimit.burst)
     : null;
   const healthz = createHealthz(deps, opts.ready);
   const graphql = createGraphQLHandler(deps, limiter);
   const rest = createRestRouter(deps, limiter);
-  const metrics = createMetricsEndpoint(deps);
+  const metrics = createMetricsEndpoint(deps, opts.moreMetrics);
 
   async function handle(req: Request, info?: Deno.ServeHandlerInfo): Promise<Response> {
     const url = new URL(req.url);

@@ -13,6 +13,7 @@ const EnvSchema = z.object({
   PP_DATA_DIR: z.string().min(1).default("./.data"),
   SMTP_URL: z.string().regex(/^smtps?:\/\//, "must start with smtp:// or smtps://").optional(),
   PP_ROLE: z.enum(["api", "worker", "all"]).default("all"),
+  PP_WORKER_THREAD: bool.default(true),
   PP_PUBLIC_URL: z.string().url().optional(),
   PP_ADMIN_TOKEN: z.string().min(16).optional(),
   PP_METRICS_TOKEN: z.string().min(16).optional(),
@@ -60,6 +61,11 @@ export interface Config {
   smtpUrl?: string;
   /** Which halves run in this process. Default all. */
   role: "api" | "worker" | "all";
+  /**
+   * Role `all`: run the worker on a thread of its own (its own event loop, so deliveries never
+   * delay an HTTP answer); false runs both on one loop. Default true.
+   */
+  workerThread: boolean;
   /** Base of tracking and unsubscribe links; undefined means http://HOST:PORT. */
   publicUrl?: string;
   /** Ops token; generated and saved in the data dir when unset. */
@@ -143,6 +149,7 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     dataDir: e.PP_DATA_DIR,
     smtpUrl: e.SMTP_URL,
     role: e.PP_ROLE,
+    workerThread: e.PP_WORKER_THREAD,
     publicUrl: e.PP_PUBLIC_URL,
     adminToken: e.PP_ADMIN_TOKEN,
     metricsToken: e.PP_METRICS_TOKEN,

@@ -2,30 +2,27 @@
  * Starting and stopping the whole service: config → database (embedded when no
  * DATABASE_URL) → migrations → secrets → seed → HTTP and/or worker. main.ts and the
  * tests both start it this way.
+ *
+ * Role `all` runs the worker on a thread of its own (jobs/thread.ts) unless
+ * PP_WORKER_THREAD=false: the API and the worker each get an event loop, so a delivery burst
+ * or a slow render never delays an HTTP answer. Each loop builds its handles with deps.ts
+ * openDeps, and the worker half is jobs/side.ts wherever it runs.
  */
-import { join, resolve } from "node:path";
+import { resolve } from "node:path";
 import { createApp } from "./app.ts";
 import type { Config } from "./config.ts";
 import type { Deps } from "./context.ts";
 import { openDb } from "./db/database.ts";
+import { openDeps } from "./deps.ts";
 import { type EmbeddedDb, startEmbeddedPostgres } from "./db/embedded.ts";
 import { migrate } from "./db/migrate.ts";
 import { stopLiveEvents } from "./events/live.ts";
-import { noticeListener } from "./db/listen.ts";
-import { CACHE_CHANNEL, dropAnnounced } from "./cache.ts";
-import { startWorker, type Worker } from "./jobs/worker.ts";
+import { startWorkerSide, type WorkerSide } from "./jobs/side.ts";
+import { startWorkerThread, type WorkerThread } from "./jobs/thread.ts";
 import { type InboundSmtp, startInboundSmtp } from "./inbound/smtp.ts";
 import { createLogger } from "./log.ts";
-import { RenderPool } from "./mail/render.ts";
-import { createMailer } from "./mail/transport.ts";
 import { resolveSecrets } from "./secrets.ts";
 import { seedIfEmpty, type SeedResult } from "./seed.ts";
-
-/**
- * Heap cap of each render sandbox, MB: room for three 2 MB parts being built, small enough
- * that a template allocating without end dies in well under a second.
- */
-const RENDER_HEAP_MB = 192;
 
 /** A running service. */
 export interface Service {
@@ -53,58 +50,47 @@ export async function startService(config: Readonly<Config>): Promise<Service> {
     databaseUrl = embedded.url;
     log.info("embedded postgres started", { ms: Math.round(performance.now() - t0) });
   }
-  const { db, pool, close } = openDb(databaseUrl, config.dbPoolSize);
-  await migrate(db, pool);
+  const opened = openDb(databaseUrl, config.dbPoolSize);
+  await migrate(opened.db, opened.pool);
   const { adminTokenGenerated, ...secrets } = await resolveSecrets(config);
-  const notices = noticeListener(pool, log);
-  // Every role caches keys, templates and account state: all of them follow the changes.
-  notices.on(CACHE_CHANNEL, dropAnnounced);
-  await notices.whenListening().catch((err) => {
-    // It keeps trying; the caches serve nothing until it listens.
-    log.warn("notice connection not up yet", { err: String(err) });
-  });
-  const deps: Deps = {
-    db,
-    pool,
-    config,
-    secrets,
-    log,
-    publicUrl: config.publicUrl ?? `http://${config.host}:${config.port}`,
-    renderer: new RenderPool({
-      size: config.renderWorkers,
-      timeoutMs: config.renderTimeoutMs,
-      heapMb: RENDER_HEAP_MB,
-      log,
-    }),
-    notices,
-  };
+  const own = await openDeps(config, opened, secrets, log, config.publicUrl ?? `http://${config.host}:${config.port}`);
+  const { deps } = own;
   const seed = config.seed ? await seedIfEmpty(deps) : null;
 
   // Listen first (PORT=0 learns its port here, and the default public URL with it), but
   // answer /healthz 503 until the worker runs too.
   let ready = false;
-  const app = createApp(deps, { healthOnly: config.role === "worker", ready: () => ready });
+  let thread: WorkerThread | null = null;
+  const app = createApp(deps, {
+    healthOnly: config.role === "worker",
+    ready: () => ready,
+    // The worker thread's counters belong to this process's /metrics.
+    moreMetrics: () => thread?.metrics() ?? Promise.resolve([]),
+  });
   const server = Deno.serve({ port: config.port, hostname: config.host, onListen: () => {} }, app.fetch);
   const addr = server.addr as Deno.NetAddr;
   const url = `http://${addr.hostname}:${addr.port}`;
   if (!config.publicUrl) deps.publicUrl = url;
 
-  const mailer = createMailer({
-    smtpUrl: config.smtpUrl,
-    outboxDir: join(config.dataDir, "outbox"),
-    poolSize: config.smtpPoolSize,
-    timeoutMs: config.smtpTimeoutMs,
-    log,
-  });
-  let runner: Worker | null = null;
-  if (config.role !== "api") runner = await startWorker(deps, mailer);
-  // Bounce and complaint reports by mail: a worker-side input, like the job runner.
+  let worker: WorkerSide | null = null;
+  if (config.role === "all" && config.workerThread) {
+    thread = await startWorkerThread({ config, databaseUrl, secrets, publicUrl: deps.publicUrl }, log);
+  } else if (config.role !== "api") {
+    worker = await startWorkerSide(deps);
+  }
+  // Bounce and complaint reports by mail: a worker-side input, on this loop in either case
+  // (jobs/side.ts says why).
   let inbound: InboundSmtp | null = null;
   if (config.role !== "api" && config.inboundSmtpPort !== undefined) {
     inbound = await startInboundSmtp(deps, config.inboundSmtpPort);
   }
   ready = true;
-  log.info("service started", { role: config.role, url, ms: Math.round(performance.now() - t0) });
+  log.info("service started", {
+    role: config.role,
+    workerThread: thread !== null,
+    url,
+    ms: Math.round(performance.now() - t0),
+  });
 
   return {
     deps,
@@ -120,11 +106,9 @@ export async function startService(config: Readonly<Config>): Promise<Service> {
       await drained;
       // Before the database closes: reports being read still queue their events.
       await inbound?.close();
-      await runner?.stop();
-      mailer.close();
-      deps.renderer.close();
-      await notices.stop();
-      await close();
+      await thread?.stop();
+      await worker?.stop();
+      await own.close();
       await embedded?.stop();
       log.info("service stopped");
     },

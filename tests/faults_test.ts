@@ -99,49 +99,52 @@ Deno.test("faults: a worker killed with SIGKILL mid-batch; another delivers ever
   }
 });
 
-Deno.test(
-  "faults: SIGTERM mid-batch finishes in flight, hands the rest back at once, exits in time",
-  opts,
-  async (t) => {
-    const stack = await startStack({ env: { PP_ROLE: "api" } });
-    const tenant = await stack.tenant();
-    const started: Main[] = [];
-    try {
-      await batches(stack, tenant, 1, 1_000);
-      const first = await spawnWorker(stack, { PP_SHUTDOWN_TIMEOUT_MS: "5000" });
-      started.push(first);
-      await waitFor(() => stack.sink.messages.length >= 100, 60_000, "the worker to be mid-batch");
-      const t0 = performance.now();
-      first.child.kill("SIGTERM");
-      const status = await first.child.status;
-      const took = performance.now() - t0;
+// Role all stops its worker thread the same way: the thread's runner, then the process.
+for (const role of ["worker", "all"]) {
+  Deno.test(
+    `faults: SIGTERM mid-batch (role ${role}) finishes in flight, hands the rest back at once, exits in time`,
+    opts,
+    async (t) => {
+      const stack = await startStack({ env: { PP_ROLE: "api" } });
+      const tenant = await stack.tenant();
+      const started: Main[] = [];
+      try {
+        await batches(stack, tenant, 1, 1_000);
+        const first = await spawnWorker(stack, { PP_ROLE: role, PP_SHUTDOWN_TIMEOUT_MS: "5000" });
+        started.push(first);
+        await waitFor(() => stack.sink.messages.length >= 100, 60_000, "the worker to be mid-batch");
+        const t0 = performance.now();
+        first.child.kill("SIGTERM");
+        const status = await first.child.status;
+        const took = performance.now() - t0;
 
-      await t.step("the process exits 0 within PP_SHUTDOWN_TIMEOUT_MS and leaves no job locked", async () => {
-        assertEquals(status.code, 0);
-        assert(took < 5_000, `stop took ${took} ms`);
-        assertEquals(await lockedJobs(stack), 0);
-        assertEquals(await stack.count("select count(*) from sends where status = 'sending'"), 0);
-        assertEquals(await stack.count("select count(*) from worker_heartbeats"), 0);
-      });
+        await t.step("the process exits 0 within PP_SHUTDOWN_TIMEOUT_MS and leaves no job locked", async () => {
+          assertEquals(status.code, 0);
+          assert(took < 5_000, `stop took ${took} ms`);
+          assertEquals(await lockedJobs(stack), 0);
+          assertEquals(await stack.count("select count(*) from sends where status = 'sending'"), 0);
+          assertEquals(await stack.count("select count(*) from worker_heartbeats"), 0);
+        });
 
-      await t.step("a new worker delivers the rest without waiting for a dead worker's timeout", async () => {
-        assert(stack.sink.messages.length < 1_000, "the stop came too late to test anything");
-        started.push(await spawnWorker(stack));
-        await waitFor(
-          async () => (await stack.count("select count(*) from sends where status = 'delivered'")) === 1_000,
-          15_000,
-          "all 1,000 sends delivered",
-        );
-        assertEquals(stack.sink.messages.length, 1_000, "a graceful stop delivers nothing twice");
-        await assertOneMessageIdEach(stack, 1_000);
-      });
-    } finally {
-      for (const w of started) stopProcess(w);
-      await Promise.all(started.map((w) => w.child.status));
-      await stack.stop();
-    }
-  },
-);
+        await t.step("a new worker delivers the rest without waiting for a dead worker's timeout", async () => {
+          assert(stack.sink.messages.length < 1_000, "the stop came too late to test anything");
+          started.push(await spawnWorker(stack));
+          await waitFor(
+            async () => (await stack.count("select count(*) from sends where status = 'delivered'")) === 1_000,
+            15_000,
+            "all 1,000 sends delivered",
+          );
+          assertEquals(stack.sink.messages.length, 1_000, "a graceful stop delivers nothing twice");
+          await assertOneMessageIdEach(stack, 1_000);
+        });
+      } finally {
+        for (const w of started) stopProcess(w);
+        await Promise.all(started.map((w) => w.child.status));
+        await stack.stop();
+      }
+    },
+  );
+}
 
 Deno.test("faults: a delivery that keeps throwing ends failed, not sending", opts, async () => {
   // Jobs get their attempts when they are queued: by the api process.

@@ -1,8 +1,9 @@
 /**
  * main.ts as a real process: roles (an `api` process accepts but never delivers; a
- * `worker` process serves only /healthz and delivers), and SIGTERM exits 0.
+ * `worker` process serves only /healthz and delivers; an `all` process delivers on its
+ * worker thread), and SIGTERM exits 0.
  */
-import { assertEquals, assertMatch } from "./assert.ts";
+import { assert, assertEquals, assertMatch } from "./assert.ts";
 import {
   dropDatabase,
   freshDatabase,
@@ -55,6 +56,69 @@ Deno.test("process: api role accepts, worker role delivers, SIGTERM exits 0", op
     });
   } finally {
     if (worker) (worker as { child: Deno.ChildProcess }).child.kill("SIGKILL");
+    await stack.stop();
+  }
+});
+
+/** CPU ticks (user + system) each thread of process `pid` has used, by thread id, with its name. */
+async function threadTicks(pid: number): Promise<Map<number, { name: string; ticks: number }>> {
+  const out = new Map<number, { name: string; ticks: number }>();
+  for await (const t of Deno.readDir(`/proc/${pid}/task`)) {
+    try {
+      const name = (await Deno.readTextFile(`/proc/${pid}/task/${t.name}/comm`)).trim();
+      // Fields after "(comm) ": state is [0], utime [11], stime [12].
+      const f = (await Deno.readTextFile(`/proc/${pid}/task/${t.name}/stat`)).split(") ")[1].split(" ");
+      out.set(Number(t.name), { name, ticks: Number(f[11]) + Number(f[12]) });
+    } catch { /* a thread that ended meanwhile */ }
+  }
+  return out;
+}
+
+Deno.test("process: role all delivers on a thread of its own and answers HTTP on the main one", opts, async (t) => {
+  const stack = await startStack({ env: { PP_ROLE: "api" } });
+  const tenant = await stack.tenant();
+  const all = await spawnWorker(stack, { PP_ROLE: "all" });
+  try {
+    await t.step("a 1,000-recipient batch accepted elsewhere is delivered by the worker thread's CPU", async () => {
+      const before = await threadTicks(all.child.pid);
+      const recipients = Array.from({ length: 1_000 }, (_, i) => ({ to: `t${i}@example.test` }));
+      const r = await stack.api("POST", "/api/v1/sends/batch", {
+        key: tenant.key,
+        body: { templateId: tenant.templateId, recipients },
+      });
+      assertEquals(r.status, 202);
+      await waitFor(
+        async () => (await stack.count("select count(*) from sends where status = 'delivered'")) === 1_000,
+        60_000,
+        "1,000 sends delivered",
+      );
+      const after = await threadTicks(all.child.pid);
+      const used = (tid: number) => (after.get(tid)?.ticks ?? 0) - (before.get(tid)?.ticks ?? 0);
+      // Deno names a Web Worker's thread worker-N; the main thread's id is the process id.
+      const workers = [...after].filter(([, v]) => v.name.startsWith("worker-")).map(([tid]) => tid);
+      assertEquals(workers.length, 1, `one worker thread: ${JSON.stringify([...after.values()])}`);
+      const thread = used(workers[0]);
+      const main = used(all.child.pid);
+      console.log(`1,000 deliveries: worker thread ${thread} ticks, main thread ${main} ticks`);
+      assert(thread > 4 * main, `the worker thread did the deliveries (${thread} ticks vs main ${main})`);
+    });
+
+    await t.step("the same process answers the API on its main thread", async () => {
+      const res = await fetch(`${all.url}/api/v1/sends?limit=1`, { headers: { "x-api-key": tenant.key } });
+      assertEquals(res.status, 200);
+      assertEquals((await res.json()).data.length, 1);
+    });
+
+    await t.step("SIGTERM stops both halves with exit code 0", async () => {
+      all.child.kill("SIGTERM");
+      assertEquals((await all.child.status).code, 0);
+      assertEquals(await stack.count("select count(*) from worker_heartbeats"), 0);
+    });
+  } finally {
+    try {
+      all.child.kill("SIGKILL");
+    } catch { /* exited */ }
+    await all.child.status;
     await stack.stop();
   }
 });

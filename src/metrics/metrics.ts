@@ -10,11 +10,34 @@
  * HTTP metrics are recorded in one place, rest/observe.ts.
  */
 import type { Kysely } from "kysely";
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import {
+  collectDefaultMetrics,
+  Counter,
+  Gauge,
+  Histogram,
+  type MetricObjectWithValues,
+  type MetricValue,
+  Registry,
+} from "prom-client";
 import type { Database } from "../db/tables.ts";
 
 /** The registry `GET /metrics` exposes (nothing is put in prom-client's global one). */
 export const registry = new Registry();
+
+/** Metrics as prom-client's `getMetricsAsJSON()` gives them: what crosses from the worker thread. */
+export type MetricsJson = MetricObjectWithValues<MetricValue<string>>[];
+
+/**
+ * This event loop's own counts (the `pp_*` counters and histograms), for the worker thread
+ * to hand to the process's /metrics (service.ts adds them up). Gauges stay out: the
+ * database-wide ones are read by the scraping loop, and the process metrics are its too.
+ */
+export async function ownCounts(): Promise<MetricsJson> {
+  const all = await registry.getMetricsAsJSON();
+  // MetricType is a string enum at run time ("counter", "gauge", …).
+  const counts = new Set(["counter", "histogram"]);
+  return all.filter((m) => m.name.startsWith("pp_") && counts.has(String(m.type)));
+}
 
 // prom-client's process metrics: CPU, resident memory, heap, event loop lag, open fds.
 collectDefaultMetrics({ register: registry });

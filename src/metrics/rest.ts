@@ -8,6 +8,7 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import type { Deps } from "../context.ts";
 import { AppError } from "../errors.ts";
 import { problemResponse } from "../rest/problem.ts";
+import type { MetricsJson } from "./metrics.ts";
 import { scrape } from "./service.ts";
 
 /** Constant-time string comparison: SHA-256 both sides so the lengths match too. */
@@ -16,8 +17,8 @@ function sameSecret(a: string, b: string): boolean {
   return timingSafeEqual(h(a), h(b));
 }
 
-/** The `/metrics` handler for a process's deps. */
-export function createMetricsEndpoint(deps: Deps) {
+/** The `/metrics` handler for a process's deps; `more` gives the worker thread's counts (role `all`). */
+export function createMetricsEndpoint(deps: Deps, more?: () => Promise<MetricsJson>) {
   return async function metrics(req: Request): Promise<Response> {
     if (req.method !== "GET" && req.method !== "HEAD") {
       const res = problemResponse(
@@ -37,7 +38,7 @@ export function createMetricsEndpoint(deps: Deps) {
         deps.log,
       );
     }
-    const { body, contentType } = await scrape(deps.db, deps.log);
+    const { body, contentType } = await scrape(deps.db, deps.log, more);
     return new Response(req.method === "HEAD" ? null : body, {
       headers: { "content-type": contentType, "cache-control": "no-store" },
     });

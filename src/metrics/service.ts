@@ -3,6 +3,7 @@
  * domains registered in metrics.ts), then the registry in Prometheus' text format.
  */
 import type { Kysely } from "kysely";
+import { AggregatorRegistry } from "prom-client";
 import type { Database } from "../db/tables.ts";
 import type { Logger } from "../log.ts";
 import {
@@ -12,6 +13,7 @@ import {
   jobsOldestDueSeconds,
   jobsQueued,
   jobsRunning,
+  type MetricsJson,
   registerCollector,
   registry,
 } from "./metrics.ts";
@@ -40,9 +42,15 @@ registerCollector("jobs", collectQueue);
 /**
  * Runs every collector at once (one that fails is logged and counted in
  * `pp_metrics_collect_errors_total`, and its gauges keep their last values), then answers
- * the registry's text and its content type.
+ * the registry's text and its content type. `more` (the worker thread's counts, in role
+ * `all`) is added to this loop's, series by series.
  */
-export async function scrape(db: Kysely<Database>, log: Logger): Promise<{ body: string; contentType: string }> {
+export async function scrape(
+  db: Kysely<Database>,
+  log: Logger,
+  more?: () => Promise<MetricsJson>,
+): Promise<{ body: string; contentType: string }> {
+  const others = more?.();
   await Promise.all(
     [...collectors].map(async ([name, collect]) => {
       try {
@@ -53,5 +61,8 @@ export async function scrape(db: Kysely<Database>, log: Logger): Promise<{ body:
       }
     }),
   );
-  return { body: await registry.metrics(), contentType: registry.contentType };
+  const extra = (await others) ?? [];
+  if (extra.length === 0) return { body: await registry.metrics(), contentType: registry.contentType };
+  const sum = AggregatorRegistry.aggregate([await registry.getMetricsAsJSON(), extra]);
+  return { body: await sum.metrics(), contentType: registry.contentType };
 }

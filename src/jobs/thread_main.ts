@@ -1,0 +1,45 @@
+/**
+ * The worker thread's entry (jobs/thread.ts starts it): opens its own pool and handles
+ * with deps.ts openDeps, starts the worker half, and answers the parent's messages.
+ * Its log lines are the process's (stderr), as in one event loop.
+ */
+import { openDb } from "../db/database.ts";
+import { createLogger } from "../log.ts";
+import { ownCounts } from "../metrics/metrics.ts";
+import { openDeps, type OpenedDeps } from "../deps.ts";
+import { startWorkerSide, type WorkerSide } from "./side.ts";
+import type { FromThread, ToThread } from "./thread.ts";
+
+/** The thread's side of the channel (typed here: src/ is checked with the window's globals). */
+const port = globalThis as unknown as {
+  onmessage: ((e: MessageEvent<ToThread>) => void) | null;
+  postMessage(m: FromThread): void;
+};
+
+let own: OpenedDeps | null = null;
+let side: WorkerSide | null = null;
+
+port.onmessage = async (e) => {
+  const m = e.data;
+  if (m.kind === "start") {
+    const { config, databaseUrl, secrets, publicUrl } = m.init;
+    const log = createLogger(config.logLevel);
+    try {
+      own = await openDeps(config, openDb(databaseUrl, config.dbPoolSize), secrets, log, publicUrl);
+      side = await startWorkerSide(own.deps);
+      port.postMessage({ kind: "ready" });
+    } catch (err) {
+      await own?.close().catch(() => {});
+      port.postMessage({ kind: "start_failed", error: String(err) });
+    }
+  } else if (m.kind === "metrics") {
+    port.postMessage({ kind: "metrics", id: m.id, metrics: await ownCounts() });
+  } else if (m.kind === "stop") {
+    try {
+      await side?.stop();
+      await own?.close();
+    } finally {
+      port.postMessage({ kind: "stopped" });
+    }
+  }
+};
