@@ -126,14 +126,22 @@ export async function cpuTimes(): Promise<Map<number, { comm: string; s: number;
   return out;
 }
 
+/** CPU seconds by kind of thread (threadTimes). */
+export interface ThreadTimes {
+  main: number;
+  worker: number;
+  v8: number;
+  io: number;
+}
+
 /**
  * CPU seconds used so far by the threads of `pid` that run JavaScript: `main` (the thread
  * whose id is the pid) and `worker` (Deno's Web Worker threads, named worker-N: the
- * service's worker thread and its report parser). The rest (V8's GC helpers, tokio's I/O
- * threads) is what the process total adds.
+ * service's worker thread and its report parser), `v8` (V8's helper threads: concurrent
+ * GC and compilation) and `io` (tokio's threads: sockets, files, DNS).
  */
-export async function threadTimes(pid: number): Promise<{ main: number; worker: number }> {
-  const out = { main: 0, worker: 0 };
+export async function threadTimes(pid: number): Promise<ThreadTimes> {
+  const out = { main: 0, worker: 0, v8: 0, io: 0 };
   for await (const t of Deno.readDir(`/proc/${pid}/task`)) {
     try {
       const stat = await Deno.readTextFile(`/proc/${pid}/task/${t.name}/stat`);
@@ -143,6 +151,8 @@ export async function threadTimes(pid: number): Promise<{ main: number; worker: 
       const s = (Number(f[11]) + Number(f[12])) / 100;
       if (Number(t.name) === pid) out.main += s;
       else if (comm.startsWith("worker-")) out.worker += s;
+      else if (comm.startsWith("V8 ")) out.v8 += s;
+      else if (comm.startsWith("tokio-")) out.io += s;
     } catch { /* the thread ended */ }
   }
   return out;
@@ -164,11 +174,13 @@ export function cpuMeter(pids: { service: number[]; sink: number }): CpuMeter {
   return {
     async measure(fn) {
       const before = await cpuTimes();
-      const threadsBefore = await threadTimes(pids.service[0]).catch(() => ({ main: 0, worker: 0 }));
+      const none: ThreadTimes = { main: 0, worker: 0, v8: 0, io: 0 };
+      const threadsBefore = await threadTimes(pids.service[0]).catch(() => none);
       const t0 = performance.now();
       const result = await fn();
       const after = await cpuTimes();
-      const threadsAfter = await threadTimes(pids.service[0]).catch(() => ({ main: 0, worker: 0 }));
+      const threadsAfter = await threadTimes(pids.service[0]).catch(() => none);
+      const threadPct = (k: keyof ThreadTimes) => Math.round((threadsAfter[k] - threadsBefore[k]) / wall * 100);
       const wall = (performance.now() - t0) / 1000;
       const used = (pick: (pid: number, comm: string, ppid: number) => boolean) => {
         let s = 0;
@@ -178,8 +190,10 @@ export function cpuMeter(pids: { service: number[]; sink: number }): CpuMeter {
       return [result, {
         cpu_service_pct: used((pid) => pids.service.includes(pid)),
         // The first service process's JavaScript threads: the HTTP side and the worker thread.
-        cpu_service_main_thread_pct: Math.round((threadsAfter.main - threadsBefore.main) / wall * 100),
-        cpu_service_worker_thread_pct: Math.round((threadsAfter.worker - threadsBefore.worker) / wall * 100),
+        cpu_service_main_thread_pct: threadPct("main"),
+        cpu_service_worker_thread_pct: threadPct("worker"),
+        cpu_service_v8_helpers_pct: threadPct("v8"),
+        cpu_service_io_threads_pct: threadPct("io"),
         // The service's children: its render sandboxes (mail/render.ts).
         cpu_render_pct: used((_, __, ppid) => pids.service.includes(ppid)),
         cpu_postgres_pct: used((_, comm) => comm === "postgres"),
