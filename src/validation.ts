@@ -7,17 +7,20 @@ import { AppError, type FieldError } from "./errors.ts";
 
 /**
  * Parses `input` with `schema`, or throws 422 `validation_failed` with one entry per issue
- * (`path` dotted, e.g. `recipients.3.to`).
+ * (`path` dotted, e.g. `recipients.3.to`; an unknown field of a strict object is named by
+ * its own path, e.g. `personalisations`).
  */
 export function parseInput<S extends z.ZodType>(schema: S, input: unknown): z.output<S> {
   const bad = unstorableString(input, []);
   if (bad) throw new AppError("validation_failed", `${bad.path}: ${bad.message}`, [bad]);
   const r = schema.safeParse(input);
   if (r.success) return r.data;
-  const errors: FieldError[] = r.error.issues.map((i) => ({
-    path: i.path.map(String).join(".") || "(body)",
-    message: i.message,
-  }));
+  const errors: FieldError[] = r.error.issues.flatMap((i) =>
+    // A strict object's unknown fields: one entry each, named by its own path.
+    i.code === "unrecognized_keys"
+      ? i.keys.map((k) => ({ path: [...i.path, k].map(String).join("."), message: "is not a known field" }))
+      : [{ path: i.path.map(String).join(".") || "(body)", message: i.message }]
+  );
   const summary = errors.map((e) => `${e.path}: ${e.message}`).join("; ");
   throw new AppError("validation_failed", summary, errors);
 }

@@ -272,6 +272,36 @@ Deno.test("openapi.json: OpenAPI 3.1 of every route, and the real answers match 
       assertProblem(await call("GET", `/api/v1/webhooks/${id}`, { key: w.key }), 404, "not_found");
     });
 
+    await t.step("templates: created, listed, read, changed, rendered, deleted; 404 and 422", async () => {
+      const w = await stack.tenant();
+      const body = { name: "Receipt", subject: "Receipt {{ n }}", html: "<p>{{ n }}</p>" };
+      const created = await call("POST", "/api/v1/templates", { key: w.key, body });
+      assertEquals(created.status, 201, JSON.stringify(created.body));
+      const id = created.body.id;
+      assertEquals((await call("GET", "/api/v1/templates", { key: w.key })).body.data.length, 2);
+      assertEquals((await call("GET", `/api/v1/templates/${id}`, { key: w.key })).body.name, "Receipt");
+      const changed = await call("PATCH", `/api/v1/templates/${id}`, { key: w.key, body: { text: "{{ n }}" } });
+      assertEquals(changed.body.text, "{{ n }}");
+      const rendered = await call("POST", `/api/v1/templates/${id}/render`, {
+        key: w.key,
+        body: { to: "r@example.org", personalizations: { n: 7 } },
+      });
+      assertEquals([rendered.body.subject, rendered.body.text], ["Receipt 7", "7"]);
+      assertProblem(
+        await call("POST", `/api/v1/templates/${id}/render`, { key: w.key, body: { to: UUID() } }),
+        422,
+        "contact_not_found",
+      );
+      assertProblem(
+        await call("POST", "/api/v1/templates", { key: w.key, body: { name: "x" } }),
+        422,
+        "validation_failed",
+      );
+      assertEquals((await call("DELETE", `/api/v1/templates/${id}`, { key: w.key })).status, 204);
+      assertProblem(await call("GET", `/api/v1/templates/${id}`, { key: w.key }), 404, "not_found");
+      assertProblem(await call("POST", `/api/v1/templates/${id}/render`, { key: w.key, body: {} }), 404, "not_found");
+    });
+
     await t.step("request problems: 400, 401, 404 and 405 without a route, 413, and each 422", async () => {
       const a = await stack.tenant();
       assertProblem(await call("GET", "/api/v1/sends"), 401, "unauthorized");

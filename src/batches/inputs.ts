@@ -6,17 +6,17 @@ import { Personalizations, Recipient, sharedSendFields } from "../sends/inputs.t
 export const MAX_BATCH = 1000;
 
 /** One recipient of a batch: an address or a contact uuid, with its own values. */
-export const BatchRecipient = z.object({ to: Recipient, personalizations: Personalizations });
+export const BatchRecipient = z.strictObject({ to: Recipient, personalizations: Personalizations });
 
 /** Body of `POST /api/v1/sends/batch` and `createBatchSend`. */
-export const CreateBatchInput = z.object({
+export const CreateBatchInput = z.strictObject({
   ...sharedSendFields,
   recipients: z.array(BatchRecipient).min(1, "at least one recipient is required"),
 }).meta({ id: "CreateBatchInput" });
 export type CreateBatchInput = z.infer<typeof CreateBatchInput>;
 
 /** Body of a segment send (`POST /api/v1/sends` with `segmentId`, `createSegmentSend`). */
-export const CreateSegmentSendInput = z.object({
+export const CreateSegmentSendInput = z.strictObject({
   ...sharedSendFields,
   segmentId: z.uuid("must be a segment uuid"),
   personalizations: Personalizations,

@@ -116,7 +116,7 @@ builder.mutationField("createBatchSend", (t) =>
         ctx,
         "createBatchSend",
         a.input,
-        async () => (await service.createBatchSend(ctx.deps, ctx.principal, a.input)).batch,
+        async (input) => (await service.createBatchSend(ctx.deps, ctx.principal, input)).batch,
       ),
   }));
 
@@ -129,7 +129,7 @@ builder.mutationField("createSegmentSend", (t) =>
         ctx,
         "createSegmentSend",
         a.input,
-        () => service.createSegmentSend(ctx.deps, ctx.principal, a.input),
+        (input) => service.createSegmentSend(ctx.deps, ctx.principal, input),
       ),
   }));
 

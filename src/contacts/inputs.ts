@@ -9,14 +9,14 @@ const fields = z.record(z.string(), z.unknown()).nullish()
   .refine((v) => v == null || JSON.stringify(v).length <= 64 * 1024, "must be at most 64 KB");
 
 /** createContact: an address, optional names and custom fields. */
-export const CreateContactInput = z.object({ email, firstName: name, lastName: name, company: name, fields });
+export const CreateContactInput = z.strictObject({ email, firstName: name, lastName: name, company: name, fields });
 export type CreateContactInput = z.infer<typeof CreateContactInput>;
 
 /**
  * updateContact: any subset. null clears a name or company; `fields` replaces the whole
  * custom-field object (null clears it); email and status cannot be null.
  */
-export const UpdateContactInput = z.object({
+export const UpdateContactInput = z.strictObject({
   email: email.optional(),
   firstName: name,
   lastName: name,

@@ -111,6 +111,8 @@ export interface TemplatesTable {
   track_clicks: Generated<boolean>;
   created_at: Generated<Date>;
   updated_at: Timestamp;
+  /** Set by a delete: the template is gone for everything but the sends accepted before. */
+  deleted_at: NullableTimestamp;
 }
 
 export interface ContactsTable {

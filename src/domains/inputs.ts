@@ -9,4 +9,4 @@ export const DomainName = z.string().trim().toLowerCase().max(253)
   );
 
 /** addDomain's arguments. */
-export const AddDomainInput = z.object({ name: DomainName });
+export const AddDomainInput = z.strictObject({ name: DomainName });

@@ -4,7 +4,7 @@
  * logged in full and masked.
  */
 import { type DocumentNode, GraphQLError } from "graphql";
-import { createYoga } from "graphql-yoga";
+import { createYoga, type Plugin } from "graphql-yoga";
 import { useGraphQlJit } from "@envelop/graphql-jit";
 import { LRUCache } from "lru-cache";
 import { type Deps, forRequest, type Principal } from "../context.ts";
@@ -68,7 +68,7 @@ export function createGraphQL(deps: Deps, limiter: RateLimiter | null = null) {
     },
     context: ({ principal, requestId }) => ({ deps: forRequest(deps, requestId), principal }),
     // The limits come first: they refuse a document before graphql-jit's execute compiles it.
-    plugins: [...queryLimits(limiter), useGraphQlJit(), useGraphiQLHeaders()],
+    plugins: [...queryLimits(limiter), useGraphQlJit(), useGraphiQLHeaders(), useUnknownFieldCode()],
     maskedErrors: {
       maskError(error) {
         const original = error instanceof GraphQLError ? error.originalError : error;
@@ -99,4 +99,46 @@ export function createGraphQL(deps: Deps, limiter: RateLimiter | null = null) {
       },
     },
   });
+}
+
+/**
+ * Unknown input fields answer `extensions.code = "validation_failed"` with `errors[]` naming
+ * the field, as the REST shim's strict bodies do. They are refused by graphql-js itself (in
+ * validation, or in coercing variables before anything runs), so the result is rewritten.
+ */
+function useUnknownFieldCode(): Plugin {
+  return {
+    onResultProcess({ result, setResult }) {
+      if (Array.isArray(result) || !("errors" in result) || !result.errors) return;
+      let changed = false;
+      const errors = result.errors.map((e) => {
+        // Validation errors come with yoga's GRAPHQL_VALIDATION_FAILED, coercion errors with none.
+        const code = e.extensions?.code;
+        const ours = e instanceof GraphQLError && (code === undefined || code === "GRAPHQL_VALIDATION_FAILED");
+        const unknown = ours ? unknownInputField(e) : null;
+        if (!unknown) return e;
+        changed = true;
+        return new GraphQLError(e.message, {
+          nodes: e.nodes,
+          extensions: { code: "validation_failed", errors: [unknown] },
+        });
+      });
+      if (changed) setResult({ ...result, errors });
+    },
+  };
+}
+
+/**
+ * An input object's unknown field, as graphql-js words it in validation (`Field "x" is not
+ * defined by type "T".`) and in variable coercion (`Variable "$i" got invalid value … at
+ * "i.recipients[0]"; Field "x" is not defined by type "T".`): the REST shim's
+ * `validation_failed` entry for it, its path as far as the message gives one.
+ */
+function unknownInputField(error: GraphQLError): { path: string; message: string } | null {
+  const m = error.message.match(/Field "([^"]+)" is not defined by type "[^"]+"/);
+  if (!m) return null;
+  // Under a variable, the path starts with the variable's name (`i.recipients.0.x`).
+  const at = error.message.match(/ at "([^"]+)"/)?.[1] ?? error.message.match(/^Variable "\$(\w+)"/)?.[1];
+  const base = at ? at.replace(/\[(\d+)\]/g, ".$1") + "." : "";
+  return { path: base + m[1], message: "is not a known field" };
 }

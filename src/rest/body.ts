@@ -19,6 +19,8 @@ const MiB = 1024 * KiB;
  * - `batch` 4 MiB: a full batch of 1,000 recipients with 1 KB of personalizations each is
  *   ~1.2 MB of JSON; 4 MiB leaves room for escaped text and per-recipient fields.
  * - `graphql` 4 MiB: the same batch through `createBatchSend`.
+ * - `template` 3 MiB: a template's HTML and text (up to 512 Ki characters each) as JSON, with
+ *   room for escaped quotes and multi-byte characters.
  * - `inbound` 1 MiB: relays' bounce and complaint reports (an SNS message is at most 256 KB,
  *   escaped once more in its envelope; 1,000 JSON events of a few hundred bytes each).
  * - `unsubscribe` 4 KiB: the RFC 8058 one-click form body is `List-Unsubscribe=One-Click`.
@@ -31,6 +33,7 @@ export const BODY_LIMITS = {
   send: 1 * MiB,
   batch: 4 * MiB,
   graphql: 4 * MiB,
+  template: 3 * MiB,
   inbound: 1 * MiB,
   unsubscribe: 4 * KiB,
 } as const;

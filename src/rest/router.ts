@@ -17,6 +17,9 @@ import { CreateWebhookEndpointInput, UpdateWebhookEndpointInput } from "../webho
 import { WebhookEndpointCreated, WebhookEndpointJson, WebhookEndpointList } from "../webhooks/view.ts";
 import * as sends from "../sends/rest.ts";
 import * as webhooks from "../webhooks/rest.ts";
+import * as templates from "../templates/rest.ts";
+import { CreateTemplateInput, RenderTemplateInput, UpdateTemplateInput } from "../templates/inputs.ts";
+import { RenderedTemplate, TemplateJson, TemplateList } from "../templates/view.ts";
 import { BODY_LIMITS } from "./body.ts";
 import { requestIdFor } from "./request_id.ts";
 import { tenantCall } from "./middleware.ts";
@@ -159,6 +162,82 @@ export const ROUTES: Route[] = [
       summary: "Cancel every send of a batch that is still scheduled or queued",
       params: ID_PARAM,
       responses: { 200: { description: "The batch, and how many sends this call cancelled", schema: BatchCancelled } },
+    },
+  },
+  {
+    method: "GET",
+    pattern: path("/api/v1/templates"),
+    handler: (d, p) => templates.getTemplates(d, p),
+    doc: {
+      tag: "Templates",
+      summary: "The account's templates, newest first",
+      responses: { 200: { description: "Every template (at most 500)", schema: TemplateList } },
+    },
+  },
+  {
+    method: "POST",
+    pattern: path("/api/v1/templates"),
+    handler: (d, p, r) => templates.postTemplate(d, p, r),
+    maxBody: BODY_LIMITS.template,
+    doc: {
+      tag: "Templates",
+      summary: "Create a template",
+      description:
+        "Subject, HTML and text are nunjucks, checked in the render sandbox: one that does not compile is a 422.",
+      body: CreateTemplateInput,
+      responses: { 201: { description: "The template", schema: TemplateJson } },
+    },
+  },
+  {
+    method: "GET",
+    pattern: path("/api/v1/templates/:id"),
+    handler: (d, p, _r, a) => templates.getTemplate(d, p, a.id),
+    doc: {
+      tag: "Templates",
+      summary: "A template",
+      params: ID_PARAM,
+      responses: { 200: { description: "The template", schema: TemplateJson } },
+    },
+  },
+  {
+    method: "PATCH",
+    pattern: path("/api/v1/templates/:id"),
+    handler: (d, p, r, a) => templates.patchTemplate(d, p, r, a.id),
+    maxBody: BODY_LIMITS.template,
+    doc: {
+      tag: "Templates",
+      summary: "Change some of a template's fields",
+      description: "Sends not yet rendered use the new version. `null` clears an optional field.",
+      params: ID_PARAM,
+      body: UpdateTemplateInput,
+      responses: { 200: { description: "The template", schema: TemplateJson } },
+    },
+  },
+  {
+    method: "DELETE",
+    pattern: path("/api/v1/templates/:id"),
+    handler: (d, p, _r, a) => templates.deleteTemplate(d, p, a.id),
+    doc: {
+      tag: "Templates",
+      summary: "Delete a template",
+      description: "New sends of it answer 422 `template_not_found`; sends accepted before still go out.",
+      params: ID_PARAM,
+      responses: { 204: { description: "Deleted" } },
+    },
+  },
+  {
+    method: "POST",
+    pattern: path("/api/v1/templates/:id/render"),
+    handler: (d, p, r, a) => templates.postRender(d, p, r, a.id),
+    doc: {
+      tag: "Templates",
+      summary: "Render a template as a send to `to` would be (a preview); sends and creates nothing",
+      description: "Through the same sandbox as delivery. A contact's fields fill the variables, then the " +
+        "personalizations; `missingVariables` names what nothing filled. Links are not rewritten for tracking.",
+      params: ID_PARAM,
+      body: RenderTemplateInput,
+      responses: { 200: { description: "The rendered parts", schema: RenderedTemplate } },
+      problems: ["contact_not_found"],
     },
   },
   {

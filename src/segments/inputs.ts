@@ -31,7 +31,7 @@ const field = z.string()
   })
   .transform((v) => Object.hasOwn(STANDARD_FIELDS, v) ? STANDARD_FIELDS[v] : v);
 
-const Rule = z.object({
+const Rule = z.strictObject({
   field,
   op: z.enum(SEGMENT_RULE_OPS, { error: `must be one of ${SEGMENT_RULE_OPS.join(", ")}` }),
   value: z.string().max(1000).nullish(),
@@ -52,7 +52,7 @@ const Rule = z.object({
 }));
 
 /** createSegment: a name and up to 20 rules, ANDed (none = every contact). */
-export const CreateSegmentInput = z.object({
+export const CreateSegmentInput = z.strictObject({
   name: z.string().trim().min(1).max(200).refine(...noLineBreaks),
   rules: z.array(Rule).max(20),
 });

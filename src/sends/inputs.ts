@@ -1,6 +1,7 @@
 /**
- * Send input shapes, written once and used by REST, GraphQL and the services.
- * Unknown fields are dropped (zod's default), as API.md asks.
+ * Send input shapes, written once and used by REST, GraphQL and the services. A body's
+ * unknown field is refused (strict objects, API.md "Message features"): a typo such as
+ * `personalisations` must never mail without its data.
  */
 import { z } from "zod";
 import { SEND_STATUSES } from "../db/tables.ts";
@@ -52,7 +53,7 @@ export const Recipient = z.string().trim().min(1, "is required")
   .refine((v) => isUuid(v) || isEmail(v), "must be an email address or a contact uuid");
 
 /** Body of `POST /api/v1/sends` and `createSend`. */
-export const CreateSendInput = z.object({
+export const CreateSendInput = z.strictObject({
   ...sharedSendFields,
   to: Recipient,
   personalizations: Personalizations,

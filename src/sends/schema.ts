@@ -122,7 +122,7 @@ builder.mutationField("createSend", (t) =>
         ctx,
         "createSend",
         a.input,
-        async () => sendView((await service.createSend(ctx.deps, ctx.principal, a.input)).send),
+        async (input) => sendView((await service.createSend(ctx.deps, ctx.principal, input)).send),
       ),
   }));
 

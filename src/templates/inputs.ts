@@ -1,5 +1,6 @@
-/** Template input shapes, shared by GraphQL and the services. */
+/** Template input shapes, shared by REST, GraphQL and the services. */
 import { z } from "zod";
+import { Personalizations, Recipient } from "../sends/inputs.ts";
 import { isEmail, noLineBreaks } from "../validation.ts";
 
 // Whether a source compiles is checked by the service, in the render sandbox (assertCompiles).
@@ -18,16 +19,26 @@ const fields = {
 };
 
 /** createTemplate: name and subject required, and at least one of html and text. */
-export const CreateTemplateInput = z.object(fields).refine((v) => v.html || v.text, {
+export const CreateTemplateInput = z.strictObject(fields).refine((v) => v.html || v.text, {
   message: "html or text is required",
   path: ["html"],
-});
+}).meta({ id: "CreateTemplateInput" });
 export type CreateTemplateInput = z.infer<typeof CreateTemplateInput>;
 
 /** updateTemplate: any subset; null clears an optional field. */
-export const UpdateTemplateInput = z.object({
+export const UpdateTemplateInput = z.strictObject({
   ...fields,
   name: fields.name.optional(),
   subject: fields.subject.optional(),
-});
+}).meta({ id: "UpdateTemplateInput" });
 export type UpdateTemplateInput = z.infer<typeof UpdateTemplateInput>;
+
+/**
+ * `POST /api/v1/templates/:id/render` and `renderTemplate`: whom to render for (an address or
+ * a contact uuid, whose fields fill the variables as a send's would) and the personalizations.
+ */
+export const RenderTemplateInput = z.strictObject({
+  to: Recipient.nullish(),
+  personalizations: Personalizations,
+}).meta({ id: "RenderTemplateInput" });
+export type RenderTemplateInput = z.infer<typeof RenderTemplateInput>;

@@ -2,6 +2,7 @@
 import { builder, type Types } from "../graphql/builder.ts";
 import type { TemplateRow } from "./repo.ts";
 import * as service from "./service.ts";
+import { type RenderedTemplate as RenderedView, renderedView } from "./view.ts";
 
 /** GraphQL `Template`. */
 export const Template = builder.objectRef<TemplateRow>("Template").implement({
@@ -66,4 +67,46 @@ builder.mutationField("updateTemplate", (t) =>
     type: Template,
     args: { id: t.arg.id({ required: true }), input: t.arg({ type: UpdateTemplateInput, required: true }) },
     resolve: (_, a, ctx) => service.updateTemplate(ctx.deps, ctx.principal, String(a.id), a.input),
+  }));
+
+builder.mutationField("deleteTemplate", (t) =>
+  t.field({
+    type: "Boolean",
+    description: "Deletes a template: new sends of it are refused (template_not_found); accepted ones still go out.",
+    args: { id: t.arg.id({ required: true }) },
+    resolve: async (_, a, ctx) => {
+      await service.deleteTemplate(ctx.deps, ctx.principal, String(a.id));
+      return true;
+    },
+  }));
+
+/** GraphQL `RenderedTemplate`: what a send to `to` would carry. */
+const RenderedTemplate = builder.objectRef<RenderedView>("RenderedTemplate").implement({
+  fields: (t) => ({
+    subject: t.exposeString("subject"),
+    html: t.exposeString("html", { nullable: true }),
+    text: t.exposeString("text", { nullable: true }),
+    missingVariables: t.exposeStringList("missingVariables", {
+      description: "Variables the template uses that nothing gave a value.",
+    }),
+  }),
+});
+
+builder.queryField("renderTemplate", (t) =>
+  t.field({
+    type: RenderedTemplate,
+    description: "Renders a template as a send to `to` (an address or a contact id) would be; sends nothing. " +
+      "Links are not rewritten for tracking.",
+    args: {
+      id: t.arg.id({ required: true }),
+      to: t.arg.string(),
+      personalizations: t.arg({ type: "JSON" }),
+    },
+    resolve: async (_, a, ctx) =>
+      renderedView(
+        await service.renderTemplatePreview(ctx.deps, ctx.principal, String(a.id), {
+          to: a.to,
+          personalizations: a.personalizations,
+        }),
+      ),
   }));

@@ -3,10 +3,11 @@ import type { Deps, Principal } from "../context.ts";
 import { requireTenant } from "../context.ts";
 import { AppError } from "../errors.ts";
 import { isUuid, parseInput } from "../validation.ts";
-import { CreateTemplateInput, UpdateTemplateInput } from "./inputs.ts";
+import { CreateTemplateInput, RenderTemplateInput, UpdateTemplateInput } from "./inputs.ts";
 import * as repo from "./repo.ts";
-import { assertCompiles } from "../mail/render.ts";
+import { assertCompiles, type ContactFields, renderContext, type Rendered, RenderError } from "../mail/render.ts";
 import { SharedCache } from "../cache.ts";
+import { getContact } from "../contacts/service.ts";
 
 /**
  * Templates as sends read them, by `account:template` (misses too), in every process: a
@@ -95,4 +96,47 @@ export async function getTemplate(deps: Deps, p: Principal, id: string) {
 export function listTemplates(deps: Deps, p: Principal, first = 100) {
   const t = requireTenant(p);
   return repo.listTemplates(deps.db, t.accountId, Math.min(Math.max(first, 1), 500));
+}
+
+/** Marks one of the caller's templates deleted: new sends of it are refused (`template_not_found`); accepted ones still go out. */
+export async function deleteTemplate(deps: Deps, p: Principal, id: string): Promise<void> {
+  const t = requireTenant(p);
+  if (!isUuid(id) || !await repo.deleteTemplate(deps.db, t.accountId, id)) {
+    throw new AppError("not_found", "template not found");
+  }
+  templateCache.drop(`${t.accountId}:${id}`);
+  deps.log.info("template deleted", { accountId: t.accountId, templateId: id });
+}
+
+/**
+ * Renders one of the caller's templates as a send to `to` would be (the contact's fields,
+ * then the personalizations), in the same sandbox as delivery; sends and creates nothing.
+ * An unknown address renders as a new contact would (only `email`); without `to`, `email` is
+ * left out, so a template using it lists it in `missingVariables`. Links are not rewritten
+ * for tracking, and `unsubscribe_url` is a placeholder. A template that fails is a 422
+ * `validation_failed` naming `template`.
+ */
+export async function renderTemplatePreview(deps: Deps, p: Principal, id: string, input: unknown): Promise<Rendered> {
+  const t = requireTenant(p);
+  const v = parseInput(RenderTemplateInput, input ?? {});
+  const tpl = isUuid(id) ? await repo.findTemplate(deps.db, t.accountId, id) : undefined;
+  if (!tpl) throw new AppError("not_found", "template not found");
+  let contact: ContactFields = { email: v.to ?? "", first_name: null, last_name: null, company: null, fields: {} };
+  if (v.to && isUuid(v.to)) {
+    const found = await getContact(deps, p, { id: v.to });
+    if (!found) throw new AppError("contact_not_found", "no contact of this account has that id");
+    contact = found;
+  } else if (v.to) {
+    contact = (await getContact(deps, p, { email: v.to })) ?? contact;
+  }
+  const context = renderContext(contact, v.personalizations ?? {}, {
+    unsubscribe_url: `${deps.publicUrl}/u/preview`,
+  });
+  if (!v.to) delete context.email;
+  try {
+    return await deps.renderer.render(tpl, tpl.subject, context);
+  } catch (err) {
+    if (!(err instanceof RenderError)) throw err;
+    throw new AppError("validation_failed", `template: ${err.message}`, [{ path: "template", message: err.message }]);
+  }
 }
