@@ -14,6 +14,7 @@ export const ERROR_STATUS = {
   not_found: 404,
   method_not_allowed: 405,
   not_cancellable: 409,
+  not_reschedulable: 409,
   idempotency_conflict: 409,
   payload_too_large: 413,
   validation_failed: 422,

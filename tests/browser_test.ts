@@ -261,26 +261,36 @@ Deno.test(
 
       await t.step(
         "/docs loads from our origin only and shows every operation of /api/v1/openapi.json",
-        shootOnFailure("docs-load", async () => {
-          const response = await assertSameOrigin(tab, `${stack.url}/docs`);
-          assertMatch(response.headers()["content-security-policy"] ?? "", /(^|; )script-src 'self'(;|$)/);
-          await page.waitForSelector(".opblock .opblock-summary-path");
-          const shown = await page.$$eval(
-            ".opblock",
-            (blocks) =>
-              blocks.map((b) =>
-                `${b.querySelector(".opblock-summary-method")?.textContent} ${
-                  b.querySelector(".opblock-summary-path")?.getAttribute("data-path")
-                }`
-              ),
-          );
-          const doc = await (await fetch(`${stack.url}/api/v1/openapi.json`)).json();
-          const operations = Object.entries<Record<string, unknown>>(doc.paths)
-            .flatMap(([path, ops]) => Object.keys(ops).map((method) => `${method.toUpperCase()} ${path}`));
-          assertEquals(shown.sort(), operations.sort());
-          const assets = tab.requests.map((r) => new URL(r).pathname).filter((p) => p.startsWith("/docs/assets/"));
-          assert(assets.some((p) => p.endsWith(".css")) && assets.some((p) => p.endsWith(".js")), `${assets}`);
-        }),
+        async () => {
+          // A tab of its own: GraphiQL's may still hold connections open, and "network idle" would wait for them.
+          const docsTab = await browser.newTab();
+          try {
+            const page = docsTab.page;
+            const response = await assertSameOrigin(docsTab, `${stack.url}/docs`);
+            assertMatch(response.headers()["content-security-policy"] ?? "", /(^|; )script-src 'self'(;|$)/);
+            await page.waitForSelector(".opblock .opblock-summary-path");
+            const shown = await page.$$eval(
+              ".opblock",
+              (blocks) =>
+                blocks.map((b) =>
+                  `${b.querySelector(".opblock-summary-method")?.textContent} ${
+                    b.querySelector(".opblock-summary-path")?.getAttribute("data-path")
+                  }`
+                ),
+            );
+            const doc = await (await fetch(`${stack.url}/api/v1/openapi.json`)).json();
+            const operations = Object.entries<Record<string, unknown>>(doc.paths)
+              .flatMap(([path, ops]) => Object.keys(ops).map((method) => `${method.toUpperCase()} ${path}`));
+            assertEquals(shown.sort(), operations.sort());
+            const assets = docsTab.requests.map((r) => new URL(r).pathname).filter((p) =>
+              p.startsWith("/docs/assets/")
+            );
+            assert(assets.some((p) => p.endsWith(".css")) && assets.some((p) => p.endsWith(".js")), `${assets}`);
+          } catch (err) {
+            await browser.screenshot(docsTab, "docs-load");
+            throw err;
+          }
+        },
       );
     } finally {
       await b?.close();

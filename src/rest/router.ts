@@ -11,7 +11,7 @@ import { z } from "zod";
 import * as batches from "../batches/rest.ts";
 import { CreateBatchInput, CreateSegmentSendInput } from "../batches/inputs.ts";
 import { BatchAccepted, BatchCancelled, BatchView, SegmentSendAccepted } from "../batches/view.ts";
-import { CreateSendInput, ListSendsInput } from "../sends/inputs.ts";
+import { CreateSendInput, ListSendsInput, RescheduleInput } from "../sends/inputs.ts";
 import { SendPage, SendView, SendWithEvents } from "../sends/view.ts";
 import { CreateWebhookEndpointInput, UpdateWebhookEndpointInput } from "../webhooks/inputs.ts";
 import { WebhookEndpointCreated, WebhookEndpointJson, WebhookEndpointList } from "../webhooks/view.ts";
@@ -126,6 +126,21 @@ export const ROUTES: Route[] = [
       summary: "A send with its events, oldest first",
       params: ID_PARAM,
       responses: { 200: { description: "The send", schema: SendWithEvents } },
+    },
+  },
+  {
+    method: "PATCH",
+    pattern: path("/api/v1/sends/:id"),
+    handler: (d, p, r, a) => sends.patchSend(d, p, r, a.id),
+    doc: {
+      tag: "Sends",
+      summary: "Reschedule a scheduled or queued send",
+      description: "A time ahead makes it `scheduled` for then; a time past or now makes it `queued`, due at once. " +
+        "Its quota unit stays reserved. A send already `sending` or finished answers 409 `not_reschedulable`.",
+      params: ID_PARAM,
+      body: RescheduleInput,
+      responses: { 200: { description: "The send at its new time", schema: SendView } },
+      problems: ["not_reschedulable"],
     },
   },
   {

@@ -60,6 +60,12 @@ export const CreateSendInput = z.strictObject({
 }).meta({ id: "CreateSendInput" });
 export type CreateSendInput = z.infer<typeof CreateSendInput>;
 
+/** Body of `PATCH /api/v1/sends/:id` and `rescheduleSend`/`rescheduleBatch`: the new time (past or now: due at once). */
+export const RescheduleInput = z.strictObject({
+  scheduledAt: sharedSendFields.scheduledAt.unwrap().unwrap(),
+}).meta({ id: "RescheduleInput" });
+export type RescheduleInput = z.infer<typeof RescheduleInput>;
+
 /** Send statuses a list can filter on: every one. */
 export const SendStatusFilter = z.enum(SEND_STATUSES);
 

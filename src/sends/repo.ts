@@ -180,6 +180,38 @@ export function listSends(
   return q.orderBy("created_at", "desc").orderBy("id", "desc").limit(opts.limit).execute();
 }
 
+/**
+ * Moves an account's pending sends — one (`sendId`) or a batch's (`batchId`) — to `at`, in
+ * the caller's transaction: `scheduled` when `at` is ahead, else `queued` (due now); each
+ * pending job is replaced by one at the new time, or by none when the time is beyond the
+ * horizon (promoteDeferred creates it later). A job already running for one of them finds
+ * its send not yet due and leaves it (claimForDelivery). Returns the moved rows.
+ */
+export async function reschedulePending(
+  db: Kysely<Database>,
+  accountId: string,
+  which: { sendId: string } | { batchId: string },
+  at: Date,
+  opts: QueueOptions,
+): Promise<SendRow[]> {
+  const ahead = at.getTime() > Date.now();
+  const deferred = jobDeferred(at, opts);
+  let q = db.updateTable("sends").set({
+    scheduled_at: at,
+    status: ahead ? "scheduled" : "queued",
+    job_deferred: deferred,
+    updated_at: sql`now()`,
+  }).where("account_id", "=", accountId).where("status", "in", PENDING);
+  q = "sendId" in which ? q.where("id", "=", which.sendId) : q.where("batch_id", "=", which.batchId);
+  const rows = await q.returningAll().execute();
+  const ids = rows.map((r) => r.id);
+  await removeDeliveries(db, ids);
+  if (!deferred && ids.length) {
+    await addDeliveryJobs(db, ids.map((id) => ({ id, runAt: ahead ? at : null })), opts.smtpMaxAttempts);
+  }
+  return rows;
+}
+
 /** Marks a still-pending send cancelled; undefined when it is not pending (or not theirs). */
 export function cancelPending(db: Kysely<Database>, accountId: string, id: string) {
   return db.updateTable("sends").set({ status: "cancelled", updated_at: sql`now()` })
@@ -198,13 +230,17 @@ export interface Claimed {
 /**
  * Claims sends for delivery and reads their templates, contacts and account states, in one
  * statement: pending (or `sending` after a crashed attempt) becomes `sending`. A send that is
- * already past that is missing from the answer, so a re-run job mails nothing.
+ * already past that, or not due yet (rescheduled), is missing from the answer, so a re-run
+ * or stale job mails nothing.
  */
 export async function claimForDelivery(db: Kysely<Database>, ids: string[]): Promise<Map<string, Claimed>> {
   const r = await sql<SendRow & Record<string, unknown>>`
     with claimed as (
       update sends set status = 'sending', updated_at = now()
       where id = any(${ids}::uuid[]) and status in ('scheduled', 'queued', 'sending')
+        -- A send rescheduled later while its old job was already running is not due yet:
+        -- the old job leaves it to the new one.
+        and (status = 'sending' or scheduled_at is null or scheduled_at <= now() + interval '5 seconds')
       returning *)
     select c.*, t.updated_at as tpl_updated_at, t.html as tpl_html, t.text as tpl_text,
       ct.email as ct_email, ct.first_name as ct_first_name, ct.last_name as ct_last_name,

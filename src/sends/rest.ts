@@ -51,6 +51,11 @@ export async function getSend(deps: Deps, p: Principal, id: string): Promise<Res
   return json({ ...sendView(send), events: events.map(eventJson) } satisfies SendWithEvents);
 }
 
+/** PATCH /api/v1/sends/:id with {scheduledAt} → 200 Send at its new time. */
+export async function patchSend(deps: Deps, p: Principal, req: Request, id: string): Promise<Response> {
+  return json(sendView(await service.rescheduleSend(deps, p, id, await readJson(req))));
+}
+
 /** POST /api/v1/sends/:id/cancel → 200 Send, now cancelled. */
 export async function postCancel(deps: Deps, p: Principal, id: string): Promise<Response> {
   return json(sendView(await service.cancelSend(deps, p, id)));

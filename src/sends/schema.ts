@@ -126,6 +126,18 @@ builder.mutationField("createSend", (t) =>
       ),
   }));
 
+builder.mutationField("rescheduleSend", (t) =>
+  t.field({
+    type: Send,
+    description: "Moves a scheduled or queued send to `scheduledAt` (past or now: due at once); " +
+      "not_reschedulable once it is sending or finished.",
+    args: { id: t.arg.id({ required: true }), scheduledAt: t.arg({ type: "DateTime", required: true }) },
+    resolve: async (_, a, ctx) =>
+      sendView(
+        await service.rescheduleSend(ctx.deps, ctx.principal, String(a.id), { scheduledAt: a.scheduledAt }),
+      ),
+  }));
+
 builder.mutationField("cancelSend", (t) =>
   t.field({
     type: Send,

@@ -21,7 +21,7 @@ import { templateForSend } from "../templates/service.ts";
 import { GroupCommit } from "../db/group_commit.ts";
 import { assertCompiles } from "../mail/render.ts";
 import { countFinished, sendsAccepted } from "../metrics/metrics.ts";
-import { type Address, CreateSendInput, ListSendsInput, parseAddress } from "./inputs.ts";
+import { type Address, CreateSendInput, ListSendsInput, parseAddress, RescheduleInput } from "./inputs.ts";
 import * as repo from "./repo.ts";
 
 /** What every send needs from its template and sender, checked before any write. */
@@ -401,5 +401,28 @@ export async function cancelSend(deps: Deps, p: Principal, id: string) {
     return cancelled;
   });
   deps.log.info("send cancelled", { accountId: t.accountId, sendId: id });
+  return row;
+}
+
+/**
+ * Moves a `scheduled` or `queued` send to `scheduledAt` (a time past or now makes it due at
+ * once), across the scheduling horizon either way; its quota unit stays. 404 for a send not
+ * the caller's, 409 `not_reschedulable` past `queued`.
+ */
+export async function rescheduleSend(deps: Deps, p: Principal, id: string, input: unknown) {
+  const t = requireTenant(p);
+  const { scheduledAt } = parseInput(RescheduleInput, input);
+  assertUuid(id);
+  const row = await deps.db.transaction().execute(async (trx) => {
+    const [moved] = await repo.reschedulePending(trx, t.accountId, { sendId: id }, new Date(scheduledAt), deps.config);
+    if (moved) return moved;
+    const existing = await repo.findSend(trx, t.accountId, id);
+    if (!existing) throw new AppError("not_found", "send not found");
+    throw new AppError(
+      "not_reschedulable",
+      `the send is ${existing.status}; only scheduled or queued sends can be rescheduled`,
+    );
+  });
+  deps.log.info("send rescheduled", { accountId: t.accountId, sendId: id, scheduledAt: row.scheduled_at });
   return row;
 }
