@@ -214,8 +214,26 @@ Deno.test("openapi.json: OpenAPI 3.1 of every route, and the real answers match 
       assertEquals(read.body.counts, { scheduled: 3 });
       const inBatch = await call("GET", `/api/v1/sends?batchId=${batch.body.batchId}`, { key: a.key });
       assertEquals(inBatch.body.data.length, 3);
+      const moved = await call("PATCH", `/api/v1/batches/${batch.body.batchId}`, {
+        key: a.key,
+        body: { scheduledAt: HOUR_AHEAD() },
+      });
+      assertEquals(moved.body.rescheduled, 3);
+      const one = await call("PATCH", `/api/v1/sends/${batch.body.sends[0].id}`, {
+        key: a.key,
+        body: { scheduledAt: HOUR_AHEAD() },
+      });
+      assertEquals(one.body.status, "scheduled");
       const cancelled = await call("POST", `/api/v1/batches/${batch.body.batchId}/cancel`, { key: a.key });
       assertEquals(cancelled.body.cancelled, 3);
+      assertProblem(
+        await call("PATCH", `/api/v1/sends/${batch.body.sends[0].id}`, {
+          key: a.key,
+          body: { scheduledAt: HOUR_AHEAD() },
+        }),
+        409,
+        "not_reschedulable",
+      );
 
       await gql(stack, a.key, `mutation { createContact(input: {email: "member@example.org"}) { id } }`);
       const { createSegment } = await gql(

@@ -76,6 +76,37 @@ Deno.test("reschedule: across the horizon both ways, due now, refused past queue
       assertEquals(read.body.scheduledAt, s.body.scheduledAt);
     });
 
+    await t.step("a batch: its pending sends move together, the others stay; GraphQL rescheduleBatch", async () => {
+      const recipients = ["b1@example.test", "b2@example.test", "b3@example.test"].map((to) => ({ to }));
+      const batch = await stack.api("POST", "/api/v1/sends/batch", {
+        key: a.key,
+        body: { templateId: a.templateId, recipients, scheduledAt: at(86_400_000) },
+      });
+      assertEquals(batch.status, 202, JSON.stringify(batch.body));
+      const [first, second, third] = batch.body.sends.map((x: { id: string }) => x.id);
+      await stack.api("POST", `/api/v1/sends/${third}/cancel`, { key: a.key });
+      const q = `mutation($id: ID!, $at: DateTime!) { rescheduleBatch(id: $id, scheduledAt: $at) { id } }`;
+      const viaGql = await stack.gql(q, { id: batch.body.batchId, at: at(7_200_000) }, a.key);
+      assertEquals(viaGql.body.data.rescheduleBatch.id, batch.body.batchId);
+      const now = await stack.api("PATCH", `/api/v1/batches/${batch.body.batchId}`, {
+        key: a.key,
+        body: { scheduledAt: at(0) },
+      });
+      assertEquals(now.status, 200, JSON.stringify(now.body));
+      assertEquals(now.body.rescheduled, 2);
+      for (const id of [first, second]) await waitForStatus(stack, a.key, id, ["delivered"], 15_000);
+      const left = await stack.api("GET", `/api/v1/sends/${third}`, { key: a.key });
+      assertEquals(left.body.status, "cancelled");
+      assertProblem(
+        await stack.api("PATCH", `/api/v1/batches/${crypto.randomUUID()}`, {
+          key: a.key,
+          body: { scheduledAt: at(0) },
+        }),
+        404,
+        "not_found",
+      );
+    });
+
     await t.step("GraphQL rescheduleSend answers the same", async () => {
       const s = await send("gql@example.test", at(3_600_000));
       const when = at(7_200_000);

@@ -1,9 +1,9 @@
-/** REST handlers for batches: `POST /api/v1/sends/batch`, `GET /api/v1/batches/:id`, `POST …/cancel`. */
+/** REST handlers for batches: `POST /api/v1/sends/batch`, `GET|PATCH /api/v1/batches/:id`, `POST …/cancel`. */
 import type { Deps, Principal } from "../context.ts";
 import { json, readJson } from "../rest/problem.ts";
 import { quotaHeaders } from "../rest/quota.ts";
 import * as service from "./service.ts";
-import type { BatchCancelled, BatchView } from "./view.ts";
+import type { BatchCancelled, BatchRescheduled, BatchView } from "./view.ts";
 
 /** A batch as REST shows it, with its counts by status. */
 export function batchJson(b: Awaited<ReturnType<typeof service.getBatch>>): BatchView {
@@ -29,6 +29,12 @@ export async function postBatch(deps: Deps, p: Principal, req: Request): Promise
 /** GET /api/v1/batches/:id → 200 batch with counts. */
 export async function getBatch(deps: Deps, p: Principal, id: string): Promise<Response> {
   return json(batchJson(await service.getBatch(deps, p, id)));
+}
+
+/** PATCH /api/v1/batches/:id with {scheduledAt} → 200 batch with counts and `rescheduled`. */
+export async function patchBatch(deps: Deps, p: Principal, req: Request, id: string): Promise<Response> {
+  const b = await service.rescheduleBatch(deps, p, id, await readJson(req));
+  return json({ ...batchJson(b), rescheduled: b.rescheduled } satisfies BatchRescheduled);
 }
 
 /** POST /api/v1/batches/:id/cancel → 200 batch with counts and `cancelled`. */

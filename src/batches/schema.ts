@@ -133,6 +133,15 @@ builder.mutationField("createSegmentSend", (t) =>
       ),
   }));
 
+builder.mutationField("rescheduleBatch", (t) =>
+  t.field({
+    type: Batch,
+    description: "Moves every send of the batch still scheduled or queued to `scheduledAt` (past or now: due at once).",
+    args: { id: t.arg.id({ required: true }), scheduledAt: t.arg({ type: "DateTime", required: true }) },
+    resolve: (_, a, ctx) =>
+      service.rescheduleBatch(ctx.deps, ctx.principal, String(a.id), { scheduledAt: a.scheduledAt }),
+  }));
+
 builder.mutationField("cancelBatch", (t) =>
   t.field({
     type: Batch,

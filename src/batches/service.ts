@@ -14,6 +14,7 @@ import { assertCompiles } from "../mail/render.ts";
 import { findSegment } from "../segments/service.ts";
 import * as sendsRepo from "../sends/repo.ts";
 import { type AcceptContext, acceptSends, prepareSend, rejectDuplicates } from "../sends/service.ts";
+import { RescheduleInput } from "../sends/inputs.ts";
 import { assertUuid, isUuid, parseInput } from "../validation.ts";
 import { CreateBatchInput, CreateSegmentSendInput, MAX_BATCH } from "./inputs.ts";
 import * as repo from "./repo.ts";
@@ -142,4 +143,27 @@ export async function cancelBatch(deps: Deps, p: Principal, id: string) {
   });
   deps.log.info("batch cancelled", { accountId: t.accountId, batchId: id, cancelled });
   return { ...(await getBatch(deps, p, id)), cancelled };
+}
+
+/**
+ * Moves every send of the batch that is still `scheduled` or `queued` to `scheduledAt` (as
+ * sends/service rescheduleSend does for one), in one transaction; the others are left as they
+ * are. A segment send still expanding answers 409 `not_reschedulable` (sends yet to be
+ * created would keep the old time).
+ */
+export async function rescheduleBatch(deps: Deps, p: Principal, id: string, input: unknown) {
+  const t = requireTenant(p);
+  const { scheduledAt } = parseInput(RescheduleInput, input);
+  assertUuid(id);
+  const rescheduled = await deps.db.transaction().execute(async (trx) => {
+    const batch = await repo.findBatch(trx, t.accountId, id);
+    if (!batch) throw new AppError("not_found", "batch not found");
+    if (batch.status === "expanding") {
+      throw new AppError("not_reschedulable", "the segment send is still creating its sends; try again when accepted");
+    }
+    const at = new Date(scheduledAt);
+    return (await sendsRepo.reschedulePending(trx, t.accountId, { batchId: id }, at, deps.config)).length;
+  });
+  deps.log.info("batch rescheduled", { accountId: t.accountId, batchId: id, rescheduled });
+  return { ...(await getBatch(deps, p, id)), rescheduled };
 }

@@ -42,3 +42,8 @@ export type BatchView = z.infer<typeof BatchView>;
 /** `POST /api/v1/batches/:id/cancel`: the batch, and how many sends this call cancelled. */
 export const BatchCancelled = BatchView.extend({ cancelled: z.int().nonnegative() }).meta({ id: "BatchCancelled" });
 export type BatchCancelled = z.infer<typeof BatchCancelled>;
+
+/** `PATCH /api/v1/batches/:id`: the batch, and how many of its sends this call moved. */
+export const BatchRescheduled = BatchView.extend({ rescheduled: z.int().nonnegative() })
+  .meta({ id: "BatchRescheduled" });
+export type BatchRescheduled = z.infer<typeof BatchRescheduled>;

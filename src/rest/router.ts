@@ -10,7 +10,7 @@ import type { RateLimiter } from "../ratelimit.ts";
 import { z } from "zod";
 import * as batches from "../batches/rest.ts";
 import { CreateBatchInput, CreateSegmentSendInput } from "../batches/inputs.ts";
-import { BatchAccepted, BatchCancelled, BatchView, SegmentSendAccepted } from "../batches/view.ts";
+import { BatchAccepted, BatchCancelled, BatchRescheduled, BatchView, SegmentSendAccepted } from "../batches/view.ts";
 import { CreateSendInput, ListSendsInput, RescheduleInput } from "../sends/inputs.ts";
 import { SendPage, SendView, SendWithEvents } from "../sends/view.ts";
 import { CreateWebhookEndpointInput, UpdateWebhookEndpointInput } from "../webhooks/inputs.ts";
@@ -165,6 +165,21 @@ export const ROUTES: Route[] = [
       summary: "A batch (or segment send) with its sends counted by status",
       params: ID_PARAM,
       responses: { 200: { description: "The batch", schema: BatchView } },
+    },
+  },
+  {
+    method: "PATCH",
+    pattern: path("/api/v1/batches/:id"),
+    handler: (d, p, r, a) => batches.patchBatch(d, p, r, a.id),
+    doc: {
+      tag: "Batches",
+      summary: "Reschedule every send of a batch that is still scheduled or queued",
+      description: "As `PATCH /api/v1/sends/{id}` for each; the others are left as they are. A segment send still " +
+        "expanding answers 409 `not_reschedulable`.",
+      params: ID_PARAM,
+      body: RescheduleInput,
+      responses: { 200: { description: "The batch, and how many sends this call moved", schema: BatchRescheduled } },
+      problems: ["not_reschedulable"],
     },
   },
   {
