@@ -76,7 +76,14 @@ await deps.pool.query(
   [seed!.accountId],
 );
 const { createSegment } = await import("../src/segments/service.ts");
-const segment = await createSegment(deps, { kind: "tenant", accountId: seed!.accountId, apiKeyId: "", mode: "live" }, {
+const segment = await createSegment(deps, {
+  kind: "tenant",
+  accountId: seed!.accountId,
+  apiKeyId: "",
+  mode: "live",
+  scope: "full",
+  domains: null,
+}, {
   name: "bench",
   rules: [{ field: "company", op: "EQ", value: "Bench Co" }],
 });

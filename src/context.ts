@@ -5,7 +5,7 @@
 import type { Kysely } from "kysely";
 import type pg from "pg";
 import type { Config } from "./config.ts";
-import type { Database } from "./db/tables.ts";
+import type { Database, KeyScope } from "./db/tables.ts";
 import { AppError } from "./errors.ts";
 import type { Listener } from "./db/listen.ts";
 import { type Logger, withFields } from "./log.ts";
@@ -51,12 +51,18 @@ export function processDeps(deps: Deps): Deps {
   return roots.get(deps) ?? deps;
 }
 
-/** A tenant authenticated by an API key. `mode: "test"` keys send to the outbox only. */
+/**
+ * A tenant authenticated by an API key. `mode: "test"` keys send to the outbox only; a
+ * `sending` key may only send and read what it sent (requireTenant), and a key with
+ * `domains` may send only from those (and their subdomains).
+ */
 export interface Tenant {
   kind: "tenant";
   accountId: string;
   apiKeyId: string;
   mode: "live" | "test";
+  scope: KeyScope;
+  domains: string[] | null;
 }
 
 /** The operator holding PP_ADMIN_TOKEN. */
@@ -67,10 +73,17 @@ export interface Admin {
 /** Who is calling; null when no credential was given. */
 export type Principal = Tenant | Admin | null;
 
-/** The tenant, or 401 `unauthorized`. */
-export function requireTenant(p: Principal): Tenant {
+/**
+ * The tenant, or 401 `unauthorized`; 403 `forbidden` when the key's scope is below `needs`.
+ * Every call needs a `full` key unless it says `"sending"`: creating, cancelling and
+ * rescheduling sends and batches, and reading sends, batches and their events.
+ */
+export function requireTenant(p: Principal, needs: KeyScope = "full"): Tenant {
   if (p?.kind !== "tenant") {
     throw new AppError("unauthorized", "a valid API key is required (X-API-Key or Authorization: Bearer)");
+  }
+  if (needs === "full" && p.scope !== "full") {
+    throw new AppError("forbidden", "this key's scope (SENDING) allows sending and reading sends only");
   }
   return p;
 }

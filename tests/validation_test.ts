@@ -442,7 +442,8 @@ Deno.test("validation: every bad input is refused as API.md says, and creates no
         `mutation($i: CreateApiKeyInput!) { createApiKey(input: $i) { key } }`,
         { i: { accountId: a.accountId, mode: "LIVE" } },
         a.key,
-        "unauthorized",
+        // A tenant's key may create SENDING keys only (tests/scopes_test.ts): a FULL one is forbidden.
+        "forbidden",
       );
       const pending = await stack.gql(`{ domains { id name status } }`, {}, a.key);
       const dom = pending.body.data.domains.find((d: { name: string }) => d.name === "pending.test");

@@ -1,6 +1,6 @@
 /** SQL for accounts, API keys and monthly usage. Each function takes the db (or a transaction) first. */
 import { type Kysely, type Selectable, sql } from "kysely";
-import type { AccountsTable, Database } from "../db/tables.ts";
+import type { AccountsTable, Database, KeyScope } from "../db/tables.ts";
 
 /** An account as read. */
 export type AccountRow = Selectable<AccountsTable>;
@@ -55,14 +55,21 @@ export async function releaseHeldSends(db: Kysely<Database>, accountId: string):
 /** Inserts an API key row (hash and prefix only). */
 export function insertApiKey(
   db: Kysely<Database>,
-  row: { account_id: string; mode: "live" | "test"; prefix: string; key_hash: string },
+  row: {
+    account_id: string;
+    mode: "live" | "test";
+    prefix: string;
+    key_hash: string;
+    scope?: KeyScope;
+    domains?: string[] | null;
+  },
 ) {
   return db.insertInto("api_keys").values(row).returningAll().executeTakeFirstOrThrow();
 }
 
 /** The live (unrevoked) key with this hash, for authentication. */
 export function findActiveKeyByHash(db: Kysely<Database>, hash: string) {
-  return db.selectFrom("api_keys").select(["id", "account_id", "mode"])
+  return db.selectFrom("api_keys").select(["id", "account_id", "mode", "scope", "domains"])
     .where("key_hash", "=", hash).where("revoked_at", "is", null).executeTakeFirst();
 }
 

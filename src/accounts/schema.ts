@@ -1,13 +1,19 @@
 /** GraphQL for accounts and API keys: the tenant's `account`, and the ops mutations. */
 import type { Selectable } from "kysely";
-import type { AccountsTable, ApiKeysTable } from "../db/tables.ts";
-import { builder } from "../graphql/builder.ts";
+import { type AccountsTable, type ApiKeysTable, KEY_SCOPES } from "../db/tables.ts";
+import { builder, upperCaseValues } from "../graphql/builder.ts";
 import { type Reputation, reputationOf } from "./reputation.ts";
 import * as service from "./service.ts";
 
 const ApiKeyMode = builder.enumType("ApiKeyMode", {
   description: "LIVE keys mail through SMTP_URL; TEST keys run the whole pipeline into the outbox.",
   values: { LIVE: { value: "live" }, TEST: { value: "test" } } as const,
+});
+
+const ApiKeyScope = builder.enumType("ApiKeyScope", {
+  description: "FULL: every call of the account. SENDING: create, cancel and reschedule sends and batches, " +
+    "and read sends, batches and events; anything else is forbidden.",
+  values: upperCaseValues(KEY_SCOPES),
 });
 
 const Usage = builder.objectRef<{ month: string; used: number; limit: number | null; remaining: number | null }>(
@@ -29,6 +35,11 @@ export const ApiKey = builder.objectRef<Selectable<ApiKeysTable>>("ApiKey").impl
     id: t.exposeID("id"),
     prefix: t.exposeString("prefix"),
     mode: t.field({ type: ApiKeyMode, resolve: (k) => k.mode }),
+    scope: t.field({ type: ApiKeyScope, resolve: (k) => k.scope }),
+    domains: t.exposeStringList("domains", {
+      nullable: true,
+      description: "The domains (and subdomains) it may send from; null: every verified domain of the account.",
+    }),
     createdAt: t.field({ type: "DateTime", resolve: (k) => k.created_at }),
     revokedAt: t.field({ type: "DateTime", nullable: true, resolve: (k) => k.revoked_at }),
   }),
@@ -84,8 +95,10 @@ const CreateAccountInput = builder.inputType("CreateAccountInput", {
 
 const CreateApiKeyInput = builder.inputType("CreateApiKeyInput", {
   fields: (t) => ({
-    accountId: t.id({ required: true }),
+    accountId: t.id({ description: "Required of ops; a tenant's key creates keys for its own account." }),
     mode: t.field({ type: ApiKeyMode, defaultValue: "live" }),
+    scope: t.field({ type: ApiKeyScope, description: "Default FULL. A tenant's FULL key may create SENDING keys." }),
+    domains: t.stringList({ description: "Verified domains of the account the key may send from (and subdomains)." }),
   }),
 });
 
@@ -112,7 +125,8 @@ builder.mutationField("createAccount", (t) =>
 builder.mutationField("createApiKey", (t) =>
   t.field({
     type: CreateApiKeyPayload,
-    description: "Ops: a new API key for an account; the plain key is in the answer only.",
+    description: "A new API key (ops: any, for any account; a FULL key: SENDING keys of its own account); " +
+      "the plain key is in the answer only.",
     args: { input: t.arg({ type: CreateApiKeyInput, required: true }) },
     resolve: (_, a, ctx) => service.createApiKey(ctx.deps, ctx.principal, a.input),
   }));

@@ -8,7 +8,9 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { Deps, Principal, Tenant } from "../context.ts";
 import { requireAdmin, requireTenant } from "../context.ts";
-import { AppError } from "../errors.ts";
+import { AppError, invalid } from "../errors.ts";
+import type { KeyScope } from "../db/tables.ts";
+import { listDomains } from "../domains/repo.ts";
 import { assertUuid, parseInput } from "../validation.ts";
 import { CreateAccountInput, CreateApiKeyInput } from "./inputs.ts";
 import * as repo from "./repo.ts";
@@ -65,7 +67,14 @@ export async function authenticate(deps: Deps, headers: Headers): Promise<Princi
   if (!unknownKeys.get(hash)) {
     const row = await repo.findActiveKeyByHash(deps.db, hash);
     if (row) {
-      const tenant: Tenant = { kind: "tenant", accountId: row.account_id, apiKeyId: row.id, mode: row.mode };
+      const tenant: Tenant = {
+        kind: "tenant",
+        accountId: row.account_id,
+        apiKeyId: row.id,
+        mode: row.mode,
+        scope: row.scope,
+        domains: row.domains,
+      };
       keyCache.set(hash, tenant);
       return tenant;
     }
@@ -97,24 +106,60 @@ export async function createAccount(deps: Deps, p: Principal, input: unknown) {
   return account;
 }
 
-/** Ops: issues a key; the plain key is returned only here, never stored. */
+/**
+ * Issues a key; the plain key is returned only here, never stored. Ops may issue any key for
+ * any account. A `full` tenant key may issue `sending` keys for its own account (403
+ * `forbidden` for a `full` one or another account). Each of `domains` must be a verified
+ * domain of the account (422 naming it).
+ */
 export async function createApiKey(deps: Deps, p: Principal, input: unknown) {
-  requireAdmin(p);
   const v = parseInput(CreateApiKeyInput, input);
-  if (!(await repo.findAccount(deps.db, v.accountId))) throw new AppError("not_found", "account not found");
-  return await issueKey(deps, v.accountId, v.mode);
+  const scope = v.scope ?? "full";
+  let accountId: string;
+  if (p?.kind === "admin") {
+    if (!v.accountId) throw invalid("accountId", "is required of ops");
+    accountId = v.accountId;
+    if (!(await repo.findAccount(deps.db, accountId))) throw new AppError("not_found", "account not found");
+  } else {
+    const t = requireTenant(p);
+    if (v.accountId && v.accountId !== t.accountId) {
+      throw new AppError("forbidden", "a key may create keys for its own account only");
+    }
+    if (scope !== "sending") {
+      throw new AppError("forbidden", "a key may create SENDING keys only; FULL keys come from ops");
+    }
+    accountId = t.accountId;
+  }
+  const domains = v.domains ? [...new Set(v.domains)] : null;
+  if (domains) {
+    const verified = new Set(
+      (await listDomains(deps.db, accountId)).filter((d) => d.status === "verified").map((d) => d.name.toLowerCase()),
+    );
+    const errors = domains.flatMap((d, i) =>
+      verified.has(d) ? [] : [{ path: `domains.${i}`, message: `${d} is not a verified domain of the account` }]
+    );
+    if (errors.length) throw new AppError("validation_failed", errors.map((e) => e.message).join("; "), errors);
+  }
+  return await issueKey(deps, accountId, v.mode, { scope, domains });
 }
 
-/** Creates a key row for an account and returns the plain key with it (seed and ops). */
-export async function issueKey(deps: Deps, accountId: string, mode: "live" | "test") {
+/** Creates a key row for an account and returns the plain key with it (seed, ops and tenants). */
+export async function issueKey(
+  deps: Deps,
+  accountId: string,
+  mode: "live" | "test",
+  limits: { scope: KeyScope; domains: string[] | null } = { scope: "full", domains: null },
+) {
   const key = `pp_${mode}_${randomBase62(40)}`;
   const apiKey = await repo.insertApiKey(deps.db, {
     account_id: accountId,
     mode,
     prefix: key.slice(0, 12),
     key_hash: hashKey(key),
+    scope: limits.scope,
+    domains: limits.domains,
   });
-  deps.log.info("api key created", { accountId, apiKeyId: apiKey.id, prefix: apiKey.prefix });
+  deps.log.info("api key created", { accountId, apiKeyId: apiKey.id, prefix: apiKey.prefix, scope: limits.scope });
   return { key, apiKey };
 }
 

@@ -7,13 +7,24 @@ export const MAX_BATCH = 1000;
 
 /** One recipient of a batch: an address or a contact uuid, with its own values. */
 export const BatchRecipient = z.strictObject({ to: Recipient, personalizations: Personalizations });
+export type BatchRecipient = z.infer<typeof BatchRecipient>;
+
+/** How a batch treats bad recipients: `strict` refuses the whole batch, `permissive` accepts the rest. */
+export const BATCH_VALIDATIONS = ["strict", "permissive"] as const;
 
 /** Body of `POST /api/v1/sends/batch` and `createBatchSend`. */
 export const CreateBatchInput = z.strictObject({
   ...sharedSendFields,
   recipients: z.array(BatchRecipient).min(1, "at least one recipient is required"),
+  validation: z.enum(BATCH_VALIDATIONS).nullish()
+    .describe("`strict` (default): one bad recipient refuses the batch. `permissive`: the valid ones are accepted."),
 }).meta({ id: "CreateBatchInput" });
 export type CreateBatchInput = z.infer<typeof CreateBatchInput>;
+
+/** A permissive batch before its recipients are checked one by one. */
+export const PermissiveBatchInput = CreateBatchInput.extend({
+  recipients: z.array(z.unknown()).min(1, "at least one recipient is required"),
+});
 
 /** Body of a segment send (`POST /api/v1/sends` with `segmentId`, `createSegmentSend`). */
 export const CreateSegmentSendInput = z.strictObject({

@@ -70,7 +70,8 @@ async function expandPage(deps: Deps, trx: Transaction<Database>, batchId: strin
   const request = SegmentSendRequest.parse(batch.request);
   let prep;
   try {
-    prep = await prepareSend(trx, { accountId: batch.account_id }, request);
+    // The key's domain restriction was checked when the segment send was accepted.
+    prep = await prepareSend(trx, { accountId: batch.account_id, domains: null }, request);
   } catch (e) {
     if (!(e instanceof AppError)) throw e;
     if (e.code === "sending_paused") {

@@ -1,9 +1,10 @@
 /** GraphQL for batches: `batch(id)` with progress counts, `createBatchSend`, `createSegmentSend`, `cancelBatch`. */
-import { builder } from "../graphql/builder.ts";
+import { builder, upperCaseValues } from "../graphql/builder.ts";
+import { BATCH_VALIDATIONS } from "./inputs.ts";
 import { sendOptionFields, SendStatus } from "../sends/schema.ts";
 import { idempotentMutation } from "../idempotency/graphql.ts";
 import * as service from "./service.ts";
-import type { BatchAccepted } from "./view.ts";
+import type { BatchAccepted, RecipientError } from "./view.ts";
 
 type BatchView = Awaited<ReturnType<typeof service.getBatch>> & { cancelled?: number };
 
@@ -59,11 +60,33 @@ const BatchSendItem = builder.objectRef<{ id: string; to: string; status: string
   }),
 });
 
+const BatchValidation = builder.enumType("BatchValidation", {
+  description: "STRICT (default): one bad recipient refuses the batch. PERMISSIVE: the valid ones are accepted, " +
+    "the others answered in `errors`.",
+  values: upperCaseValues(BATCH_VALIDATIONS),
+});
+
+const BatchRecipientError = builder.objectRef<RecipientError>("BatchRecipientError").implement({
+  description: "A recipient a permissive batch left out.",
+  fields: (t) => ({
+    index: t.exposeInt("index", { description: "Its index in `recipients`." }),
+    code: t.exposeString("code", { description: "`validation_failed` or `contact_not_found`." }),
+    message: t.exposeString("message"),
+    path: t.exposeString("path", { description: "e.g. `recipients.3.to`" }),
+  }),
+});
+
 const BatchSendPayload = builder.objectRef<BatchAccepted>("BatchSendPayload").implement({
   fields: (t) => ({
     batchId: t.exposeID("batchId"),
     count: t.exposeInt("count"),
     sends: t.field({ type: [BatchSendItem], resolve: (b) => b.sends }),
+    errors: t.field({
+      type: [BatchRecipientError],
+      nullable: true,
+      description: "PERMISSIVE only: the recipients left out, and why.",
+      resolve: (b) => b.errors ?? null,
+    }),
   }),
 });
 
@@ -88,6 +111,7 @@ const CreateBatchSendInput = builder.inputType("CreateBatchSendInput", {
   fields: (t) => ({
     ...sendOptionFields(t),
     recipients: t.field({ type: [BatchRecipientInput], required: true, description: "1 to 1,000." }),
+    validation: t.field({ type: BatchValidation }),
   }),
 });
 

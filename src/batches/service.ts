@@ -16,29 +16,35 @@ import * as sendsRepo from "../sends/repo.ts";
 import { type AcceptContext, acceptSends, prepareSend, rejectDuplicates } from "../sends/service.ts";
 import { RescheduleInput } from "../sends/inputs.ts";
 import { assertUuid, isUuid, parseInput } from "../validation.ts";
-import { CreateBatchInput, CreateSegmentSendInput, MAX_BATCH } from "./inputs.ts";
+import { BatchRecipient, CreateBatchInput, CreateSegmentSendInput, MAX_BATCH, PermissiveBatchInput } from "./inputs.ts";
 import * as repo from "./repo.ts";
-import type { BatchAccepted, SegmentSendAccepted } from "./view.ts";
+import type { BatchAccepted, RecipientError, SegmentSendAccepted } from "./view.ts";
+import * as contactsRepo from "../contacts/repo.ts";
 
 /**
- * Accepts a batch, all or nothing: every recipient is validated first (each bad one is
- * named, `recipients.3.to`), then the batch row and, through acceptSends, its contacts,
- * sends, events, jobs and the quota for the whole batch, in one transaction. `quota` is
- * the account's after the reservation; absent when nothing was reserved (all suppressed).
+ * Accepts a batch. `strict` (the default) is all or nothing: every recipient is validated
+ * first (each bad one is named, `recipients.3.to`), then the batch row and, through
+ * acceptSends, its contacts, sends, events, jobs and the quota for the whole batch, in one
+ * transaction. `permissive` accepts the valid recipients the same way and answers the others
+ * in `errors` with their index (a bad field, a repeat, an unknown contact); quota is taken
+ * only for what was accepted, and a batch with no valid recipient is a 422. `quota` is the
+ * account's after the reservation; absent when nothing was reserved (all suppressed).
  */
 export async function createBatchSend(
   deps: Deps,
   p: Principal,
   input: unknown,
 ): Promise<{ batch: BatchAccepted; quota?: Quota }> {
-  const t = requireTenant(p);
+  const t = requireTenant(p, "sending");
   const size = (input as { recipients?: unknown })?.recipients;
   if (Array.isArray(size) && size.length > MAX_BATCH) {
     throw new AppError("batch_too_large", `a batch has at most ${MAX_BATCH} recipients; this one has ${size.length}`);
   }
-  const v = parseInput(CreateBatchInput, input);
+  const permissive = (input as { validation?: unknown })?.validation === "permissive";
+  const { v, kept, errors } = permissive
+    ? await permissiveRecipients(deps, t.accountId, input)
+    : strictRecipients(input);
   await assertCompiles(deps.renderer, { subject: v.subject });
-  rejectDuplicates(v.recipients.map((r) => r.to.toLowerCase()), (i) => `recipients.${i}.to`);
   const prep = await prepareSend(deps.db, t, v);
   const batchId = uuidv7();
   const ctx: AcceptContext = {
@@ -49,7 +55,7 @@ export async function createBatchSend(
     batchId,
     scheduledAt: v.scheduledAt ? new Date(v.scheduledAt) : null,
   };
-  const recipients = v.recipients.map((r, i) => ({ ...r, path: `recipients.${i}.to` }));
+  const recipients = kept.map(({ r, i }) => ({ ...r, path: `recipients.${i}.to` }));
 
   const { sends, quota } = await deps.db.transaction().execute(async (trx) => {
     await repo.insertBatch(trx, {
@@ -63,13 +69,106 @@ export async function createBatchSend(
     });
     return await acceptSends(trx, deps.config, [{ ctx, recipients }]);
   });
-  const batch = {
+  const batch: BatchAccepted = {
     batchId,
     count: sends[0].length,
     sends: sends[0].map((s) => ({ id: s.id, to: s.to_email, status: s.status })),
+    ...(permissive ? { errors } : {}),
   };
-  deps.log.info("batch accepted", { accountId: t.accountId, batchId, count: batch.count, sandbox: ctx.sandbox });
+  deps.log.info("batch accepted", {
+    accountId: t.accountId,
+    batchId,
+    count: batch.count,
+    refused: errors.length,
+    sandbox: ctx.sandbox,
+  });
   return { batch, quota: quota.get(t.accountId) };
+}
+
+type Kept = { r: BatchRecipient; i: number }[];
+
+/** A strict batch's recipients: all of them, or a 422 naming every bad one. */
+function strictRecipients(input: unknown): { v: CreateBatchInput; kept: Kept; errors: RecipientError[] } {
+  const v = parseInput(CreateBatchInput, input);
+  rejectDuplicates(v.recipients.map((r) => r.to.toLowerCase()), (i) => `recipients.${i}.to`);
+  return { v, kept: v.recipients.map((r, i) => ({ r, i })), errors: [] };
+}
+
+/**
+ * A permissive batch's recipients checked one by one: the shared fields must be valid (else
+ * 422 as strict), then each recipient's fields, repeats (the first is kept) and contact
+ * uuids of no contact of the account. None left is a 422 naming them all.
+ */
+async function permissiveRecipients(
+  deps: Deps,
+  accountId: string,
+  input: unknown,
+): Promise<{ v: CreateBatchInput; kept: Kept; errors: RecipientError[] }> {
+  const shared = parseInput(PermissiveBatchInput, input);
+  const errors: RecipientError[] = [];
+  let kept: Kept = [];
+  const seen = new Map<string, number>();
+  shared.recipients.forEach((raw, i) => {
+    const r = BatchRecipient.safeParse(raw);
+    if (!r.success) {
+      const issue = r.error.issues[0];
+      const at = issue.code === "unrecognized_keys" ? [issue.keys[0]] : issue.path;
+      const path = ["recipients", i, ...at].map(String).join(".");
+      const message = issue.code === "unrecognized_keys" ? "is not a known field" : issue.message;
+      errors.push({ index: i, code: "validation_failed", message, path });
+      return;
+    }
+    const key = r.data.to.toLowerCase();
+    const first = seen.get(key);
+    if (first !== undefined) {
+      errors.push({
+        index: i,
+        code: "validation_failed",
+        message: `repeats recipients.${first}.to: one email per recipient`,
+        path: `recipients.${i}.to`,
+      });
+      return;
+    }
+    seen.set(key, i);
+    kept.push({ r: r.data, i });
+  });
+  // Contact uuids that name no contact of the account; an address and a uuid of one contact repeat too.
+  const ids = kept.filter(({ r }) => isUuid(r.to)).map(({ r }) => r.to.toLowerCase());
+  if (ids.length) {
+    const found = new Map((await contactsRepo.findContactsByIds(deps.db, accountId, ids)).map((c) => [c.id, c]));
+    const byEmail = new Map(kept.filter(({ r }) => !isUuid(r.to)).map(({ r, i }) => [r.to.toLowerCase(), i]));
+    kept = kept.filter(({ r, i }) => {
+      if (!isUuid(r.to)) return true;
+      const c = found.get(r.to.toLowerCase());
+      const twin = c ? byEmail.get(c.email.toLowerCase()) : undefined;
+      if (c && twin === undefined) return true;
+      errors.push(
+        c
+          ? {
+            index: i,
+            code: "validation_failed",
+            message: `repeats recipients.${twin}.to: one email per recipient`,
+            path: `recipients.${i}.to`,
+          }
+          : {
+            index: i,
+            code: "contact_not_found",
+            message: `contact ${r.to} does not exist`,
+            path: `recipients.${i}.to`,
+          },
+      );
+      return false;
+    });
+  }
+  errors.sort((a, b) => a.index - b.index);
+  if (kept.length === 0) {
+    throw new AppError(
+      "validation_failed",
+      "no recipient of the batch is valid",
+      errors.map((e) => ({ path: e.path, message: e.message })),
+    );
+  }
+  return { v: { ...shared, recipients: kept.map((k) => k.r) }, kept, errors };
 }
 
 /**
@@ -77,7 +176,7 @@ export async function createBatchSend(
  * one transaction. The job turns the segment's subscribed members into sends, page by page.
  */
 export async function createSegmentSend(deps: Deps, p: Principal, input: unknown): Promise<SegmentSendAccepted> {
-  const t = requireTenant(p);
+  const t = requireTenant(p, "sending");
   const v = parseInput(CreateSegmentSendInput, input);
   await assertCompiles(deps.renderer, { subject: v.subject });
   const segment = await findSegment(deps.db, t.accountId, v.segmentId);
@@ -102,7 +201,7 @@ export async function createSegmentSend(deps: Deps, p: Principal, input: unknown
 
 /** A batch with its progress: how many of its sends are in each status. */
 export async function getBatch(deps: Deps, p: Principal, id: string) {
-  const t = requireTenant(p);
+  const t = requireTenant(p, "sending");
   const batch = await repo.findBatch(deps.db, t.accountId, assertUuid(id));
   if (!batch) throw new AppError("not_found", "batch not found");
   return { ...batch, counts: await repo.countByStatus(deps.db, batch.id) };
@@ -110,7 +209,7 @@ export async function getBatch(deps: Deps, p: Principal, id: string) {
 
 /** Like getBatch, but null instead of 404 (GraphQL's nullable `batch`). */
 export async function findBatch(deps: Deps, p: Principal, id: string) {
-  requireTenant(p);
+  requireTenant(p, "sending");
   if (!isUuid(id)) return null;
   try {
     return await getBatch(deps, p, id);
@@ -125,7 +224,7 @@ export async function findBatch(deps: Deps, p: Principal, id: string) {
  * their jobs, gives their quota back and stops an expansion that is still running.
  */
 export async function cancelBatch(deps: Deps, p: Principal, id: string) {
-  const t = requireTenant(p);
+  const t = requireTenant(p, "sending");
   assertUuid(id);
   const cancelled = await deps.db.transaction().execute(async (trx) => {
     const batch = await repo.findBatch(trx, t.accountId, id);
@@ -152,7 +251,7 @@ export async function cancelBatch(deps: Deps, p: Principal, id: string) {
  * created would keep the old time).
  */
 export async function rescheduleBatch(deps: Deps, p: Principal, id: string, input: unknown) {
-  const t = requireTenant(p);
+  const t = requireTenant(p, "sending");
   const { scheduledAt } = parseInput(RescheduleInput, input);
   assertUuid(id);
   const rescheduled = await deps.db.transaction().execute(async (trx) => {

@@ -14,7 +14,15 @@ export const BatchAccepted = z.strictObject({
   batchId: z.uuid(),
   count: z.int().nonnegative(),
   sends: z.array(z.strictObject({ id: z.uuid(), to: z.string(), status: z.enum(SEND_STATUSES) })),
+  errors: z.array(z.strictObject({
+    index: z.int().nonnegative().describe("The recipient's index in `recipients`."),
+    code: z.enum(["validation_failed", "contact_not_found"]),
+    message: z.string(),
+    path: z.string().describe("The field, e.g. `recipients.3.to`."),
+  })).optional().describe("`validation: permissive` only: the recipients left out, and why."),
 }).meta({ id: "BatchAccepted" });
+/** A recipient a permissive batch left out. */
+export type RecipientError = NonNullable<BatchAccepted["errors"]>[number];
 export type BatchAccepted = z.infer<typeof BatchAccepted>;
 
 /** `POST /api/v1/sends` with `segmentId`: the batch whose job expands the segment. */

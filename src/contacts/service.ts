@@ -83,7 +83,7 @@ export async function updateContact(deps: Deps, p: Principal, id: string, input:
 async function opsActingFor(deps: Deps, contactId: string): Promise<Tenant> {
   const row = await repo.findContactAccount(deps.db, contactId);
   if (!row) throw new AppError("not_found", "contact not found");
-  return { kind: "tenant", accountId: row.account_id, apiKeyId: "", mode: "live" };
+  return { kind: "tenant", accountId: row.account_id, apiKeyId: "", mode: "live", scope: "full", domains: null };
 }
 
 /**

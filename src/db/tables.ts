@@ -69,7 +69,16 @@ export interface ApiKeysTable {
   key_hash: string;
   created_at: Generated<Date>;
   revoked_at: NullableTimestamp;
+  /** What the key may call: `full` (everything of its account) or `sending` (sends, batches, their reads). */
+  scope: Generated<KeyScope>;
+  /** The domains (and their subdomains) the key may send from; null: every verified domain of the account. */
+  domains: string[] | null;
 }
+
+/** API key scopes (API.md): zod, Pothos and the rows derive from this list. */
+export const KEY_SCOPES = ["full", "sending"] as const;
+/** An API key's scope. */
+export type KeyScope = typeof KEY_SCOPES[number];
 
 export interface DomainsTable {
   id: Generated<string>;

@@ -21,7 +21,7 @@ export async function sendEvents(
   sendId: string,
   opts: { type?: EventType | null; first?: number | null; after?: string | null } = {},
 ) {
-  const t = requireTenant(p);
+  const t = requireTenant(p, "sending");
   if (!isUuid(sendId)) return [];
   if (opts.after != null && !/^\d{1,18}$/.test(opts.after)) throw invalid("after", "is not a cursor from this API");
   return await repo.listEvents(deps.db, t.accountId, sendId, {
@@ -45,7 +45,7 @@ export async function subscribeSendEvents(
   p: Principal,
   by: { sendId?: string | null; batchId?: string | null },
 ): Promise<LiveSubscription<repo.EventRow>> {
-  const t = requireTenant(p);
+  const t = requireTenant(p, "sending");
   const sendId = by.sendId ?? null;
   const batchId = by.batchId ?? null;
   if ((sendId === null) === (batchId === null)) {

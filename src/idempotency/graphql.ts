@@ -17,7 +17,7 @@ export async function idempotentMutation<I extends { idempotencyKey?: string | n
 ): Promise<T> {
   const { idempotencyKey, ...rest } = input;
   if (idempotencyKey == null) return await run(rest);
-  const t = requireTenant(ctx.principal);
+  const t = requireTenant(ctx.principal, "sending");
   let fresh: { value: T } | undefined;
   const out = await idempotent(
     ctx.deps,

@@ -53,8 +53,8 @@ export interface RouteDoc {
 // deno-lint-ignore no-explicit-any
 type Json = any;
 
-/** The problem codes every tenant route may answer. */
-const EVERY_ROUTE: ErrorCode[] = ["unauthorized", "rate_limited", "internal", "unavailable"];
+/** The problem codes every tenant route may answer (`forbidden`: a SENDING key's scope, or its domains). */
+const EVERY_ROUTE: ErrorCode[] = ["unauthorized", "forbidden", "rate_limited", "internal", "unavailable"];
 
 const REF = "#/components/schemas/";
 

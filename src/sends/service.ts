@@ -39,7 +39,7 @@ export interface Prepared {
  */
 export async function prepareSend(
   db: Kysely<Database>,
-  t: Pick<Tenant, "accountId">,
+  t: Pick<Tenant, "accountId" | "domains">,
   v: { templateId: string; from?: string | null; replyTo?: string | null },
 ): Promise<Prepared> {
   // All three are cached by their own domains and dropped in every process when they change.
@@ -58,6 +58,10 @@ export async function prepareSend(
   const host = domainOf(from.address);
   if (!(await isVerifiedSender({ db }, t.accountId, host))) {
     throw new AppError("domain_not_verified", `${host} is not a verified domain of this account`);
+  }
+  // A key restricted to some domains sends from those and their subdomains only.
+  if (t.domains && !t.domains.some((d) => host === d || host.endsWith(`.${d}`))) {
+    throw new AppError("forbidden", `this key may send from ${t.domains.join(", ")} only, not ${host}`);
   }
   if (!account.sending_enabled) {
     throw new AppError(
@@ -293,7 +297,7 @@ export async function createSend(
   p: Principal,
   input: unknown,
 ): Promise<{ send: repo.SendRow; quota?: Quota }> {
-  const t = requireTenant(p);
+  const t = requireTenant(p, "sending");
   const v = parseInput(CreateSendInput, input);
   await assertCompiles(deps.renderer, { subject: v.subject });
   const prep = await prepareSend(deps.db, t, v);
@@ -353,7 +357,7 @@ function acceptGroup(requestDeps: Deps): GroupCommit<AcceptPart, Written> {
 
 /** One of the caller's sends; 404 `not_found` for unknown and foreign ids alike. */
 export async function getSend(deps: Deps, p: Principal, id: string) {
-  const t = requireTenant(p);
+  const t = requireTenant(p, "sending");
   const row = await repo.findSend(deps.db, t.accountId, assertUuid(id));
   if (!row) throw new AppError("not_found", "send not found");
   return row;
@@ -361,13 +365,13 @@ export async function getSend(deps: Deps, p: Principal, id: string) {
 
 /** Like getSend, but null instead of 404 (GraphQL's nullable `send`). */
 export async function findSend(deps: Deps, p: Principal, id: string) {
-  const t = requireTenant(p);
+  const t = requireTenant(p, "sending");
   return isUuid(id) ? (await repo.findSend(deps.db, t.accountId, id)) ?? null : null;
 }
 
 /** A page of the caller's sends, newest first; `nextCursor` is null on the last page. */
 export async function listSends(deps: Deps, p: Principal, input: unknown) {
-  const t = requireTenant(p);
+  const t = requireTenant(p, "sending");
   const v = parseInput(ListSendsInput, input);
   const rows = await repo.listSends(deps.db, t.accountId, {
     limit: v.limit + 1,
@@ -383,7 +387,7 @@ export async function listSends(deps: Deps, p: Principal, input: unknown) {
  * a `cancelled` event recorded. 409 `not_cancellable` once delivery has started.
  */
 export async function cancelSend(deps: Deps, p: Principal, id: string) {
-  const t = requireTenant(p);
+  const t = requireTenant(p, "sending");
   assertUuid(id);
   const row = await deps.db.transaction().execute(async (trx) => {
     const cancelled = await repo.cancelPending(trx, t.accountId, id);
@@ -410,7 +414,7 @@ export async function cancelSend(deps: Deps, p: Principal, id: string) {
  * the caller's, 409 `not_reschedulable` past `queued`.
  */
 export async function rescheduleSend(deps: Deps, p: Principal, id: string, input: unknown) {
-  const t = requireTenant(p);
+  const t = requireTenant(p, "sending");
   const { scheduledAt } = parseInput(RescheduleInput, input);
   assertUuid(id);
   const row = await deps.db.transaction().execute(async (trx) => {
