@@ -1,12 +1,16 @@
 /** Input shapes of batch sends and segment sends, shared by REST, GraphQL and jobs. */
 import { z } from "zod";
-import { Personalizations, Recipient, sharedSendFields } from "../sends/inputs.ts";
+import { CustomHeaders, Personalizations, Recipient, sharedSendFields } from "../sends/inputs.ts";
 
 /** The most recipients one batch may have. */
 export const MAX_BATCH = 1000;
 
-/** One recipient of a batch: an address or a contact uuid, with its own values. */
-export const BatchRecipient = z.strictObject({ to: Recipient, personalizations: Personalizations });
+/** One recipient of a batch: an address or a contact uuid, with its own values and headers (over the batch's). */
+export const BatchRecipient = z.strictObject({
+  to: Recipient,
+  personalizations: Personalizations,
+  headers: CustomHeaders,
+});
 export type BatchRecipient = z.infer<typeof BatchRecipient>;
 
 /** How a batch treats bad recipients: `strict` refuses the whole batch, `permissive` accepts the rest. */

@@ -104,6 +104,7 @@ const BatchRecipientInput = builder.inputType("BatchRecipientInput", {
   fields: (t) => ({
     to: t.string({ required: true, description: "An email address or a contact uuid." }),
     personalizations: t.field({ type: "JSON" }),
+    headers: t.field({ type: "JSON", description: "This recipient's headers, over the batch's (by name)." }),
   }),
 });
 

@@ -170,6 +170,8 @@ export interface SendsTable {
   clicked_at: NullableTimestamp;
   bounced_at: NullableTimestamp;
   links: string[] | null;
+  /** The send's own headers (sends/inputs.ts CustomHeaders), written after ours; null: none. */
+  headers: ColumnType<Record<string, string> | null, string | null | undefined, string | null>;
 }
 
 export interface EmailEventsTable {

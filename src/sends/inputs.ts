@@ -29,6 +29,54 @@ export function parseAddress(v: string): Address | null {
 
 const jsonBytes = (v: unknown) => new TextEncoder().encode(JSON.stringify(v)).length;
 
+/** Headers the service writes itself (API.md), and Reply-To (the `replyTo` field): a send may not set them. */
+const RESERVED_HEADERS = new Set([
+  "from",
+  "to",
+  "cc",
+  "bcc",
+  "subject",
+  "date",
+  "message-id",
+  "mime-version",
+  "dkim-signature",
+  "return-path",
+  "reply-to",
+]);
+/** Reserved by prefix: `Content-*`, `List-Unsubscribe*`, `X-PP-*`. */
+const RESERVED_PREFIXES = ["content-", "list-unsubscribe", "x-pp-"];
+/** An RFC 5322 field name: printable ASCII but the colon. */
+const HEADER_NAME = /^[\x21-\x39\x3b-\x7e]{1,76}$/;
+
+/**
+ * `headers`: at most 50 `{name: value}`, written into the message after ours and signed by
+ * DKIM. A name is printable ASCII without a colon (76 at most), not one the service writes
+ * (422 naming `headers.<name>`), and not twice in another case; a value is one line of at
+ * most 998 characters.
+ */
+export const CustomHeaders = z.record(z.string(), z.string()).nullish().superRefine((v, ctx) => {
+  if (v == null) return;
+  const names = Object.keys(v);
+  if (names.length > 50) ctx.addIssue({ code: "custom", message: "at most 50 headers" });
+  const seen = new Set<string>();
+  for (const name of names) {
+    const lower = name.toLowerCase();
+    const bad = !HEADER_NAME.test(name)
+      ? "is not a header name (printable ASCII without a colon, at most 76 characters)"
+      : RESERVED_HEADERS.has(lower) || RESERVED_PREFIXES.some((p) => lower.startsWith(p))
+      ? "is written by the service and cannot be set"
+      : seen.has(lower)
+      ? "is given twice (header names are case-insensitive)"
+      : /[\r\n]/.test(v[name])
+      ? "must not contain line breaks"
+      : v[name].length > 998
+      ? "must be at most 998 characters"
+      : null;
+    seen.add(lower);
+    if (bad) ctx.addIssue({ code: "custom", path: [name], message: bad });
+  }
+});
+
 /** The fields a single send, a batch and a segment send share. */
 export const sharedSendFields = {
   templateId: z.uuid("must be a template uuid"),
@@ -42,6 +90,7 @@ export const sharedSendFields = {
     .refine((v) => v == null || Object.keys(v).length <= 50, "at most 50 tags"),
   trackOpens: z.boolean().nullish(),
   trackClicks: z.boolean().nullish(),
+  headers: CustomHeaders,
 };
 
 /** `personalizations`: any JSON object up to 64 KB. */

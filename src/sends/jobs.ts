@@ -157,7 +157,15 @@ export function deliverSendTask(deps: Deps, mailer: Mailer): Task {
     const missingVariables = rendered.missingVariables.length ? rendered.missingVariables : null;
     // Before the attempt: a key that cannot be decrypted is this deployment's fault, not the
     // relay's, so it fails the job (retried, then internal_error), not the delivery.
-    const dkim = await signingOptions(deps, send.account_id, send.from_email);
+    const own = send.headers ?? {};
+    const signed = await signingOptions(deps, send.account_id, send.from_email);
+    // The send's own headers are signed too (h=), after ours.
+    const dkim = signed && Object.keys(own).length
+      ? {
+        ...signed,
+        headerFieldNames: [signed.headerFieldNames, ...Object.keys(own).map((k) => k.toLowerCase())].join(":"),
+      }
+      : signed;
     const started = performance.now();
     try {
       const result = await mailer.send({
@@ -170,6 +178,7 @@ export function deliverSendTask(deps: Deps, mailer: Mailer): Task {
         text: rendered.text,
         messageId: send.message_id,
         headers: {
+          ...own,
           "X-PP-Send-Id": send.id,
           // RFC 8058: mailbox providers show an unsubscribe button that POSTs here.
           "List-Unsubscribe": `<${urls.unsubscribe}>`,

@@ -32,6 +32,7 @@ export const Send = builder.objectRef<SendView>("Send").implement({
     replyTo: t.exposeString("replyTo", { nullable: true }),
     personalizations: t.expose("personalizations", { type: "JSON" }),
     tags: t.expose("tags", { type: "JSON" }),
+    headers: t.expose("headers", { type: "JSON", description: "The send's own headers ({} for none)." }),
     trackOpens: t.exposeBoolean("trackOpens"),
     trackClicks: t.exposeBoolean("trackClicks"),
     sandbox: t.exposeBoolean("sandbox", { description: "Sent with a TEST key: delivered to the outbox only." }),
@@ -67,6 +68,10 @@ export const sendOptionFields = (t: PothosSchemaTypes.InputFieldBuilder<Types, "
   from: t.string({ description: '"Name <address>" or an address on a verified domain.' }),
   replyTo: t.string(),
   tags: t.field({ type: "JSON", description: "A string map." }),
+  headers: t.field({
+    type: "JSON",
+    description: "Headers of your own, {name: value} (at most 50; not those the service writes), signed by DKIM.",
+  }),
   trackOpens: t.boolean(),
   trackClicks: t.boolean(),
   idempotencyKey: t.string({

@@ -78,6 +78,8 @@ export interface SendOptions {
   tags?: Record<string, string> | null;
   trackOpens?: boolean | null;
   trackClicks?: boolean | null;
+  /** Headers every send of the request carries (a batch recipient's own win, by name in any case). */
+  headers?: Record<string, string> | null;
 }
 
 /** What the sends of one request (a single send, a batch, a segment page) share. */
@@ -96,6 +98,7 @@ export interface AcceptContext {
 export interface Recipient {
   to: string;
   personalizations?: Record<string, unknown> | null;
+  headers?: Record<string, string> | null;
   /** Where the request named it (`recipients.3.to`): errors about it then name it in `errors[]`. */
   path?: string;
 }
@@ -144,6 +147,7 @@ export async function acceptSends(trx: Transaction<Database>, queue: repo.QueueO
         contact_id: c.id,
         to_email: c.email,
         personalizations: JSON.stringify(r.personalizations ?? {}),
+        headers: headersOf(ctx.options.headers, r.headers),
         status,
         message_id: messageId(id, ctx.prep.from.address),
       };
@@ -259,6 +263,14 @@ export function rejectDuplicates(keys: string[], path: (i: number) => string): v
   if (errors.length) {
     throw new AppError("validation_failed", errors.map((e) => `${e.path}: ${e.message}`).join("; "), errors);
   }
+}
+
+/** A send's headers as JSON text: the request's, then the recipient's over them (names in any case); null: none. */
+function headersOf(shared?: Record<string, string> | null, own?: Record<string, string> | null): string | null {
+  if (!shared && !own) return null;
+  const byName = new Map<string, [string, string]>();
+  for (const h of [shared, own]) for (const [k, v] of Object.entries(h ?? {})) byName.set(k.toLowerCase(), [k, v]);
+  return byName.size ? JSON.stringify(Object.fromEntries(byName.values())) : null;
 }
 
 /** The columns the sends of one context share. */
