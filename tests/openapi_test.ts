@@ -320,6 +320,17 @@ Deno.test("openapi.json: OpenAPI 3.1 of every route, and the real answers match 
       assertProblem(await call("POST", `/api/v1/templates/${id}/render`, { key: w.key, body: {} }), 404, "not_found");
     });
 
+    await t.step("stats: a range of days, and a 422", async () => {
+      const w = await stack.tenant();
+      const r = await call("GET", "/api/v1/stats?from=2026-01-01&to=2026-01-03&interval=day", { key: w.key });
+      assertEquals(r.body.data.length, 3);
+      assertProblem(
+        await call("GET", "/api/v1/stats?from=2026-01-05&to=2026-01-01", { key: w.key }),
+        422,
+        "validation_failed",
+      );
+    });
+
     await t.step("request problems: 400, 401, 404 and 405 without a route, 413, and each 422", async () => {
       const a = await stack.tenant();
       assertProblem(await call("GET", "/api/v1/sends"), 401, "unauthorized");

@@ -8,6 +8,7 @@ import "../domains/schema.ts";
 import "../events/schema.ts";
 import "../segments/schema.ts";
 import "../sends/schema.ts";
+import "../stats/schema.ts";
 import "../suppressions/schema.ts";
 import "../templates/schema.ts";
 import "../webhooks/schema.ts";

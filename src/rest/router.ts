@@ -18,6 +18,9 @@ import { WebhookEndpointCreated, WebhookEndpointJson, WebhookEndpointList } from
 import * as sends from "../sends/rest.ts";
 import * as webhooks from "../webhooks/rest.ts";
 import * as templates from "../templates/rest.ts";
+import * as stats from "../stats/rest.ts";
+import { StatsInput } from "../stats/inputs.ts";
+import { StatsList } from "../stats/view.ts";
 import { CreateTemplateInput, RenderTemplateInput, UpdateTemplateInput } from "../templates/inputs.ts";
 import { RenderedTemplate, TemplateJson, TemplateList } from "../templates/view.ts";
 import { BODY_LIMITS } from "./body.ts";
@@ -192,6 +195,19 @@ export const ROUTES: Route[] = [
       summary: "Cancel every send of a batch that is still scheduled or queued",
       params: ID_PARAM,
       responses: { 200: { description: "The batch, and how many sends this call cancelled", schema: BatchCancelled } },
+    },
+  },
+  {
+    method: "GET",
+    pattern: path("/api/v1/stats"),
+    handler: (d, p, r) => stats.getStats(d, p, r),
+    doc: {
+      tag: "Stats",
+      summary: "Counts and rates by day, week or month, for all sends or one tag",
+      description: "From a rollup the event pipeline keeps current: every period of the range (empty ones as " +
+        "zeros), oldest first. Opens and clicks count sends (the first of each), not every event.",
+      query: StatsInput,
+      responses: { 200: { description: "One row per period", schema: StatsList } },
     },
   },
   {
