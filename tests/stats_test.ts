@@ -87,6 +87,17 @@ Deno.test("stats: by day, week and month, all sends or one tag, from what the pi
       ]);
     });
 
+    await t.step("the deltas are folded into the rollup within seconds; the answer does not change", async () => {
+      const before = (await get(`from=${today}&to=${today}`)).body;
+      await waitFor(
+        async () => (await stack.count("select count(*) from send_stats_delta")) === 0,
+        10_000,
+        "the deltas folded",
+      );
+      assertEquals(await stack.count("select coalesce(sum(accepted), 0) from send_stats where tag = ''"), 4);
+      assertEquals((await get(`from=${today}&to=${today}`)).body, before);
+    });
+
     await t.step("GraphQL stats answers the same rows", async () => {
       const r = await stack.gql(
         `query($f: String!, $t: String!) { stats(from: $f, to: $t, interval: DAY, tag: "kind:order") {

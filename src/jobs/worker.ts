@@ -20,6 +20,7 @@ import { dispatchWebhookTask } from "../webhooks/jobs.ts";
 import { retentionTask } from "../retention/jobs.ts";
 import { recordEventTask } from "../events/jobs.ts";
 import { deliverSendTask, promoteScheduledTask, schedulePromotion } from "../sends/jobs.ts";
+import { foldStatsTask, scheduleFold } from "../stats/jobs.ts";
 import { freePools, startHeartbeat } from "./heartbeat.ts";
 
 /**
@@ -58,11 +59,13 @@ export interface Worker {
 /**
  * Starts the runner, on the service's pool, with every task and its heartbeat
  * (heartbeat.ts); resolves once it is listening for jobs. It also (re)starts the
- * promote_scheduled cycle at once, so deferred sends are looked at on start.
+ * promote_scheduled and fold_stats cycles at once, so deferred sends and stats deltas are
+ * looked at on start.
  */
 export async function startWorker(deps: Deps, mailer: Mailer): Promise<Worker> {
   const { config, log } = deps;
   await schedulePromotion(deps.db, 0);
+  await scheduleFold(deps.db, 0);
   const logger = new Logger(() => (level, message) => {
     // graphile-worker warns when the pool is smaller than its concurrency. Measured with
     // deno task bench --only drain: sharing the service's pool (PP_DB_POOL_SIZE 50) drains
@@ -93,6 +96,7 @@ export async function startWorker(deps: Deps, mailer: Mailer): Promise<Worker> {
     // Also deletes expired idempotency keys (the former idempotency_cleanup task).
     retention: retentionTask(deps),
     dispatch_webhook: dispatchWebhookTask(deps),
+    fold_stats: foldStatsTask(deps),
   };
   const start = () =>
     run({

@@ -16,6 +16,7 @@ import { accountState, type Quota } from "../accounts/service.ts";
 import * as contacts from "../contacts/repo.ts";
 import { isVerifiedSender } from "../domains/service.ts";
 import * as events from "../events/repo.ts";
+import * as stats from "../stats/repo.ts";
 import type { TemplateRow } from "../templates/repo.ts";
 import { templateForSend } from "../templates/service.ts";
 import { GroupCommit } from "../db/group_commit.ts";
@@ -179,6 +180,16 @@ export async function acceptSends(trx: Transaction<Database>, queue: repo.QueueO
           : {},
       };
     }),
+  );
+  // Stats (stats/repo.ts): the accepted sends by account and tags, counted here where the tags are known.
+  await stats.addAccepted(
+    trx,
+    [...Map.groupBy(written, (r) => `${r.ctx.accountId}|${r.common.tags}`).values()].map((group) => ({
+      accountId: group[0].ctx.accountId,
+      tags: JSON.parse(group[0].common.tags),
+      accepted: group.length,
+      suppressed: group.filter((r) => r.item.status === "suppressed").length,
+    })),
   );
   const live = written.filter((r) => r.item.status !== "suppressed");
   const byRunAt = Map.groupBy(live, (r) => `${r.common.scheduled_at?.getTime() ?? ""}:${r.common.job_deferred}`);
