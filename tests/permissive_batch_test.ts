@@ -62,6 +62,37 @@ Deno.test("batches: permissive validation accepts the valid recipients and names
       assertEquals([fits.status, fits.body.count, await used()], [202, 1, 3]);
     });
 
+    await t.step("a contact named by uuid and by address is one recipient: the later one is the repeat", async () => {
+      const c = await stack.tenant({ domain: "cshop.test" });
+      const made = await stack.gql(
+        `mutation { createContact(input: { email: "twin@example.test" }) { id } }`,
+        {},
+        c.key,
+      );
+      const id = made.body.data.createContact.id;
+      for (
+        const [recipients, keptTo] of [[[{ to: id }, { to: "TWIN@example.test" }], id], [[{ to: "twin@example.test" }, {
+          to: id,
+        }], "twin@example.test"]] as const
+      ) {
+        const r = await stack.api("POST", "/api/v1/sends/batch", {
+          key: c.key,
+          body: {
+            templateId: c.templateId,
+            recipients,
+            validation: "permissive",
+            scheduledAt: new Date(Date.now() + 3600_000).toISOString(),
+          },
+        });
+        assertEquals(r.status, 202, JSON.stringify(r.body));
+        assertEquals(r.body.count, 1, JSON.stringify(keptTo));
+        assertEquals(r.body.errors.map((e: { index: number; path: string }) => [e.index, e.path]), [[
+          1,
+          "recipients.1.to",
+        ]]);
+      }
+    });
+
     await t.step("GraphQL createBatchSend with validation: PERMISSIVE answers errors too", async () => {
       const b = await stack.tenant({ domain: "gshop.test" });
       const r = await stack.gql(

@@ -132,33 +132,39 @@ async function permissiveRecipients(
     seen.set(key, i);
     kept.push({ r: r.data, i });
   });
-  // Contact uuids that name no contact of the account; an address and a uuid of one contact repeat too.
+  // Contact uuids that name no contact of the account; an address and a uuid of one contact
+  // repeat too, and the later of the two is the repeat.
   const ids = kept.filter(({ r }) => isUuid(r.to)).map(({ r }) => r.to.toLowerCase());
   if (ids.length) {
     const found = new Map((await contactsRepo.findContactsByIds(deps.db, accountId, ids)).map((c) => [c.id, c]));
     const byEmail = new Map(kept.filter(({ r }) => !isUuid(r.to)).map(({ r, i }) => [r.to.toLowerCase(), i]));
-    kept = kept.filter(({ r, i }) => {
-      if (!isUuid(r.to)) return true;
+    const refused = new Set<number>();
+    const repeat = (later: number, first: number) => {
+      refused.add(later);
+      errors.push({
+        index: later,
+        code: "validation_failed",
+        message: `repeats recipients.${first}.to: one email per recipient`,
+        path: `recipients.${later}.to`,
+      });
+    };
+    for (const { r, i } of kept) {
+      if (!isUuid(r.to)) continue;
       const c = found.get(r.to.toLowerCase());
-      const twin = c ? byEmail.get(c.email.toLowerCase()) : undefined;
-      if (c && twin === undefined) return true;
-      errors.push(
-        c
-          ? {
-            index: i,
-            code: "validation_failed",
-            message: `repeats recipients.${twin}.to: one email per recipient`,
-            path: `recipients.${i}.to`,
-          }
-          : {
-            index: i,
-            code: "contact_not_found",
-            message: `contact ${r.to} does not exist`,
-            path: `recipients.${i}.to`,
-          },
-      );
-      return false;
-    });
+      if (!c) {
+        refused.add(i);
+        errors.push({
+          index: i,
+          code: "contact_not_found",
+          message: `contact ${r.to} does not exist`,
+          path: `recipients.${i}.to`,
+        });
+        continue;
+      }
+      const twin = byEmail.get(c.email.toLowerCase());
+      if (twin !== undefined) repeat(Math.max(i, twin), Math.min(i, twin));
+    }
+    kept = kept.filter(({ i }) => !refused.has(i));
   }
   errors.sort((a, b) => a.index - b.index);
   if (kept.length === 0) {

@@ -50,6 +50,11 @@ export function promoteScheduledTask(deps: Deps): Task {
   };
 }
 
+/** The `h=` list with a send's own header names after ours, each name once (`Sender` may be one of both). */
+function withOwn(ours: string, own: Record<string, string>): string {
+  return [...new Set([...ours.split(":"), ...Object.keys(own).map((k) => k.toLowerCase())])].join(":");
+}
+
 /** How long a send of a paused account waits before it looks again. */
 export const PAUSED_RECHECK_MS = 30_000;
 
@@ -161,10 +166,7 @@ export function deliverSendTask(deps: Deps, mailer: Mailer): Task {
     const signed = await signingOptions(deps, send.account_id, send.from_email);
     // The send's own headers are signed too (h=), after ours.
     const dkim = signed && Object.keys(own).length
-      ? {
-        ...signed,
-        headerFieldNames: [signed.headerFieldNames, ...Object.keys(own).map((k) => k.toLowerCase())].join(":"),
-      }
+      ? { ...signed, headerFieldNames: withOwn(signed.headerFieldNames, own) }
       : signed;
     const started = performance.now();
     try {
