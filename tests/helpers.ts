@@ -93,6 +93,18 @@ export interface ReceivedMail {
   text: string;
   messageId: string;
   headers: Map<string, unknown>;
+  /** The files mailparser found (inline ones with `related` and `contentId`). */
+  attachments: MailAttachment[];
+}
+
+/** What mailparser gives for one file of a message. */
+export interface MailAttachment {
+  filename?: string;
+  contentType: string;
+  contentDisposition: string;
+  contentId?: string;
+  related?: boolean;
+  content: Uint8Array;
 }
 
 /** A real SMTP server on loopback. `reply` decides per recipient: null accepts, else a code and message. */
@@ -149,6 +161,7 @@ export async function startSmtpSink(): Promise<SmtpSink> {
           text: parsed.text ?? "",
           messageId: parsed.messageId ?? "",
           headers: parsed.headers as Map<string, unknown>,
+          attachments: parsed.attachments as unknown as MailAttachment[],
         });
         cb();
       });
@@ -406,6 +419,8 @@ export async function snapshot(stack: Stack) {
     domains: await n("select count(*) from domains"),
     apiKeys: await n("select count(*) from api_keys"),
     accounts: await n("select count(*) from accounts"),
+    attachmentBlobs: await n("select count(*) from attachment_blobs"),
+    attachmentRefs: await n("select count(*) from send_attachments"),
   };
 }
 

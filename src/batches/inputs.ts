@@ -1,6 +1,6 @@
 /** Input shapes of batch sends and segment sends, shared by REST, GraphQL and jobs. */
 import { z } from "zod";
-import { CustomHeaders, Personalizations, Recipient, sharedSendFields } from "../sends/inputs.ts";
+import { CustomHeaders, messageFields, Personalizations, Recipient, sharedSendFields } from "../sends/inputs.ts";
 
 /** The most recipients one batch may have. */
 export const MAX_BATCH = 1000;
@@ -19,6 +19,7 @@ export const BATCH_VALIDATIONS = ["strict", "permissive"] as const;
 /** Body of `POST /api/v1/sends/batch` and `createBatchSend`. */
 export const CreateBatchInput = z.strictObject({
   ...sharedSendFields,
+  ...messageFields,
   recipients: z.array(BatchRecipient).min(1, "at least one recipient is required"),
   validation: z.enum(BATCH_VALIDATIONS).nullish()
     .describe("`strict` (default): one bad recipient refuses the batch. `permissive`: the valid ones are accepted."),

@@ -95,6 +95,7 @@ async function expandPage(deps: Deps, trx: Transaction<Database>, batchId: strin
       options: request,
       batchId,
       scheduledAt: request.scheduledAt ? new Date(request.scheduledAt) : null,
+      attachments: null, // segment sends carry no files (inputs.ts: messageFields)
     },
     recipients: page.map((c) => ({ to: c.id, personalizations: request.personalizations })),
   }]);

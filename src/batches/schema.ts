@@ -1,7 +1,7 @@
 /** GraphQL for batches: `batch(id)` with progress counts, `createBatchSend`, `createSegmentSend`, `cancelBatch`. */
 import { builder, upperCaseValues } from "../graphql/builder.ts";
 import { BATCH_VALIDATIONS } from "./inputs.ts";
-import { sendOptionFields, SendStatus } from "../sends/schema.ts";
+import { messageFields, sendOptionFields, SendStatus } from "../sends/schema.ts";
 import { idempotentMutation } from "../idempotency/graphql.ts";
 import * as service from "./service.ts";
 import type { BatchAccepted, RecipientError } from "./view.ts";
@@ -111,6 +111,7 @@ const BatchRecipientInput = builder.inputType("BatchRecipientInput", {
 const CreateBatchSendInput = builder.inputType("CreateBatchSendInput", {
   fields: (t) => ({
     ...sendOptionFields(t),
+    ...messageFields(t),
     recipients: t.field({ type: [BatchRecipientInput], required: true, description: "1 to 1,000." }),
     validation: t.field({ type: BatchValidation }),
   }),

@@ -11,6 +11,7 @@ import type { Quota } from "../accounts/service.ts";
 import * as events from "../events/repo.ts";
 import { uuidv7 } from "../ids.ts";
 import { assertCompiles } from "../mail/render.ts";
+import { prepareAttachments } from "../attachments/service.ts";
 import { findSegment } from "../segments/service.ts";
 import * as sendsRepo from "../sends/repo.ts";
 import { type AcceptContext, acceptSends, prepareSend, rejectDuplicates } from "../sends/service.ts";
@@ -54,6 +55,7 @@ export async function createBatchSend(
     options: v,
     batchId,
     scheduledAt: v.scheduledAt ? new Date(v.scheduledAt) : null,
+    attachments: await prepareAttachments(v.attachments),
   };
   const recipients = kept.map(({ r, i }) => ({ ...r, path: `recipients.${i}.to` }));
 

@@ -172,6 +172,35 @@ export interface SendsTable {
   links: string[] | null;
   /** The send's own headers (sends/inputs.ts CustomHeaders), written after ours; null: none. */
   headers: ColumnType<Record<string, string> | null, string | null | undefined, string | null>;
+  /** The send's files in order (their content in attachment_blobs by sha256); null: none. */
+  attachments: ColumnType<AttachmentMeta[] | null, string | null | undefined, string | null>;
+}
+
+/** One file of a send, as the send row lists it. `sha256` is hex; the bytes are in attachment_blobs. */
+export interface AttachmentMeta {
+  filename: string;
+  contentType: string;
+  /** Inline (`cid:`) when set, without angle brackets. */
+  contentId: string | null;
+  size: number;
+  sha256: string;
+}
+
+/** A file's bytes, once per account and content. */
+export interface AttachmentBlobsTable {
+  account_id: string;
+  sha256: Uint8Array;
+  size: number;
+  content: Uint8Array;
+  used_at: Generated<Date>;
+}
+
+/** Which sends refer to which blobs (retention keeps a blob while one does). */
+export interface SendAttachmentsTable {
+  send_id: string;
+  position: number;
+  account_id: string;
+  sha256: Uint8Array;
 }
 
 export interface EmailEventsTable {
@@ -298,4 +327,6 @@ export interface Database {
   webhook_endpoints: WebhookEndpointsTable;
   webhook_deliveries: WebhookDeliveriesTable;
   webhook_attempts: WebhookAttemptsTable;
+  attachment_blobs: AttachmentBlobsTable;
+  send_attachments: SendAttachmentsTable;
 }

@@ -5,7 +5,7 @@ import type { Deps, Principal } from "../context.ts";
 import { requestIdFor } from "../rest/request_id.ts";
 import { AppError, asAppError, UNAVAILABLE_RETRY_AFTER_S } from "../errors.ts";
 import { rateHeaders, type RateLimiter } from "../ratelimit.ts";
-import { BODY_LIMITS, readBody } from "../rest/body.ts";
+import { BODY_LIMITS, BodyLease, readBody } from "../rest/body.ts";
 import { json } from "../rest/problem.ts";
 import { createGraphQL } from "./yoga.ts";
 
@@ -62,16 +62,22 @@ export function createGraphQLHandler(deps: Deps, limiter: RateLimiter | null) {
     // The request's id, for the logger of its services (context.ts forRequest).
     const requestId = requestIdFor(req);
     if (!req.body) return await graphql.fetch(req, { principal, requestId });
-    let body: Uint8Array<ArrayBuffer>;
+    // A large body (files) waits for one of the few slots for large bodies (rest/body.ts).
+    const lease = new BodyLease();
     try {
-      body = await readBody(req, BODY_LIMITS.graphql);
-    } catch (err) {
-      if (!(err instanceof AppError)) throw err;
-      return graphqlError(err);
+      let body: Uint8Array<ArrayBuffer>;
+      try {
+        body = await readBody(req, BODY_LIMITS.graphql, lease);
+      } catch (err) {
+        if (!(err instanceof AppError)) throw err;
+        return graphqlError(err);
+      }
+      return await graphql.fetch(new Request(req.url, { method: req.method, headers: req.headers, body }), {
+        principal,
+        requestId,
+      });
+    } finally {
+      lease.release();
     }
-    return await graphql.fetch(new Request(req.url, { method: req.method, headers: req.headers, body }), {
-      principal,
-      requestId,
-    });
   };
 }

@@ -88,8 +88,9 @@ export async function signDkim(
   }
   // latin1 maps each byte to one char and back: header bytes are signed as they are.
   const signed = selectHeaders(buf.toString("latin1", 0, headerEnd), opts.headerFieldNames);
-  const bodyHash = createHash("sha256").update(latin1Bytes(relaxedBody(buf.toString("latin1", bodyStart))))
-    .digest("base64");
+  const hash = createHash("sha256");
+  for (const part of relaxedBodyBytes(buf, bodyStart)) hash.update(part);
+  const bodyHash = hash.digest("base64");
 
   const time = Math.floor((options.time ?? new Date()).getTime() / 1000);
   const tags = [
@@ -192,6 +193,23 @@ function relaxedHeader(field: string): string {
   const name = field.slice(0, colon).replace(/[ \t]+$/, "").toLowerCase();
   const value = field.slice(colon + 1).replace(/\r\n/g, "").replace(/[ \t]+/g, " ").replace(/^ | $/g, "");
   return `${name}:${value}`;
+}
+
+const CRLF_BYTES = new Uint8Array([13, 10]);
+
+/**
+ * The relaxed body of `buf` from `start` (relaxedBody), as bytes. A body with no tab, no two
+ * spaces in a row and no space before a line end is its own canonical form but for empty
+ * lines at its end: it is hashed as it is, found by native searches, without a copy or a
+ * string of it (a message with a 25 MB file would otherwise be a 34 MB string per delivery).
+ */
+function relaxedBodyBytes(buf: Buffer, start: number): Uint8Array[] {
+  const asIs = buf.indexOf("\t", start) < 0 && buf.indexOf("  ", start) < 0 && buf.indexOf(" \r\n", start) < 0 &&
+    buf[buf.length - 1] !== 32;
+  if (!asIs) return [latin1Bytes(relaxedBody(buf.toString("latin1", start)))];
+  let end = buf.length;
+  while (end - start >= 2 && buf[end - 1] === 10 && buf[end - 2] === 13) end -= 2;
+  return end === start ? [] : [buf.subarray(start, end), CRLF_BYTES];
 }
 
 /**

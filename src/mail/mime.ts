@@ -30,6 +30,27 @@ export interface MimeMessage {
   headers?: Record<string, string>;
   /** The Date header; default now. */
   date?: Date;
+  /** Files after the body (multipart/mixed); those with a contentId inline beside the HTML (multipart/related). */
+  attachments?: MimeAttachment[];
+}
+
+/** One file of a message, its body already encoded (attachments/service.ts caches it per process). */
+export interface MimeAttachment {
+  filename: string;
+  contentType: string;
+  /** Inline (`cid:`), without angle brackets. */
+  contentId?: string | null;
+  /** Base64 in lines of 76 with CRLF between them (ASCII). */
+  body: Uint8Array;
+}
+
+/** A piece of a message: text, or bytes already encoded (a file's base64 body). */
+type Chunk = string | Uint8Array;
+
+/** A MIME entity: its Content-* header fields (each ending in CRLF) and its body. */
+interface Entity {
+  headers: string;
+  body: Chunk[];
 }
 
 const CRLF = "\r\n";
@@ -98,12 +119,52 @@ function boundary(): string {
   return `=_pp_${crypto.randomUUID().replaceAll("-", "")}`;
 }
 
+/** The text body: a text or HTML part, or both as multipart/alternative (text first, so clients prefer HTML). */
+function textEntity(msg: MimeMessage): Entity {
+  if (msg.html !== undefined && msg.text !== undefined) {
+    return multipart("alternative", [
+      { headers: partHeaders("text/plain"), body: [quotedPrintable(msg.text)] },
+      { headers: partHeaders("text/html"), body: [quotedPrintable(msg.html)] },
+    ]);
+  }
+  const html = msg.html !== undefined;
+  // No line break of our own after the body: a reader would take it for part of the text.
+  return {
+    headers: partHeaders(html ? "text/html" : "text/plain"),
+    body: [quotedPrintable((html ? msg.html : msg.text) ?? "")],
+  };
+}
+
+/** `multipart/<subtype>` around `parts`. */
+function multipart(subtype: string, parts: Entity[]): Entity {
+  const b = boundary();
+  const body: Chunk[] = [];
+  for (const p of parts) body.push(`--${b}${CRLF}${p.headers}${CRLF}`, ...p.body, CRLF);
+  body.push(`--${b}--${CRLF}`);
+  return { headers: `Content-Type: multipart/${subtype};${CRLF} boundary="${b}"${CRLF}`, body };
+}
+
+/** A file's part: its type and name (RFC 2231 when not ASCII), base64, attachment or inline with its Content-ID. */
+function fileEntity(a: MimeAttachment, inline: boolean): Entity {
+  let headers =
+    field("Content-Type", libmime.buildHeaderValue({ value: a.contentType, params: { name: a.filename } })) +
+    `Content-Transfer-Encoding: base64${CRLF}` +
+    field(
+      "Content-Disposition",
+      libmime.buildHeaderValue({ value: inline ? "inline" : "attachment", params: { filename: a.filename } }),
+    );
+  if (a.contentId) headers += field("Content-ID", `<${a.contentId}>`);
+  return { headers, body: [a.body] };
+}
+
 /**
  * The message as bytes with CRLF line endings (what DKIM canonicalizes and SMTP carries):
- * From, To, Reply-To, Subject, Message-ID, Date, MIME-Version, the extra headers, then a
- * text or HTML part, or both as multipart/alternative (text first, so clients prefer HTML).
- * Bodies are UTF-8 in quoted-printable; header values with non-ASCII text are RFC 2047
- * encoded words. A message with neither body gets an empty text part.
+ * From, To, Reply-To, Subject, Message-ID, Date, MIME-Version, the extra headers, then the
+ * body: a text or HTML part, or both as multipart/alternative; with inline files
+ * (`contentId`) and HTML, that body and those files as multipart/related; with other files,
+ * all of it and them as multipart/mixed. Bodies are UTF-8 in quoted-printable, files base64;
+ * header values with non-ASCII text are RFC 2047 encoded words, file names RFC 2231
+ * parameters. A message with neither body gets an empty text part.
  */
 export function buildMime(msg: MimeMessage): Uint8Array {
   let head = field("From", mailbox(msg.from)) + field("To", msg.to);
@@ -114,19 +175,14 @@ export function buildMime(msg: MimeMessage): Uint8Array {
     `MIME-Version: 1.0${CRLF}`;
   for (const [name, value] of Object.entries(msg.headers ?? {})) head += field(name, unstructured(value));
 
-  let body: string;
-  if (msg.html !== undefined && msg.text !== undefined) {
-    const b = boundary();
-    head += `Content-Type: multipart/alternative;${CRLF} boundary="${b}"${CRLF}`;
-    body = `--${b}${CRLF}${partHeaders("text/plain")}${CRLF}${quotedPrintable(msg.text)}${CRLF}` +
-      `--${b}${CRLF}${partHeaders("text/html")}${CRLF}${quotedPrintable(msg.html)}${CRLF}--${b}--${CRLF}`;
-  } else {
-    const html = msg.html !== undefined;
-    head += partHeaders(html ? "text/html" : "text/plain");
-    // No line break of our own after the body: a reader would take it for part of the text.
-    body = quotedPrintable((html ? msg.html : msg.text) ?? "");
-  }
-  return encodeWithHeadroom(head + CRLF + body);
+  let entity = textEntity(msg);
+  const files = msg.attachments ?? [];
+  // Inline files belong beside the HTML that refers to them; without HTML they are attachments.
+  const inline = msg.html !== undefined ? files.filter((f) => f.contentId) : [];
+  const attached = files.filter((f) => !inline.includes(f));
+  if (inline.length) entity = multipart("related", [entity, ...inline.map((f) => fileEntity(f, true))]);
+  if (attached.length) entity = multipart("mixed", [entity, ...attached.map((f) => fileEntity(f, false))]);
+  return encodeWithHeadroom([head + entity.headers + CRLF, ...entity.body]);
 }
 
 /** Bytes kept free before a built message for the DKIM-Signature header (≈ 700 bytes with a 2048-bit key). */
@@ -135,8 +191,24 @@ const encoder = new TextEncoder();
 /** Messages whose room before them is still free: only buildMime's own, never a caller's array. */
 const roomy = new WeakSet<Uint8Array>();
 
-/** `text` as UTF-8 in a new array with HEADROOM free bytes before it. */
-function encodeWithHeadroom(text: string): Uint8Array {
+/** The chunks as UTF-8 in one new array with HEADROOM free bytes before it. */
+function encodeWithHeadroom(chunks: Chunk[]): Uint8Array {
+  if (chunks.every((c) => typeof c === "string")) return encodeTextWithHeadroom(chunks.join(""));
+  const parts = chunks.map((c) => typeof c === "string" ? encoder.encode(c) : c);
+  const size = parts.reduce((n, p) => n + p.byteLength, 0);
+  const buf = new Uint8Array(HEADROOM + size);
+  let at = HEADROOM;
+  for (const p of parts) {
+    buf.set(p, at);
+    at += p.byteLength;
+  }
+  const message = buf.subarray(HEADROOM);
+  roomy.add(message);
+  return message;
+}
+
+/** `text` as UTF-8 in a new array with HEADROOM free bytes before it, encoded in place (one copy). */
+function encodeTextWithHeadroom(text: string): Uint8Array {
   // Nearly every message is ASCII (bodies are quoted-printable, headers encoded words): one
   // byte per unit; an address with non-ASCII text needs the 3-bytes-per-unit bound.
   for (const perUnit of [1, 3]) {

@@ -14,25 +14,27 @@ const MiB = 1024 * KiB;
  * The body limit of each route, in bytes. What fits, and why each is what it is:
  *
  * - `rest` 1 MiB: every REST call that names no limit of its own in rest/router.ts's ROUTES.
- * - `send` 1 MiB: a single send (personalizations are at most 64 KB). Attachments (25 MB
- *   decoded, ~34 MB as base64 JSON) need this one raised (and `graphql`, for `createSend`).
- * - `batch` 4 MiB: a full batch of 1,000 recipients with 1 KB of personalizations each is
- *   ~1.2 MB of JSON; 4 MiB leaves room for escaped text and per-recipient fields.
- * - `graphql` 4 MiB: the same batch through `createBatchSend`.
+ * - `send` 40 MiB: a single send with attachments: 25 MB decoded is 33.4 MB of base64, with
+ *   line breaks and the rest of the send (personalizations are at most 64 KB) under 40 MiB.
+ * - `batch` 40 MiB: the same files shared by a batch, beside 1,000 recipients (~1.2 MB of JSON
+ *   with 1 KB of personalizations each).
+ * - `graphql` 40 MiB: the same through `createSend` and `createBatchSend`.
  * - `template` 3 MiB: a template's HTML and text (up to 512 Ki characters each) as JSON, with
  *   room for escaped quotes and multi-byte characters.
  * - `inbound` 1 MiB: relays' bounce and complaint reports (an SNS message is at most 256 KB,
  *   escaped once more in its envelope; 1,000 JSON events of a few hundred bytes each).
  * - `unsubscribe` 4 KiB: the RFC 8058 one-click form body is `List-Unsubscribe=One-Click`.
  *
- * Eight concurrent maximal requests hold 8 × 4 MiB of raw bytes, plus their decoded text and
- * parsed JSON (a few times that): well inside the 512 MB heap of `deno task start`.
+ * A body over LARGE_BODY holds a BodyLease while it is read and handled: its decoded text and
+ * parsed JSON are a few times its size on the heap, so at most LARGE_BODIES of them are
+ * in a process at once (the others wait for one to finish), inside the 512 MB heap of
+ * `deno task start` however many clients upload at once.
  */
 export const BODY_LIMITS = {
   rest: 1 * MiB,
-  send: 1 * MiB,
-  batch: 4 * MiB,
-  graphql: 4 * MiB,
+  send: 40 * MiB,
+  batch: 40 * MiB,
+  graphql: 40 * MiB,
   template: 3 * MiB,
   inbound: 1 * MiB,
   unsubscribe: 4 * KiB,
@@ -43,15 +45,50 @@ export function payloadTooLarge(limit: number): AppError {
   return new AppError("payload_too_large", `the request body is over the limit of ${limit} bytes for this route`);
 }
 
+/** A body over this many bytes is large: it needs a BodyLease. */
+export const LARGE_BODY = 4 * MiB;
+/** How many large bodies a process reads and handles at once. */
+export const LARGE_BODIES = 3;
+
+let largeHeld = 0;
+const largeWaiting: (() => void)[] = [];
+
+/**
+ * A request's claim on one of the LARGE_BODIES slots, taken by readBody when the body turns
+ * out large (declared, or counted while streaming) and given back by the caller's `release`
+ * once the request is answered. Without one, readBody reads any size up to the limit.
+ */
+export class BodyLease {
+  #held = false;
+
+  /** Waits for a slot (once). */
+  async take(): Promise<void> {
+    if (this.#held) return;
+    while (largeHeld >= LARGE_BODIES) await new Promise<void>((r) => largeWaiting.push(r));
+    largeHeld++;
+    this.#held = true;
+  }
+
+  /** Gives the slot back, if taken; safe to call more than once. */
+  release(): void {
+    if (!this.#held) return;
+    this.#held = false;
+    largeHeld--;
+    largeWaiting.shift()?.();
+  }
+}
+
 /**
  * The request's body, at most `limit` bytes; throws 413 `payload_too_large` (an AppError) as
  * soon as a declared Content-Length or the bytes received so far pass it, and cancels the
- * rest of the stream, which is then never read. An absent body is empty.
+ * rest of the stream, which is then never read. An absent body is empty. With `lease`, a
+ * large body waits for its slot before more of it is read.
  */
-export async function readBody(req: Request, limit: number): Promise<Uint8Array<ArrayBuffer>> {
+export async function readBody(req: Request, limit: number, lease?: BodyLease): Promise<Uint8Array<ArrayBuffer>> {
   const declared = req.headers.get("content-length");
   if (declared !== null && Number(declared) > limit) throw payloadTooLarge(limit);
   if (!req.body) return new Uint8Array(0);
+  if (lease && declared !== null && Number(declared) > LARGE_BODY) await lease.take();
   const reader = req.body.getReader();
   const chunks: Uint8Array<ArrayBuffer>[] = [];
   let size = 0;
@@ -64,6 +101,7 @@ export async function readBody(req: Request, limit: number): Promise<Uint8Array<
       reader.cancel().catch(() => {});
       throw payloadTooLarge(limit);
     }
+    if (lease && size > LARGE_BODY) await lease.take();
     chunks.push(value);
   }
   if (chunks.length === 1) return chunks[0];
@@ -79,6 +117,6 @@ export async function readBody(req: Request, limit: number): Promise<Uint8Array<
 const decoder = new TextDecoder();
 
 /** {@link readBody} decoded as UTF-8 (invalid sequences replaced, as `Request.text()` does). */
-export async function readText(req: Request, limit: number): Promise<string> {
-  return decoder.decode(await readBody(req, limit));
+export async function readText(req: Request, limit: number, lease?: BodyLease): Promise<string> {
+  return decoder.decode(await readBody(req, limit, lease));
 }

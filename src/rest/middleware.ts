@@ -8,7 +8,7 @@ import type { Deps, Tenant } from "../context.ts";
 import { AppError } from "../errors.ts";
 import { fingerprint, idempotent, ReplayedError, validKey } from "../idempotency/service.ts";
 import { rateHeaders, type RateLimiter } from "../ratelimit.ts";
-import { BODY_LIMITS, readText } from "./body.ts";
+import { BODY_LIMITS, BodyLease, readText } from "./body.ts";
 import { json, parseJson, problemResponse } from "./problem.ts";
 import { quotaHeaders } from "./quota.ts";
 import type { Route } from "./router.ts";
@@ -30,6 +30,7 @@ export async function tenantCall(
   const rate = limiter?.take(t.apiKeyId);
   const headers = new Headers(rate ? rateHeaders(rate) : {});
   let res: Response;
+  const lease = new BodyLease();
   try {
     if (rate && !rate.allowed) {
       throw new AppError(
@@ -38,7 +39,7 @@ export async function tenantCall(
       );
     }
     // Read here, before anything parses it: the handler gets the bounded copy.
-    const body = req.body ? await readText(req, route.maxBody ?? BODY_LIMITS.rest) : null;
+    const body = req.body ? await readText(req, route.maxBody ?? BODY_LIMITS.rest, lease) : null;
     const bounded = body === null ? req : new Request(req.url, { method: req.method, headers: req.headers, body });
     const key = route.idempotent ? req.headers.get("idempotency-key") : null;
     if (key === null) {
@@ -61,6 +62,8 @@ export async function tenantCall(
   } catch (err) {
     res = problemResponse(err, deps.log, { method: req.method, path: new URL(req.url).pathname });
     if (err instanceof ReplayedError) headers.set("idempotent-replayed", "true");
+  } finally {
+    lease.release();
   }
   if (req.method === "POST" && !(rate && !rate.allowed) && res.status !== 503 && !res.headers.has("x-quota-limit")) {
     // Errors, replays and answers that reserved nothing: best effort, the answer stands

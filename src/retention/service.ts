@@ -3,8 +3,9 @@
  *
  * A run deletes sends that finished before the window (created and last changed before it,
  * in a final status: sent, delivered, bounced, failed, cancelled, suppressed), their events,
- * batches left without sends, expired idempotency keys (24 h, idempotency/service.ts) and
- * outbox files of the deleted sends or older than the window. A send still scheduled, queued
+ * batches left without sends, attachment files no send refers to any more (and none accepted
+ * in the last hour), expired idempotency keys (24 h, idempotency/service.ts) and outbox files
+ * of the deleted sends or older than the window. A send still scheduled, queued
  * or sending is never deleted, however old.
  *
  * Kept: accounts, keys, domains, templates, contacts (with their status, so suppressions
@@ -21,10 +22,15 @@ import type { Kysely } from "kysely";
 import type { Deps } from "../context.ts";
 import type { Database } from "../db/tables.ts";
 import { deleteExpiredKeys } from "../idempotency/service.ts";
+import * as files from "../attachments/repo.ts";
 import * as repo from "./repo.ts";
 
 /** Most rows one statement deletes. */
 export const RETENTION_CHUNK = 10_000;
+/** Most attachment blobs one statement deletes (each may be 25 MB). */
+const BLOB_CHUNK = 100;
+/** A blob used by an acceptance within this many seconds stays, even with no reference yet. */
+export const BLOB_GRACE_S = 3600;
 
 /** Outbox files are `<send id>.eml` (mail/transport.ts). */
 const OUTBOX_FILE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.eml$/;
@@ -37,6 +43,8 @@ export interface RetentionReport {
   batches: number;
   idempotencyKeys: number;
   outboxFiles: number;
+  /** Attachment blobs no send refers to any more. */
+  attachments: number;
   /** Delete statements run. */
   statements: number;
   ms: number;
@@ -64,6 +72,7 @@ export async function runRetention(
     batches: 0,
     idempotencyKeys: 0,
     outboxFiles: 0,
+    attachments: 0,
     statements: 0,
     ms: 0,
     aborted: false,
@@ -93,6 +102,14 @@ export async function runRetention(
       report.statements++;
       report.batches += n;
     } while (n === chunk);
+    // After the sends: their references went with them.
+    const blobChunk = Math.min(chunk, BLOB_CHUNK);
+    do {
+      if (stopped()) break;
+      n = await files.deleteUnreferencedBlobs(db, accountId, BLOB_GRACE_S, blobChunk);
+      report.statements++;
+      report.attachments += n;
+    } while (n === blobChunk);
   }
   if (!stopped()) {
     const keys = await deleteExpiredKeys(db, chunk, opts.signal);

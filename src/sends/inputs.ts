@@ -6,6 +6,7 @@
 import { z } from "zod";
 import { SEND_STATUSES } from "../db/tables.ts";
 import { isEmail, isUuid, noLineBreaks } from "../validation.ts";
+import { Attachments } from "../attachments/inputs.ts";
 
 /** The most a send's personalizations may weigh, as JSON. */
 export const MAX_PERSONALIZATIONS_BYTES = 64 * 1024;
@@ -93,6 +94,11 @@ export const sharedSendFields = {
   headers: CustomHeaders,
 };
 
+/** What single sends and batches carry beyond the shared fields (not segment sends). */
+export const messageFields = {
+  attachments: Attachments,
+};
+
 /** `personalizations`: any JSON object up to 64 KB. */
 export const Personalizations = z.record(z.string(), z.unknown()).nullish()
   .refine((v) => v == null || jsonBytes(v) <= MAX_PERSONALIZATIONS_BYTES, "must be at most 64 KB as JSON");
@@ -104,6 +110,7 @@ export const Recipient = z.string().trim().min(1, "is required")
 /** Body of `POST /api/v1/sends` and `createSend`. */
 export const CreateSendInput = z.strictObject({
   ...sharedSendFields,
+  ...messageFields,
   to: Recipient,
   personalizations: Personalizations,
 }).meta({ id: "CreateSendInput" });

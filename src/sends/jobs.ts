@@ -16,6 +16,7 @@ import { rewriteHtml, signToken, trackingUrls } from "../mail/tracking.ts";
 import type { Mailer } from "../mail/transport.ts";
 import { GroupCommit } from "../db/group_commit.ts";
 import { countFinished, deliverySeconds } from "../metrics/metrics.ts";
+import { filesFor } from "../attachments/service.ts";
 import { DeliverSendPayload } from "./inputs.ts";
 import * as repo from "./repo.ts";
 
@@ -168,6 +169,8 @@ export function deliverSendTask(deps: Deps, mailer: Mailer): Task {
     const dkim = signed && Object.keys(own).length
       ? { ...signed, headerFieldNames: withOwn(signed.headerFieldNames, own) }
       : signed;
+    // Also before the attempt: a blob that cannot be read is ours to retry, not a bounce.
+    const attachments = send.attachments?.length ? await filesFor(db, send.account_id, send.attachments) : undefined;
     const started = performance.now();
     try {
       const result = await mailer.send({
@@ -179,6 +182,7 @@ export function deliverSendTask(deps: Deps, mailer: Mailer): Task {
         html: tracked.html,
         text: rendered.text,
         messageId: send.message_id,
+        attachments,
         headers: {
           ...own,
           "X-PP-Send-Id": send.id,

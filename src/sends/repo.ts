@@ -38,6 +38,8 @@ export interface SendCommon {
   scheduled_at: Date | null;
   /** Due beyond the horizon (jobDeferred): its scheduled sends wait without a job. */
   job_deferred: boolean;
+  /** The files' list (AttachmentMeta[]) as JSON text; null: none. */
+  attachments: string | null;
 }
 
 /** What differs per send. `personalizations` and `headers` are JSON text. */
@@ -62,12 +64,12 @@ export async function insertSends(db: Kysely<Database>, common: SendCommon, item
   const r = await sql<SendRow>`
     insert into sends (id, contact_id, to_email, personalizations, headers, status, message_id,
       account_id, template_id, batch_id, subject, from_email, from_name, reply_to, tags,
-      track_opens, track_clicks, sandbox, scheduled_at, job_deferred)
+      track_opens, track_clicks, sandbox, scheduled_at, job_deferred, attachments)
     select u.id, u.contact_id, u.to_email, u.personalizations::jsonb, u.headers::jsonb, u.status, u.message_id,
       ${common.account_id}::uuid, ${common.template_id}::uuid, ${common.batch_id}::uuid, ${common.subject},
       ${common.from_email}, ${common.from_name}, ${common.reply_to}, ${common.tags}::jsonb,
       ${common.track_opens}, ${common.track_clicks}, ${common.sandbox}, ${common.scheduled_at}::timestamptz,
-      u.status = 'scheduled' and ${common.job_deferred}
+      u.status = 'scheduled' and ${common.job_deferred}, ${common.attachments}::jsonb
     from unnest(${col("id")}::uuid[], ${col("contact_id")}::uuid[], ${col("to_email")}::text[],
       ${col("personalizations")}::text[], ${col("headers")}::text[], ${col("status")}::text[],
       ${col("message_id")}::text[])

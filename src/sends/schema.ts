@@ -7,7 +7,7 @@ import { idempotentMutation } from "../idempotency/graphql.ts";
 import { encodeCursor } from "../pagination.ts";
 import { SEND_STATUSES } from "../db/tables.ts";
 import * as service from "./service.ts";
-import { type SendView, sendView } from "./view.ts";
+import { type SendAttachmentView, type SendView, sendView } from "./view.ts";
 
 /** GraphQL `SendStatus`: the REST statuses upper-cased. */
 export const SendStatus = builder.enumType("SendStatus", {
@@ -16,6 +16,34 @@ export const SendStatus = builder.enumType("SendStatus", {
 
 const SendError = builder.objectRef<{ code: string; message: string }>("SendError").implement({
   fields: (t) => ({ code: t.exposeString("code"), message: t.exposeString("message") }),
+});
+
+const SendAttachment = builder.objectRef<SendAttachmentView>("SendAttachment").implement({
+  description: "One file of a send, as it was accepted.",
+  fields: (t) => ({
+    filename: t.exposeString("filename"),
+    contentType: t.exposeString("contentType"),
+    contentId: t.exposeString("contentId", { nullable: true, description: "Set for an inline file (cid:)." }),
+    size: t.exposeInt("size", { description: "Bytes, decoded." }),
+  }),
+});
+
+/** GraphQL `AttachmentInput`: a file, base64 (API.md "Message features"). */
+const AttachmentInput = builder.inputType("AttachmentInput", {
+  fields: (t) => ({
+    filename: t.string({ required: true }),
+    content: t.string({ required: true, description: "The file, base64-encoded." }),
+    contentType: t.string({ description: "Default: from the file name's extension." }),
+    contentId: t.string({ description: "Makes the file inline: the HTML refers to it as cid:<contentId>." }),
+  }),
+});
+
+/** The input fields of createSend and createBatchSend beyond sendOptionFields (not segment sends). */
+export const messageFields = (t: PothosSchemaTypes.InputFieldBuilder<Types, "InputObject">) => ({
+  attachments: t.field({
+    type: [AttachmentInput],
+    description: "At most 20 files, 25 MB decoded; executable types are refused.",
+  }),
 });
 
 /** GraphQL `Send`: the send view's fields (view.ts), as REST shows them. */
@@ -33,6 +61,7 @@ export const Send = builder.objectRef<SendView>("Send").implement({
     personalizations: t.expose("personalizations", { type: "JSON" }),
     tags: t.expose("tags", { type: "JSON" }),
     headers: t.expose("headers", { type: "JSON", description: "The send's own headers ({} for none)." }),
+    attachments: t.expose("attachments", { type: [SendAttachment] }),
     trackOpens: t.exposeBoolean("trackOpens"),
     trackClicks: t.exposeBoolean("trackClicks"),
     sandbox: t.exposeBoolean("sandbox", { description: "Sent with a TEST key: delivered to the outbox only." }),
@@ -82,6 +111,7 @@ export const sendOptionFields = (t: PothosSchemaTypes.InputFieldBuilder<Types, "
 const CreateSendInput = builder.inputType("CreateSendInput", {
   fields: (t) => ({
     ...sendOptionFields(t),
+    ...messageFields(t),
     to: t.string({ required: true, description: "An email address or a contact uuid." }),
     personalizations: t.field({ type: "JSON", description: "Values for {{key}}; they win over contact fields." }),
   }),

@@ -17,6 +17,8 @@ import * as contacts from "../contacts/repo.ts";
 import { isVerifiedSender } from "../domains/service.ts";
 import * as events from "../events/repo.ts";
 import * as stats from "../stats/repo.ts";
+import * as files from "../attachments/repo.ts";
+import { prepareAttachments, type PreparedAttachments, refsOf } from "../attachments/service.ts";
 import type { TemplateRow } from "../templates/repo.ts";
 import { templateForSend } from "../templates/service.ts";
 import { GroupCommit } from "../db/group_commit.ts";
@@ -93,6 +95,8 @@ export interface AcceptContext {
   /** The batch the sends belong to: then each contact gets at most one of them. */
   batchId: string | null;
   scheduledAt: Date | null;
+  /** The files every send of the context carries, decoded and hashed; stored once. */
+  attachments: PreparedAttachments | null;
 }
 
 /** One recipient: an address (created as a subscribed contact when unknown) or a contact uuid. */
@@ -163,6 +167,11 @@ export async function acceptSends(trx: Transaction<Database>, queue: repo.QueueO
     for (const s of await repo.insertSends(trx, group[0].common, group.map((r) => r.item))) inserted.set(s.id, s);
   }
   const written = rows.filter((r) => inserted.has(r.item.id));
+  // Each context's files once, referred to by each of its sends (a suppressed one too: it lists them).
+  for (const [ctx, mine] of Map.groupBy(written.filter((r) => r.ctx.attachments), (r) => r.ctx)) {
+    const a = ctx.attachments!;
+    await files.storeAttachments(trx, ctx.accountId, a.blobs, refsOf(mine.map((r) => r.item.id), a));
+  }
   await events.insertEvents(
     trx,
     written.map((r) => {
@@ -301,6 +310,7 @@ function sendCommon(ctx: AcceptContext, queue: repo.QueueOptions): repo.SendComm
     sandbox: ctx.sandbox,
     scheduled_at: ctx.scheduledAt,
     job_deferred: repo.jobDeferred(ctx.scheduledAt, queue),
+    attachments: ctx.attachments ? JSON.stringify(ctx.attachments.meta) : null,
   };
 }
 
@@ -331,6 +341,7 @@ export async function createSend(
     options: v,
     batchId: null,
     scheduledAt: v.scheduledAt ? new Date(v.scheduledAt) : null,
+    attachments: await prepareAttachments(v.attachments),
   };
   const { send, quota } = await acceptGroup(deps).add({
     ctx,

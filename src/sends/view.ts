@@ -19,6 +19,15 @@ export const Timestamp = z.codec(z.iso.datetime(), z.date(), {
 /** A send's or a batch's error: a code (`render_failed`, a relay's bounce, …) and why. */
 export const ErrorView = z.strictObject({ code: z.string(), message: z.string() });
 
+/** One file of a send, as it was accepted (the content is not shown again). */
+export const SendAttachmentView = z.strictObject({
+  filename: z.string(),
+  contentType: z.string(),
+  contentId: z.string().nullable().describe("Set for an inline file (`cid:`)."),
+  size: z.number().int().describe("Bytes, decoded."),
+}).meta({ id: "SendAttachment" });
+export type SendAttachmentView = z.infer<typeof SendAttachmentView>;
+
 /**
  * A send as both edges show it. Times stay `Date`s: `JSON.stringify` (REST) and the
  * `DateTime` scalar (GraphQL) both write them as ISO 8601, so neither formats twice.
@@ -36,6 +45,7 @@ export const SendView = z.strictObject({
   personalizations: z.record(z.string(), z.unknown()),
   tags: z.record(z.string(), z.string()),
   headers: z.record(z.string(), z.string()).describe("The send's own headers ({} for none)."),
+  attachments: z.array(SendAttachmentView).describe("The send's files ([] for none)."),
   trackOpens: z.boolean(),
   trackClicks: z.boolean(),
   sandbox: z.boolean().describe("Sent with a `pp_test_` key: delivered to the outbox only."),
@@ -92,6 +102,12 @@ export function sendView(s: SendRow): SendView {
     personalizations: s.personalizations,
     tags: s.tags,
     headers: s.headers ?? {},
+    attachments: (s.attachments ?? []).map((a) => ({
+      filename: a.filename,
+      contentType: a.contentType,
+      contentId: a.contentId,
+      size: a.size,
+    })),
     trackOpens: s.track_opens,
     trackClicks: s.track_clicks,
     sandbox: s.sandbox,
