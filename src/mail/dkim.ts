@@ -10,7 +10,7 @@ import { createHash, generateKeyPair } from "node:crypto";
 import { Buffer } from "node:buffer";
 import { domainToASCII } from "node:url";
 import { type RsaSigner, rsaSigner } from "./rsa_sign.ts";
-import { prepend } from "./mime.ts";
+import { knownBase64, prepend } from "./mime.ts";
 
 /** A fresh key pair: PEM private key and the base64 DER public key for the `p=` tag. */
 export function generateDkimKeys(): Promise<{ privateKeyPem: string; publicKeyB64: string }> {
@@ -89,7 +89,7 @@ export async function signDkim(
   // latin1 maps each byte to one char and back: header bytes are signed as they are.
   const signed = selectHeaders(buf.toString("latin1", 0, headerEnd), opts.headerFieldNames);
   const hash = createHash("sha256");
-  for (const part of relaxedBodyBytes(buf, bodyStart)) hash.update(part);
+  for (const part of relaxedBodyBytes(buf, bodyStart, knownBase64(message))) hash.update(part);
   const bodyHash = hash.digest("base64");
 
   const time = Math.floor((options.time ?? new Date()).getTime() / 1000);
@@ -199,17 +199,42 @@ const CRLF_BYTES = new Uint8Array([13, 10]);
 
 /**
  * The relaxed body of `buf` from `start` (relaxedBody), as bytes. A body with no tab, no two
- * spaces in a row and no space before a line end is its own canonical form but for empty
- * lines at its end: it is hashed as it is, found by native searches, without a copy or a
- * string of it (a message with a 25 MB file would otherwise be a 34 MB string per delivery).
+ * spaces in a row and no space before a line end or at its end is its own canonical form but
+ * for empty lines at its end: it is hashed as it is, without a copy or a string of it (a
+ * message with a 25 MB file would otherwise be a 34 MB string per delivery).
  */
-function relaxedBodyBytes(buf: Buffer, start: number): Uint8Array[] {
-  const asIs = buf.indexOf("\t", start) < 0 && buf.indexOf("  ", start) < 0 && buf.indexOf(" \r\n", start) < 0 &&
-    buf[buf.length - 1] !== 32;
-  if (!asIs) return [latin1Bytes(relaxedBody(buf.toString("latin1", start)))];
+function relaxedBodyBytes(buf: Buffer, start: number, skip: readonly [number, number][]): Uint8Array[] {
+  if (!canonicalAsIs(buf, start, skip)) return [latin1Bytes(relaxedBody(buf.toString("latin1", start)))];
   let end = buf.length;
   while (end - start >= 2 && buf[end - 1] === 10 && buf[end - 2] === 13) end -= 2;
   return end === start ? [] : [buf.subarray(start, end), CRLF_BYTES];
+}
+
+/**
+ * Whether relaxed canonicalization leaves the bytes from `start` as they are (but for empty
+ * lines at the end). One loop over the bytes (~1 ms for 1.4 MB, where three Buffer.indexOf
+ * searches took 9 ms under Deno), past the ranges in `skip` (mime.ts knownBase64: file bodies
+ * without a blank, which it wrote itself).
+ */
+function canonicalAsIs(b: Uint8Array, start: number, skip: readonly [number, number][]): boolean {
+  let from = start;
+  for (const [s, e] of [...skip, [b.length, b.length] as const]) {
+    if (e <= from) continue;
+    if (!blankFree(b, from, Math.max(from, s))) return false;
+    from = e;
+  }
+  return true;
+}
+
+/** No tab, no two spaces in a row, no space before CR or at the end of `b`, in `b[from, to)`. */
+function blankFree(b: Uint8Array, from: number, to: number): boolean {
+  const last = b.length - 1;
+  for (let i = from; i < to; i++) {
+    const c = b[i];
+    if (c === 9) return false;
+    if (c === 32 && (i === last || b[i + 1] === 32 || b[i + 1] === 13)) return false;
+  }
+  return true;
 }
 
 /**

@@ -188,6 +188,18 @@ export function buildMime(msg: MimeMessage): Uint8Array {
 /** Bytes kept free before a built message for the DKIM-Signature header (≈ 700 bytes with a 2048-bit key). */
 const HEADROOM = 2048;
 const encoder = new TextEncoder();
+/** Where buildMime put file bodies in a message (byte offsets, end exclusive). */
+const base64Spans = new WeakMap<Uint8Array, [number, number][]>();
+
+/**
+ * The byte ranges of a message of buildMime's that hold base64 file bodies (lines of base64
+ * characters and CRLF, nothing else), in order; [] for any other array. DKIM's canonical form
+ * of those bytes is the bytes themselves: the signer need not look at them (dkim.ts).
+ */
+export function knownBase64(message: Uint8Array): readonly [number, number][] {
+  return base64Spans.get(message) ?? [];
+}
+
 /** Messages whose room before them is still free: only buildMime's own, never a caller's array. */
 const roomy = new WeakSet<Uint8Array>();
 
@@ -197,13 +209,17 @@ function encodeWithHeadroom(chunks: Chunk[]): Uint8Array {
   const parts = chunks.map((c) => typeof c === "string" ? encoder.encode(c) : c);
   const size = parts.reduce((n, p) => n + p.byteLength, 0);
   const buf = new Uint8Array(HEADROOM + size);
+  const spans: [number, number][] = [];
   let at = HEADROOM;
-  for (const p of parts) {
-    buf.set(p, at);
-    at += p.byteLength;
+  for (let i = 0; i < parts.length; i++) {
+    buf.set(parts[i], at);
+    // The bytes chunks are file bodies: base64 lines, no blanks.
+    if (typeof chunks[i] !== "string") spans.push([at - HEADROOM, at - HEADROOM + parts[i].byteLength]);
+    at += parts[i].byteLength;
   }
   const message = buf.subarray(HEADROOM);
   roomy.add(message);
+  base64Spans.set(message, spans);
   return message;
 }
 
