@@ -1,6 +1,13 @@
 /** Input shapes of batch sends and segment sends, shared by REST, GraphQL and jobs. */
 import { z } from "zod";
-import { CustomHeaders, messageFields, Personalizations, Recipient, sharedSendFields } from "../sends/inputs.ts";
+import {
+  CopyAddresses,
+  CustomHeaders,
+  messageFields,
+  Personalizations,
+  Recipient,
+  sharedSendFields,
+} from "../sends/inputs.ts";
 
 /** The most recipients one batch may have. */
 export const MAX_BATCH = 1000;
@@ -10,6 +17,8 @@ export const BatchRecipient = z.strictObject({
   to: Recipient,
   personalizations: Personalizations,
   headers: CustomHeaders,
+  cc: CopyAddresses.describe("This recipient's cc, instead of the batch's."),
+  bcc: CopyAddresses.describe("This recipient's bcc, instead of the batch's."),
 });
 export type BatchRecipient = z.infer<typeof BatchRecipient>;
 

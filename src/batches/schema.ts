@@ -105,6 +105,8 @@ const BatchRecipientInput = builder.inputType("BatchRecipientInput", {
     to: t.string({ required: true, description: "An email address or a contact uuid." }),
     personalizations: t.field({ type: "JSON" }),
     headers: t.field({ type: "JSON", description: "This recipient's headers, over the batch's (by name)." }),
+    cc: t.stringList({ description: "This recipient's cc, instead of the batch's." }),
+    bcc: t.stringList({ description: "This recipient's bcc, instead of the batch's." }),
   }),
 });
 

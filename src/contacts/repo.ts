@@ -28,6 +28,24 @@ export async function upsertContactsByEmail(db: Kysely<Database>, accountId: str
   return r.rows;
 }
 
+/** Which of these addresses are the account's contacts that may not be mailed, with why (lower-cased address → status). */
+export async function suppressedAmong(db: Kysely<Database>, accountId: string, emails: string[]) {
+  if (emails.length === 0) return new Map<string, ContactStatus>();
+  const rows = await db.selectFrom("contacts").select(["email", "status"])
+    .where("account_id", "=", accountId).where("status", "<>", "subscribed")
+    .where(sql<string>`lower(email)`, "in", emails.map((e) => e.toLowerCase())).execute();
+  return new Map(rows.map((r) => [r.email.toLowerCase(), r.status]));
+}
+
+/** Marks these addresses of the account bounced, creating contacts for unknown ones (a hard bounce of a cc). */
+export async function markBounced(db: Kysely<Database>, accountId: string, emails: string[]) {
+  if (emails.length === 0) return;
+  await sql`
+    insert into contacts (account_id, email, status, updated_at)
+    select ${accountId}::uuid, e, 'bounced', now() from unnest(${emails}::text[]) as e
+    on conflict (account_id, lower(email)) do update set status = 'bounced', updated_at = now()`.execute(db);
+}
+
 /** The account's contacts with these ids (foreign or unknown ids are simply absent). */
 export function findContactsByIds(db: Kysely<Database>, accountId: string, ids: string[]) {
   if (ids.length === 0) return Promise.resolve([] as ContactRef[]);

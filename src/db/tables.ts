@@ -174,6 +174,10 @@ export interface SendsTable {
   headers: ColumnType<Record<string, string> | null, string | null | undefined, string | null>;
   /** The send's files in order (their content in attachment_blobs by sha256); null: none. */
   attachments: ColumnType<AttachmentMeta[] | null, string | null | undefined, string | null>;
+  /** Also sent to, written as `Cc:`; null: none. */
+  cc: string[] | null;
+  /** Also sent to, never written into the message; null: none. */
+  bcc: string[] | null;
 }
 
 /** One file of a send, as the send row lists it. `sha256` is hex; the bytes are in attachment_blobs. */

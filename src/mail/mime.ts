@@ -20,6 +20,8 @@ import { encode as qpEncode, wrap as qpWrap } from "libqp";
 export interface MimeMessage {
   from: { name?: string; address: string };
   to: string;
+  /** Written as `Cc:` (bcc is never written: it is only in the envelope). */
+  cc?: string[];
   replyTo?: string;
   subject: string;
   html?: string;
@@ -159,7 +161,7 @@ function fileEntity(a: MimeAttachment, inline: boolean): Entity {
 
 /**
  * The message as bytes with CRLF line endings (what DKIM canonicalizes and SMTP carries):
- * From, To, Reply-To, Subject, Message-ID, Date, MIME-Version, the extra headers, then the
+ * From, To, Cc, Reply-To, Subject, Message-ID, Date, MIME-Version, the extra headers, then the
  * body: a text or HTML part, or both as multipart/alternative; with inline files
  * (`contentId`) and HTML, that body and those files as multipart/related; with other files,
  * all of it and them as multipart/mixed. Bodies are UTF-8 in quoted-printable, files base64;
@@ -168,6 +170,7 @@ function fileEntity(a: MimeAttachment, inline: boolean): Entity {
  */
 export function buildMime(msg: MimeMessage): Uint8Array {
   let head = field("From", mailbox(msg.from)) + field("To", msg.to);
+  if (msg.cc?.length) head += field("Cc", msg.cc.join(", "));
   if (msg.replyTo) head += field("Reply-To", msg.replyTo);
   head += field("Subject", unstructured(msg.subject)) +
     field("Message-ID", msg.messageId) +

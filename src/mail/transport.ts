@@ -19,7 +19,7 @@ import type { Logger } from "../log.ts";
 export interface OutgoingMessage extends MimeMessage {
   /** The send id; names the outbox file. */
   sendId: string;
-  /** SMTP envelope, when the return path differs from From (VERP bounces). */
+  /** SMTP envelope: the return path (VERP bounces; default From) and the recipients (default To). */
   envelope?: { from: string; to: string[] };
   /** DKIM signing with the from domain's key, when it has one. */
   dkim?: DkimOptions;
@@ -31,6 +31,8 @@ export interface DeliveryResult {
   response: string;
   /** True when the message was written to the outbox instead of a relay. */
   outbox: boolean;
+  /** Envelope recipients the relay refused while it took the others (nodemailer goes on past them). */
+  rejected: { address: string; code: number | null; response: string }[];
 }
 
 /** Sends messages; `close` ends pooled connections. */
@@ -68,7 +70,7 @@ export function createMailer(
     // Owner-only: a message holds its recipient's personal data and live tracking links.
     await Deno.writeFile(join(opts.outboxDir, `${msg.sendId}.eml`), raw, { mode: 0o600 });
     // The file name only: tenants need not learn the server's paths.
-    return { response: `outbox:${msg.sendId}.eml`, outbox: true };
+    return { response: `outbox:${msg.sendId}.eml`, outbox: true, rejected: [] };
   }
 
   return {
@@ -79,7 +81,17 @@ export function createMailer(
         raw: Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength),
         envelope: { from: msg.envelope?.from ?? msg.from.address, to: msg.envelope?.to ?? [msg.to] },
       });
-      return { response: info.response, outbox: false };
+      const refused = (info as { rejectedErrors?: { recipient?: string; responseCode?: number; response?: string }[] })
+        .rejectedErrors ?? [];
+      return {
+        response: info.response,
+        outbox: false,
+        rejected: refused.map((e) => ({
+          address: String(e.recipient ?? ""),
+          code: typeof e.responseCode === "number" ? e.responseCode : null,
+          response: String(e.response ?? "").slice(0, 500),
+        })),
+      };
     },
     close() {
       smtp?.close();

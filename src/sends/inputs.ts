@@ -94,9 +94,23 @@ export const sharedSendFields = {
   headers: CustomHeaders,
 };
 
+/** `cc` or `bcc`: at most 50 plain addresses, none twice. */
+export const CopyAddresses = z.array(
+  z.string().trim().refine(isEmail, "must be an email address"),
+).max(50, "at most 50 addresses").nullish().superRefine((v, ctx) => {
+  const seen = new Map<string, number>();
+  v?.forEach((a, i) => {
+    const j = seen.get(a.toLowerCase());
+    if (j !== undefined) ctx.addIssue({ code: "custom", path: [i], message: `repeats entry ${j}` });
+    seen.set(a.toLowerCase(), i);
+  });
+});
+
 /** What single sends and batches carry beyond the shared fields (not segment sends). */
 export const messageFields = {
   attachments: Attachments,
+  cc: CopyAddresses.describe("Also sent to, written as Cc:."),
+  bcc: CopyAddresses.describe("Also sent to, never written into the message."),
 };
 
 /** `personalizations`: any JSON object up to 64 KB. */

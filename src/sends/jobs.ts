@@ -18,6 +18,7 @@ import { GroupCommit } from "../db/group_commit.ts";
 import { countFinished, deliverySeconds } from "../metrics/metrics.ts";
 import { filesFor } from "../attachments/service.ts";
 import { DeliverSendPayload } from "./inputs.ts";
+import * as contactsRepo from "../contacts/repo.ts";
 import * as repo from "./repo.ts";
 
 /** How often deferred sends are looked at: a minute, or half the horizon when that is shorter. */
@@ -118,6 +119,17 @@ export function deliverSendTask(deps: Deps, mailer: Mailer): Task {
     }
   };
 
+  /** A send's cc and bcc without the addresses the account has suppressed, and those left out. */
+  async function copiesFor(send: repo.SendRow) {
+    const cc = send.cc ?? [], bcc = send.bcc ?? [];
+    if (cc.length + bcc.length === 0) return { cc, bcc, dropped: [] };
+    const suppressed = await contactsRepo.suppressedAmong(db, send.account_id, [...cc, ...bcc]);
+    const keep = (a: string) => !suppressed.has(a.toLowerCase());
+    const dropped = [...cc, ...bcc].filter((a) => !keep(a))
+      .map((address) => ({ address, reason: suppressed.get(address.toLowerCase())! }));
+    return { cc: cc.filter(keep), bcc: bcc.filter(keep), dropped };
+  }
+
   async function deliver(sendId: string, helpers: JobHelpers) {
     const claimed = await claims.add(sendId);
     if (!claimed) {
@@ -169,6 +181,10 @@ export function deliverSendTask(deps: Deps, mailer: Mailer): Task {
     const dkim = signed && Object.keys(own).length
       ? { ...signed, headerFieldNames: withOwn(signed.headerFieldNames, own) }
       : signed;
+    // Copies: each address the account has suppressed is left out (a suppressed event each),
+    // the rest go in the envelope, Cc in the message too. The recipient (`to`) was checked at acceptance.
+    const { cc, bcc, dropped } = await copiesFor(send);
+    const envelopeTo = [...new Map([send.to_email, ...cc, ...bcc].map((a) => [a.toLowerCase(), a])).values()];
     // Also before the attempt: a blob that cannot be read is ours to retry, not a bounce.
     const attachments = send.attachments?.length ? await filesFor(db, send.account_id, send.attachments) : undefined;
     const started = performance.now();
@@ -177,6 +193,7 @@ export function deliverSendTask(deps: Deps, mailer: Mailer): Task {
         sendId: send.id,
         from: { name: send.from_name ?? undefined, address: send.from_email },
         to: send.to_email,
+        cc,
         replyTo: send.reply_to ?? undefined,
         subject: rendered.subject,
         html: tracked.html,
@@ -191,16 +208,70 @@ export function deliverSendTask(deps: Deps, mailer: Mailer): Task {
           "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
         },
         dkim,
-        // VERP: a bounce report to bounces+<token>@PP_BOUNCE_DOMAIN names its send.
-        envelope: config.bounceDomain
-          ? {
-            from: `bounces+${signToken(deps.secrets.secret, "bounce", send.id)}@${config.bounceDomain}`,
-            to: [send.to_email],
-          }
-          : undefined,
+        envelope: {
+          // VERP: a bounce report to bounces+<token>@PP_BOUNCE_DOMAIN names its send.
+          from: config.bounceDomain
+            ? `bounces+${signToken(deps.secrets.secret, "bounce", send.id)}@${config.bounceDomain}`
+            : send.from_email,
+          to: envelopeTo,
+        },
       }, send.sandbox);
       const now = new Date();
       const confirmed = config.deliveryConfirmation === "smtp";
+      // The relay took the message for some recipients and refused others: the send's status
+      // is its recipient's; each refused copy is an event of its own address.
+      const refusedTo = result.rejected.find((r) => r.address.toLowerCase() === send.to_email.toLowerCase());
+      const copyEvents = [
+        ...dropped.map((d) => ({ type: "suppressed" as const, data: { address: d.address, reason: d.reason } })),
+        ...result.rejected.filter((r) => r !== refusedTo).map((r) => ({
+          type: "bounced" as const,
+          data: {
+            address: r.address,
+            bounceType: r.code !== null && r.code >= 500 ? "hard" : "soft",
+            smtpCode: r.code,
+            response: r.response,
+          },
+        })),
+      ];
+      const hardCopies = result.rejected.filter((r) => r !== refusedTo && r.code !== null && r.code >= 500);
+      if (hardCopies.length) await contactsRepo.markBounced(db, send.account_id, hardCopies.map((r) => r.address));
+      const accepted = envelopeTo.filter((a) =>
+        !result.rejected.some((r) => r.address.toLowerCase() === a.toLowerCase())
+      );
+      if (refusedTo) {
+        // The copies went out, so the recipient cannot be retried alone: its refusal is final.
+        const hard = refusedTo.code !== null && refusedTo.code >= 500;
+        await finish(
+          send,
+          {
+            status: hard ? "bounced" : "failed",
+            sent_at: now,
+            bounced_at: hard ? now : null,
+            rendered_subject: rendered.subject,
+            missing_variables: missingVariables,
+            error_code: refusedTo.code ? `smtp_${refusedTo.code}` : "delivery_failed",
+            error_message: refusedTo.response,
+          },
+          [
+            {
+              type: "sent",
+              data: { response: result.response.slice(0, 500), sandbox: send.sandbox, recipients: accepted },
+            },
+            hard
+              ? {
+                type: "bounced",
+                data: { bounceType: "hard", smtpCode: refusedTo.code, response: refusedTo.response },
+              }
+              : { type: "failed", data: { smtpCode: refusedTo.code, response: refusedTo.response } },
+            ...copyEvents,
+          ],
+          hard ? "bounced" : undefined,
+        );
+        countFinished(hard ? "bounced" : "failed");
+        if (hard) await queueReputationCheck(db, send.account_id);
+        log.warn("send refused for its recipient, copies sent", { sendId, accountId: send.account_id });
+        return;
+      }
       await finish(send, {
         status: confirmed ? "delivered" : "sent",
         sent_at: now,
@@ -211,8 +282,16 @@ export function deliverSendTask(deps: Deps, mailer: Mailer): Task {
         error_code: null,
         error_message: null,
       }, [
-        { type: "sent", data: { response: result.response.slice(0, 500), sandbox: send.sandbox } },
+        {
+          type: "sent",
+          data: {
+            response: result.response.slice(0, 500),
+            sandbox: send.sandbox,
+            ...(envelopeTo.length > 1 ? { recipients: accepted } : {}),
+          },
+        },
         ...(confirmed ? [{ type: "delivered" as const, data: { via: result.outbox ? "outbox" : "smtp" } }] : []),
+        ...copyEvents,
       ]);
       countFinished(confirmed ? "delivered" : "sent");
       // From acceptance, or from its time for a scheduled send: the wait we owe, not the one asked for.

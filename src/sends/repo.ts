@@ -42,13 +42,15 @@ export interface SendCommon {
   attachments: string | null;
 }
 
-/** What differs per send. `personalizations` and `headers` are JSON text. */
+/** What differs per send. `personalizations`, `headers`, `cc` and `bcc` are JSON text. */
 export interface SendItem {
   id: string;
   contact_id: string;
   to_email: string;
   personalizations: string;
   headers: string | null;
+  cc: string | null;
+  bcc: string | null;
   status: SendStatus;
   message_id: string;
 }
@@ -62,18 +64,21 @@ export async function insertSends(db: Kysely<Database>, common: SendCommon, item
   if (items.length === 0) return [];
   const col = <K extends keyof SendItem>(k: K) => items.map((i) => i[k]);
   const r = await sql<SendRow>`
-    insert into sends (id, contact_id, to_email, personalizations, headers, status, message_id,
+    insert into sends (id, contact_id, to_email, personalizations, headers, cc, bcc, status, message_id,
       account_id, template_id, batch_id, subject, from_email, from_name, reply_to, tags,
       track_opens, track_clicks, sandbox, scheduled_at, job_deferred, attachments)
-    select u.id, u.contact_id, u.to_email, u.personalizations::jsonb, u.headers::jsonb, u.status, u.message_id,
+    select u.id, u.contact_id, u.to_email, u.personalizations::jsonb, u.headers::jsonb,
+      case when u.cc is not null then array(select jsonb_array_elements_text(u.cc::jsonb)) end,
+      case when u.bcc is not null then array(select jsonb_array_elements_text(u.bcc::jsonb)) end,
+      u.status, u.message_id,
       ${common.account_id}::uuid, ${common.template_id}::uuid, ${common.batch_id}::uuid, ${common.subject},
       ${common.from_email}, ${common.from_name}, ${common.reply_to}, ${common.tags}::jsonb,
       ${common.track_opens}, ${common.track_clicks}, ${common.sandbox}, ${common.scheduled_at}::timestamptz,
       u.status = 'scheduled' and ${common.job_deferred}, ${common.attachments}::jsonb
     from unnest(${col("id")}::uuid[], ${col("contact_id")}::uuid[], ${col("to_email")}::text[],
-      ${col("personalizations")}::text[], ${col("headers")}::text[], ${col("status")}::text[],
-      ${col("message_id")}::text[])
-      as u(id, contact_id, to_email, personalizations, headers, status, message_id)
+      ${col("personalizations")}::text[], ${col("headers")}::text[], ${col("cc")}::text[], ${col("bcc")}::text[],
+      ${col("status")}::text[], ${col("message_id")}::text[])
+      as u(id, contact_id, to_email, personalizations, headers, cc, bcc, status, message_id)
     on conflict (batch_id, contact_id) where batch_id is not null do nothing
     returning *`.execute(db);
   return r.rows;

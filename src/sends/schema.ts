@@ -44,6 +44,8 @@ export const messageFields = (t: PothosSchemaTypes.InputFieldBuilder<Types, "Inp
     type: [AttachmentInput],
     description: "At most 20 files, 25 MB decoded; executable types are refused.",
   }),
+  cc: t.stringList({ description: "At most 50 addresses, also sent to and written as Cc:." }),
+  bcc: t.stringList({ description: "At most 50 addresses, also sent to, never written into the message." }),
 });
 
 /** GraphQL `Send`: the send view's fields (view.ts), as REST shows them. */
@@ -52,6 +54,8 @@ export const Send = builder.objectRef<SendView>("Send").implement({
     id: t.exposeID("id"),
     status: t.expose("status", { type: SendStatus }),
     to: t.exposeString("to"),
+    cc: t.exposeStringList("cc", { description: "Also sent to, written as Cc:." }),
+    bcc: t.exposeStringList("bcc", { description: "Also sent to, not written into the message." }),
     contactId: t.exposeID("contactId"),
     templateId: t.exposeID("templateId"),
     batchId: t.exposeID("batchId", { nullable: true }),

@@ -83,6 +83,9 @@ export interface SendOptions {
   trackClicks?: boolean | null;
   /** Headers every send of the request carries (a batch recipient's own win, by name in any case). */
   headers?: Record<string, string> | null;
+  /** Copies every send of the request goes to (a batch recipient's own list replaces them). */
+  cc?: string[] | null;
+  bcc?: string[] | null;
 }
 
 /** What the sends of one request (a single send, a batch, a segment page) share. */
@@ -104,6 +107,8 @@ export interface Recipient {
   to: string;
   personalizations?: Record<string, unknown> | null;
   headers?: Record<string, string> | null;
+  cc?: string[] | null;
+  bcc?: string[] | null;
   /** Where the request named it (`recipients.3.to`): errors about it then name it in `errors[]`. */
   path?: string;
 }
@@ -153,6 +158,8 @@ export async function acceptSends(trx: Transaction<Database>, queue: repo.QueueO
         to_email: c.email,
         personalizations: JSON.stringify(r.personalizations ?? {}),
         headers: headersOf(ctx.options.headers, r.headers),
+        cc: copiesOf(r.cc ?? ctx.options.cc),
+        bcc: copiesOf(r.bcc ?? ctx.options.bcc),
         status,
         message_id: messageId(id, ctx.prep.from.address),
       };
@@ -293,6 +300,11 @@ function headersOf(shared?: Record<string, string> | null, own?: Record<string, 
   return byName.size ? JSON.stringify(Object.fromEntries(byName.values())) : null;
 }
 
+/** A cc or bcc list as JSON text; null for none. */
+function copiesOf(list?: string[] | null): string | null {
+  return list?.length ? JSON.stringify(list) : null;
+}
+
 /** The columns the sends of one context share. */
 function sendCommon(ctx: AcceptContext, queue: repo.QueueOptions): repo.SendCommon {
   const { prep, options: v } = ctx;
@@ -345,7 +357,7 @@ export async function createSend(
   };
   const { send, quota } = await acceptGroup(deps).add({
     ctx,
-    recipients: [{ to: v.to, personalizations: v.personalizations }],
+    recipients: [{ to: v.to, personalizations: v.personalizations, cc: v.cc, bcc: v.bcc }],
   });
   deps.log.info("send accepted", {
     accountId: t.accountId,
