@@ -63,12 +63,12 @@ Deno.test("retention: old finished sends, their events, keys and outbox files go
     const outbox = `${stack.dataDir}/outbox`;
 
     await t.step("the job is on the worker's hourly cron", async () => {
-      assertEquals(
-        await stack.count(
-          `select count(*) from graphile_worker._private_known_crontabs where identifier = 'retention'`,
-        ),
-        1,
-      );
+      // The worker thread registers its crontab as its runner starts, which may come after
+      // the stack answers HTTP: wait for it (CI once read 0 here).
+      const known = () =>
+        stack.count(`select count(*) from graphile_worker._private_known_crontabs where identifier = 'retention'`);
+      await waitFor(async () => await known() === 1, 10_000, "the retention crontab");
+      assertEquals(await known(), 1);
     });
 
     // A TEST key: every message is written to the outbox as <send id>.eml.

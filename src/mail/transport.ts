@@ -4,7 +4,8 @@
  *
  * Every message is built by mime.ts (nodemailer's MailComposer cost ~10x the event-loop time),
  * DKIM-signed by our own signer (dkim.ts, with libcrypto RSA: nodemailer's `dkim` option signs
- * with node:crypto, ~6x slower under Deno), and handed on as `raw` bytes with an explicit envelope.
+ * with node:crypto, ~6x slower under Deno), and handed on as `raw` bytes with an explicit envelope,
+ * dot-stuffed by nodemailer's DataStream with our faster loop in it (dot_stuff.ts).
  */
 import nodemailer from "nodemailer";
 import { Buffer } from "node:buffer";
@@ -12,6 +13,7 @@ import net from "node:net";
 import { join } from "node:path";
 import { type DkimOptions, signDkim } from "./dkim.ts";
 import { buildMime, type MimeMessage } from "./mime.ts";
+import { installFastDotStuffing } from "./dot_stuff.ts";
 import { type RsaSigner, rsaSigner } from "./rsa_sign.ts";
 import type { Logger } from "../log.ts";
 
@@ -53,6 +55,7 @@ export function createMailer(
   opts: { smtpUrl?: string; outboxDir: string; poolSize: number; timeoutMs: number; log?: Logger; signer?: RsaSigner },
 ): Mailer {
   let outboxReady: Promise<void> | null = null;
+  installFastDotStuffing();
   const smtp = opts.smtpUrl ? createSmtpPool(opts.smtpUrl, opts.poolSize, opts.timeoutMs) : null;
   let signer = opts.signer;
 
