@@ -1,0 +1,63 @@
+/**
+ * Large request bodies (rest/body.ts): at most LARGE_BODIES bodies over LARGE_BODY bytes are
+ * read and held at once; the next one waits for a slot before more of it is read, whether it
+ * declares its length or streams it, and goes on once a slot is given back. Smaller bodies
+ * never wait. Real Request streams, read as the HTTP edge reads them.
+ */
+import { BodyLease, LARGE_BODIES, LARGE_BODY, readBody } from "../src/rest/body.ts";
+import { assert, assertEquals } from "./assert.ts";
+
+/** A body of `size` bytes in 64 KiB chunks, counting what was pulled from it. */
+function body(size: number) {
+  const state = { pulled: 0 };
+  const stream = new ReadableStream<Uint8Array>({
+    pull(c) {
+      const n = Math.min(65536, size - state.pulled);
+      if (n <= 0) return c.close();
+      state.pulled += n;
+      c.enqueue(new Uint8Array(n));
+    },
+  }, { highWaterMark: 0 });
+  return { stream, state };
+}
+
+const settledWithin = (p: Promise<unknown>, ms: number) =>
+  Promise.race([p.then(() => true), new Promise((r) => setTimeout(() => r(false), ms))]);
+
+Deno.test("large bodies: a fourth waits for a slot, small ones do not", async () => {
+  const size = LARGE_BODY + 1024 * 1024;
+  const limit = 64 * 1024 * 1024;
+  const held = Array.from({ length: LARGE_BODIES }, () => new BodyLease());
+  for (const lease of held) {
+    const b = body(size);
+    const got = await readBody(new Request("http://x/", { method: "POST", body: b.stream }), limit, lease);
+    assertEquals(got.byteLength, size);
+  }
+  // Streamed: read up to the large-body mark, then it waits.
+  const next = new BodyLease();
+  const streamed = body(size);
+  const reading = readBody(new Request("http://x/", { method: "POST", body: streamed.stream }), limit, next);
+  assertEquals(await settledWithin(reading, 300), false, "the fourth large body waits");
+  assert(streamed.state.pulled <= LARGE_BODY + 2 * 65536, `pulled ${streamed.state.pulled} while waiting`);
+  // Declared: it waits before a byte is read.
+  const declaredLease = new BodyLease();
+  const declared = body(size);
+  const declaring = readBody(
+    new Request("http://x/", { method: "POST", body: declared.stream, headers: { "content-length": String(size) } }),
+    limit,
+    declaredLease,
+  );
+  // A small body goes on meanwhile.
+  const small = await readBody(new Request("http://x/", { method: "POST", body: "{}" }), limit, new BodyLease());
+  assertEquals(small.byteLength, 2);
+  assertEquals(await settledWithin(declaring, 100), false);
+  assertEquals(declared.state.pulled, 0, "nothing of a declared large body is read while it waits");
+  // A slot given back lets the first waiter go on, then the next.
+  held[0].release();
+  held[0].release(); // twice: still one slot
+  assertEquals((await reading).byteLength, size);
+  assertEquals(await settledWithin(declaring, 100), false, "one slot freed, one waiter through");
+  next.release();
+  assertEquals((await declaring).byteLength, size);
+  for (const lease of [...held, declaredLease]) lease.release();
+});
