@@ -13,7 +13,7 @@
  * Options:
  * - `--quick`: every phase shortened (≤ 90 s in all);
  * - `--only drain,tracking`: just these scenarios (accept, batch, lateness, drain, webhooks, jobs,
- *   latency, tracking, graphql, attachments, mixed, stats), in the usual order (mixed also runs on two stacks of
+ *   latency, tracking, graphql, attachments, submission, mixed, stats), in the usual order (mixed also runs on two stacks of
  *   its own: `split`, an api and a worker process, and `one-loop`, PP_WORKER_THREAD=false);
  * - `--profile <dir>`: the service writes a V8 CPU profile there when it stops (Deno's --cpu-prof);
  * - `--workers N`: N more service processes with PP_ROLE=worker beside the first (horizontal scaling).
@@ -35,6 +35,7 @@ import { graphqlVsRest } from "./scenarios/graphql.ts";
 import { mixed } from "./scenarios/mixed.ts";
 import { statsQuery } from "./scenarios/stats.ts";
 import { attachmentBatch } from "./scenarios/attachments.ts";
+import { submission } from "./scenarios/submission.ts";
 
 /** The value following `--name` on the command line, if the flag is given. */
 const option = (name: string) => Deno.args.includes(name) ? Deno.args[Deno.args.indexOf(name) + 1] : undefined;
@@ -80,6 +81,7 @@ if (want("latency")) Object.assign(scenarios, await latency(b));
 if (want("tracking")) Object.assign(scenarios, await tracking(b));
 if (want("graphql")) Object.assign(scenarios, await graphqlVsRest(b));
 if (want("attachments")) Object.assign(scenarios, await attachmentBatch(b));
+if (want("submission")) Object.assign(scenarios, await submission(b));
 if (want("mixed")) Object.assign(scenarios, await mixed(b));
 // Last on this stack: its million synthetic sends would weigh on the scenarios after it.
 if (want("stats")) Object.assign(scenarios, await statsQuery(b));

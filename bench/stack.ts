@@ -53,6 +53,10 @@ export interface Bench extends Sizes {
   uniq(tag: string): string;
   /** A batch recipient: a new address (uniq) and an order id `<prefix>-<its number>` for the template. */
   recipient(tag: string, prefix: string): { to: string; personalizations: { order_id: string } };
+  /** The live key (X-API-Key), e.g. as the SMTP submission password. */
+  key: string;
+  /** The service's SMTP submission port (PP_SUBMISSION_PORT). */
+  submissionPort: number;
   /** One API request with the live key; its status and JSON body. */
   // deno-lint-ignore no-explicit-any
   api(method: string, path: string, body?: unknown): Promise<{ status: number; body: any }>;
@@ -87,6 +91,7 @@ export async function startStack(sizes: Sizes, opts: StackOptions): Promise<{ be
   const databaseUrl = await freshDatabase(); // DATABASE_URL's server, else an embedded Postgres
   const dataDir = await Deno.makeTempDir({ prefix: "pp-bench-" });
   const port = freePort();
+  const submissionPort = freePort();
   const secret = crypto.randomUUID() + crypto.randomUUID();
   const adminToken = crypto.randomUUID();
   const env: Record<string, string> = {
@@ -103,6 +108,8 @@ export async function startStack(sizes: Sizes, opts: StackOptions): Promise<{ be
     PP_RATE_LIMIT: "1000000:1000000",
     // The webhooks scenario's receiver listens on loopback.
     PP_WEBHOOK_ALLOW_PRIVATE: "true",
+    // The submission scenario's clients connect here.
+    PP_SUBMISSION_PORT: String(submissionPort),
     // Tuning under test may be given to the bench (PP_WORKER_CONCURRENCY=… deno task bench).
     ...opts.tunables,
     ...(opts.topology === "one-loop" ? { PP_WORKER_THREAD: "false" } : {}),
@@ -206,6 +213,8 @@ export async function startStack(sizes: Sizes, opts: StackOptions): Promise<{ be
     base,
     secret,
     auth,
+    key,
+    submissionPort,
     accountId: account.id,
     templateId,
     samples: { pixel: samples[0], read: samples[1] },

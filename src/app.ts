@@ -11,7 +11,7 @@ import { GRAPHIQL_ASSETS_PATH, graphiqlAsset } from "./graphql/graphiql.ts";
 import { createGraphQLHandler } from "./graphql/http.ts";
 import { handleInbound } from "./inbound/webhook.ts";
 import * as tracking from "./events/tracking_http.ts";
-import { RateLimiter } from "./ratelimit.ts";
+import { rateLimiterOf } from "./ratelimit.ts";
 import { DOCS_PATH, docsHandler } from "./rest/docs.ts";
 import { createHealthz } from "./rest/health.ts";
 import { problemResponse } from "./rest/problem.ts";
@@ -36,9 +36,7 @@ export function createApp(
   deps: Deps,
   opts: { healthOnly?: boolean; ready?: () => boolean; moreMetrics?: () => Promise<MetricsJson> } = {},
 ): App {
-  const limiter = deps.config.rateLimit.rate > 0
-    ? new RateLimiter(deps.config.rateLimit.rate, deps.config.rateLimit.burst)
-    : null;
+  const limiter = rateLimiterOf(deps);
   const healthz = createHealthz(deps, opts.ready);
   const graphql = createGraphQLHandler(deps, limiter);
   const rest = createRestRouter(deps, limiter);

@@ -33,6 +33,10 @@ const EnvSchema = z.object({
   PP_LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
   PP_BOUNCE_DOMAIN: z.string().regex(/^[A-Za-z0-9.-]+$/, "must be a domain name").optional(),
   PP_INBOUND_SMTP_PORT: z.coerce.number().int().min(0).max(65535).optional(),
+  PP_SUBMISSION_PORT: z.coerce.number().int().min(0).max(65535).optional(),
+  PP_SUBMISSION_INSECURE: bool.optional(),
+  PP_TLS_CERT: z.string().optional(),
+  PP_TLS_KEY: z.string().optional(),
   PP_INBOUND_SECRET: z.string().min(16).optional(),
   PP_INBOUND_PARSE_TIMEOUT_MS: z.coerce.number().int().min(1).max(60_000).default(2000),
   PP_TRUST_PROXY: bool.optional(),
@@ -111,6 +115,15 @@ export interface Config {
   inboundSecret?: string;
   /** Time limit of parsing one inbound report (off the event loop); a slower one is dropped. Default 2000 ms. */
   inboundParseTimeoutMs: number;
+  /** Port of the SMTP submission listener (roles all/api; submission/smtp.ts); unset: no listener. */
+  submissionPort?: number;
+  /** Let AUTH go over plain text from any address, not only loopback, when there is no TLS. Default false. */
+  submissionInsecure: boolean;
+  /**
+   * Certificate and key (PEM, or a path to a PEM file) for the submission listener's
+   * STARTTLS; both or neither.
+   */
+  tls?: { cert: string; key: string };
   /** Requests per second per API key and the burst allowed; rate 0 turns limits off. Default 100 and 200. */
   rateLimit: { rate: number; burst: number };
   /** Behind a reverse proxy: take the client address from X-Forwarded-For. Default false. */
@@ -142,6 +155,9 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     throw new Error(`invalid configuration: ${lines.join("; ")}`);
   }
   const e = parsed.data;
+  if ((e.PP_TLS_CERT === undefined) !== (e.PP_TLS_KEY === undefined)) {
+    throw new Error("invalid configuration: PP_TLS_CERT and PP_TLS_KEY are set together or not at all");
+  }
   return Object.freeze({
     port: e.PORT,
     host: e.HOST,
@@ -171,6 +187,9 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     inboundSmtpPort: e.PP_INBOUND_SMTP_PORT,
     inboundSecret: e.PP_INBOUND_SECRET,
     inboundParseTimeoutMs: e.PP_INBOUND_PARSE_TIMEOUT_MS,
+    submissionPort: e.PP_SUBMISSION_PORT,
+    submissionInsecure: e.PP_SUBMISSION_INSECURE ?? false,
+    tls: e.PP_TLS_CERT && e.PP_TLS_KEY ? { cert: e.PP_TLS_CERT, key: e.PP_TLS_KEY } : undefined,
     trustProxy: e.PP_TRUST_PROXY ?? false,
     liveKeyCheckMs: e.PP_LIVE_KEY_CHECK_MS,
     retentionDays: e.PP_RETENTION_DAYS,

@@ -103,3 +103,32 @@ export function asAppError(err: unknown): AppError | null {
   }
   return null;
 }
+
+/** An SMTP reply: the basic code and the enhanced status code (RFC 3463) before its text. */
+export interface SmtpReply {
+  code: number;
+  status: string;
+}
+
+/**
+ * The reply of SMTP submission (API.md "SMTP submission") for an error code: the same
+ * codes as HTTP, said the way a mail client acts on them (4xx: it retries; 5xx: it gives up
+ * and tells its user). Anything without an entry is the message's fault (550 5.6.0) when it
+ * is a 4xx in HTTP, else ours (451 4.3.0: try again).
+ */
+const SMTP_REPLY: Partial<Record<ErrorCode, SmtpReply>> = {
+  unauthorized: { code: 535, status: "5.7.8" },
+  forbidden: { code: 550, status: "5.7.1" },
+  domain_not_verified: { code: 550, status: "5.7.1" },
+  quota_exceeded: { code: 550, status: "5.7.0" },
+  sending_paused: { code: 550, status: "5.7.0" },
+  rate_limited: { code: 451, status: "4.7.0" },
+  // The first submission with the key is still running (or another message used it): retry.
+  idempotency_conflict: { code: 451, status: "4.3.0" },
+};
+
+/** The SMTP reply for an error (see SMTP_REPLY); `null` error: an unexpected one, ours. */
+export function smtpReplyOf(err: AppError | null): SmtpReply {
+  if (!err) return { code: 451, status: "4.3.0" };
+  return SMTP_REPLY[err.code] ?? (err.status < 500 ? { code: 550, status: "5.6.0" } : { code: 451, status: "4.3.0" });
+}

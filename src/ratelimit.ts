@@ -4,6 +4,7 @@
  * key gets up to N × rate in total (see README); that keeps the check free of database
  * round trips on every request.
  */
+import { type Deps, processDeps } from "./context.ts";
 
 /** What one check says. */
 export interface RateDecision {
@@ -49,4 +50,19 @@ export function rateHeaders(d: RateDecision): Record<string, string> {
   const h: Record<string, string> = { "ratelimit-limit": String(d.limit), "ratelimit-remaining": String(d.remaining) };
   if (!d.allowed) h["retry-after"] = String(d.retryAfter);
   return h;
+}
+
+const limiters = new WeakMap<Deps, RateLimiter | null>();
+
+/**
+ * The process's limiter (null when PP_RATE_LIMIT is 0): one for HTTP and SMTP submission, so
+ * a key's requests over both share its buckets.
+ */
+export function rateLimiterOf(requestDeps: Deps): RateLimiter | null {
+  const deps = processDeps(requestDeps);
+  if (!limiters.has(deps)) {
+    const { rate, burst } = deps.config.rateLimit;
+    limiters.set(deps, rate > 0 ? new RateLimiter(rate, burst) : null);
+  }
+  return limiters.get(deps)!;
 }

@@ -20,6 +20,7 @@ import { stopLiveEvents } from "./events/live.ts";
 import { startWorkerSide, type WorkerSide } from "./jobs/side.ts";
 import { startWorkerThread, type WorkerThread } from "./jobs/thread.ts";
 import { type InboundSmtp, startInboundSmtp } from "./inbound/smtp.ts";
+import { startSubmission, type Submission } from "./submission/smtp.ts";
 import { createLogger } from "./log.ts";
 import { resolveSecrets } from "./secrets.ts";
 import { seedIfEmpty, type SeedResult } from "./seed.ts";
@@ -35,6 +36,8 @@ export interface Service {
   adminTokenGenerated: boolean;
   /** The inbound SMTP listener's port (DSN/ARF reports), when PP_INBOUND_SMTP_PORT started one. */
   inboundSmtpPort?: number;
+  /** The SMTP submission listener's port, when PP_SUBMISSION_PORT started one. */
+  submissionPort?: number;
   /** Graceful stop: no new requests or jobs, in-flight work finishes, then the database closes. */
   stop(): Promise<void>;
 }
@@ -84,6 +87,11 @@ export async function startService(config: Readonly<Config>): Promise<Service> {
   if (config.role !== "api" && config.inboundSmtpPort !== undefined) {
     inbound = await startInboundSmtp(deps, config.inboundSmtpPort);
   }
+  // SMTP submission: an API input, beside HTTP on this loop.
+  let submission: Submission | null = null;
+  if (config.role !== "worker" && config.submissionPort !== undefined) {
+    submission = await startSubmission(deps, config.submissionPort);
+  }
   ready = true;
   log.info("service started", {
     role: config.role,
@@ -98,11 +106,14 @@ export async function startService(config: Readonly<Config>): Promise<Service> {
     seed,
     adminTokenGenerated,
     inboundSmtpPort: inbound?.port,
+    submissionPort: submission?.port,
     async stop() {
       // Live subscriptions never end on their own: end them (their streams complete) while
       // the server drains, or the drain would wait for them forever.
       const drained = server.shutdown();
       await stopLiveEvents(deps);
+      // Messages being accepted finish (their clients get their 250) before the database closes.
+      await submission?.close();
       await drained;
       // Before the database closes: reports being read still queue their events.
       await inbound?.close();

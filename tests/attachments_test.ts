@@ -11,8 +11,11 @@ import { assert, assertEquals, assertMatch } from "./assert.ts";
 import {
   assertProblem,
   createsNothing,
+  dnsOf,
   opts,
+  randomBytes,
   type ReceivedMail,
+  sha256,
   type Stack,
   startStack,
   txtResolver,
@@ -20,26 +23,7 @@ import {
 } from "./helpers.ts";
 import { runRetention } from "../src/retention/service.ts";
 
-const sha256 = async (b: Uint8Array) =>
-  Buffer.from(await crypto.subtle.digest("SHA-256", new Uint8Array(b))).toString("hex");
-
-/** `n` random bytes (not compressible, like a PDF's streams). */
-function randomBytes(n: number): Uint8Array {
-  const out = new Uint8Array(n);
-  for (let i = 0; i < n; i += 65536) crypto.getRandomValues(out.subarray(i, Math.min(n, i + 65536)));
-  return out;
-}
-
 const b64 = (b: Uint8Array) => Buffer.from(b).toString("base64");
-
-async function dnsOf(stack: Stack, key: string) {
-  const { body } = await stack.gql(`{ domains { dnsRecords { type name value } } }`, {}, key);
-  const records = new Map<string, string[]>();
-  for (const d of body.data.domains) {
-    for (const r of d.dnsRecords) if (r.type === "TXT") records.set(r.name.toLowerCase(), [r.value]);
-  }
-  return records;
-}
 
 const mailFor = (stack: Stack, messageId: string): ReceivedMail =>
   stack.sink.messages.find((m) => m.messageId === messageId)!;

@@ -3,6 +3,7 @@
  * embedded Postgres per test process), a real SMTP server (npm smtp-server) in-process,
  * and the whole service started as main.ts starts it, reached over real HTTP.
  */
+import { Buffer } from "node:buffer";
 import { SMTPServer } from "smtp-server";
 import { simpleParser } from "mailparser";
 import nodemailer from "nodemailer";
@@ -912,4 +913,25 @@ export function txtResolver(records: Map<string, string[]>): (name: string, type
     if (!v) return Promise.reject(Object.assign(new Error("not found"), { code: "ENOTFOUND" }));
     return Promise.resolve(v.map(txtChunks));
   };
+}
+
+/** SHA-256 of `b` in hex: compares a delivered file with the one sent. */
+export const sha256 = async (b: Uint8Array): Promise<string> =>
+  Buffer.from(await crypto.subtle.digest("SHA-256", new Uint8Array(b))).toString("hex");
+
+/** `n` random bytes (not compressible, like a PDF's streams). */
+export function randomBytes(n: number): Uint8Array {
+  const out = new Uint8Array(n);
+  for (let i = 0; i < n; i += 65536) crypto.getRandomValues(out.subarray(i, Math.min(n, i + 65536)));
+  return out;
+}
+
+/** The TXT records the tenant's domains ask for (DKIM keys among them), by lower-case name, for txtResolver. */
+export async function dnsOf(stack: Stack, key: string): Promise<Map<string, string[]>> {
+  const { body } = await stack.gql(`{ domains { dnsRecords { type name value } } }`, {}, key);
+  const records = new Map<string, string[]>();
+  for (const d of body.data.domains) {
+    for (const r of d.dnsRecords) if (r.type === "TXT") records.set(r.name.toLowerCase(), [r.value]);
+  }
+  return records;
 }

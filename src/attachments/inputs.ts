@@ -47,43 +47,60 @@ const MIME_TYPE = /^[A-Za-z0-9][\w!#$&^.+-]{0,126}\/[A-Za-z0-9][\w!#$&^.+-]{0,12
 /** A Content-ID without its angle brackets: printable ASCII but `<`, `>` and spaces. */
 const CONTENT_ID = /^[\x21-\x3b\x3d\x3f-\x7e]{1,250}$/;
 
+/** A file's name: no path, no control characters, not an executable type. */
+export const FileName = z.string().trim().min(1, "is required").max(255)
+  .refine((v) => !hasControlChar(v), "must not contain control characters or line breaks")
+  .refine((v) => !/[\\/]/.test(v), "must be a file name, without a path")
+  .refine(
+    (v) => !EXECUTABLE.test(v),
+    `executable files are refused (${EXECUTABLE_EXTENSIONS.map((e) => `.${e}`).join(" ")})`,
+  );
+/** A file's MIME type. */
+export const FileType = z.string().regex(MIME_TYPE, "must be a MIME type such as application/pdf").nullish();
+/** A file's Content-ID, without angle brackets. */
+export const FileContentId = z.string().regex(CONTENT_ID, "must be printable ASCII without spaces or angle brackets")
+  .nullish();
+
 /** One file of a message. */
 export const Attachment = z.strictObject({
-  filename: z.string().trim().min(1, "is required").max(255)
-    .refine((v) => !hasControlChar(v), "must not contain control characters or line breaks")
-    .refine((v) => !/[\\/]/.test(v), "must be a file name, without a path")
-    .refine(
-      (v) => !EXECUTABLE.test(v),
-      `executable files are refused (${EXECUTABLE_EXTENSIONS.map((e) => `.${e}`).join(" ")})`,
-    ),
+  filename: FileName,
   content: z.string().min(1, "is required")
     .refine(isBase64, "must be base64")
     .describe("The file, base64-encoded."),
-  contentType: z.string().regex(MIME_TYPE, "must be a MIME type such as application/pdf").nullish()
+  contentType: FileType
     .describe("Default: from the file name's extension, else application/octet-stream."),
-  contentId: z.string().regex(CONTENT_ID, "must be printable ASCII without spaces or angle brackets").nullish()
+  contentId: FileContentId
     .describe("Makes the file inline: the HTML refers to it as `cid:<contentId>`."),
 }).meta({ id: "Attachment" });
 export type Attachment = z.infer<typeof Attachment>;
 
+/**
+ * The checks of a message's file list beyond each file's own: at most 25 MB decoded in all
+ * (`size` of each), content ids unique. For API bodies (base64) and submitted messages alike.
+ */
+export function checkFileList<F extends { contentId?: string | null }>(
+  files: F[],
+  size: (f: F) => number,
+  ctx: z.RefinementCtx,
+  path: string,
+): void {
+  const total = files.reduce((n, f) => n + size(f), 0);
+  if (total > MAX_ATTACHMENT_BYTES) {
+    ctx.addIssue({ code: "custom", message: `the files add up to ${total} bytes, more than ${MAX_ATTACHMENT_BYTES}` });
+  }
+  const ids = new Map<string, number>();
+  files.forEach((f, i) => {
+    if (!f.contentId) return;
+    const j = ids.get(f.contentId);
+    if (j !== undefined) {
+      ctx.addIssue({ code: "custom", path: [i, "contentId"], message: `repeats ${path}.${j}.contentId` });
+    }
+    ids.set(f.contentId, i);
+  });
+}
+
 /** `attachments`: at most 20 files and 25 MB decoded, content ids unique. */
 export const Attachments = z.array(Attachment).max(MAX_ATTACHMENTS, `at most ${MAX_ATTACHMENTS} files`).nullish()
   .superRefine((files, ctx) => {
-    if (!files) return;
-    const total = files.reduce((n, f) => n + base64Size(f.content), 0);
-    if (total > MAX_ATTACHMENT_BYTES) {
-      ctx.addIssue({
-        code: "custom",
-        message: `the files add up to ${total} bytes, more than ${MAX_ATTACHMENT_BYTES}`,
-      });
-    }
-    const ids = new Map<string, number>();
-    files.forEach((f, i) => {
-      if (!f.contentId) return;
-      const j = ids.get(f.contentId);
-      if (j !== undefined) {
-        ctx.addIssue({ code: "custom", path: [i, "contentId"], message: `repeats attachments.${j}.contentId` });
-      }
-      ids.set(f.contentId, i);
-    });
+    if (files) checkFileList(files, (f) => base64Size(f.content), ctx, "attachments");
   });

@@ -22,26 +22,38 @@ export interface PreparedAttachments {
   blobs: repo.Blob[];
 }
 
+/** One file's bytes and how it is shown (validated: inputs.ts). */
+export interface FileBytes {
+  filename: string;
+  contentType?: string | null;
+  contentId?: string | null;
+  bytes: Uint8Array;
+}
+
 /**
  * Decodes and hashes validated files (inputs.ts Attachments); null for none. The type
  * defaults to the file name's (libmime's table), else application/octet-stream.
  */
-export async function prepareAttachments(files: Attachment[] | null | undefined): Promise<PreparedAttachments | null> {
-  if (!files?.length) return null;
-  const decoded = files.map((f) => Buffer.from(f.content, "base64"));
+export function prepareAttachments(files: Attachment[] | null | undefined): Promise<PreparedAttachments | null> {
+  return prepareFiles((files ?? []).map((f) => ({ ...f, bytes: Buffer.from(f.content, "base64") })));
+}
+
+/** Hashes files already in bytes (a submitted message's, or decoded ones); null for none. */
+export async function prepareFiles(files: FileBytes[]): Promise<PreparedAttachments | null> {
+  if (!files.length) return null;
   // WebCrypto digests off the event loop.
   const hashes = await Promise.all(
-    decoded.map(async (b) => new Uint8Array(await crypto.subtle.digest("SHA-256", b))),
+    files.map(async (f) => new Uint8Array(await crypto.subtle.digest("SHA-256", f.bytes as Uint8Array<ArrayBuffer>))),
   );
   const blobs = new Map<string, repo.Blob>();
   const meta = files.map((f, i): AttachmentMeta => {
     const hex = Buffer.from(hashes[i]).toString("hex");
-    blobs.set(hex, { sha256: hashes[i], content: decoded[i] });
+    blobs.set(hex, { sha256: hashes[i], content: f.bytes });
     return {
       filename: f.filename,
       contentType: f.contentType?.toLowerCase() ?? libmime.detectMimeType(f.filename),
       contentId: f.contentId ?? null,
-      size: decoded[i].byteLength,
+      size: f.bytes.byteLength,
       sha256: hex,
     };
   });

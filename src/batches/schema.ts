@@ -34,7 +34,10 @@ const Batch = builder.objectRef<BatchView>("Batch").implement({
   fields: (t) => ({
     id: t.exposeID("id"),
     status: t.field({ type: BatchStatus, resolve: (b) => b.status }),
-    templateId: t.exposeID("template_id"),
+    templateId: t.exposeID("template_id", {
+      nullable: true,
+      description: "Null for the batch of a message submitted over SMTP.",
+    }),
     segmentId: t.exposeID("segment_id", { nullable: true }),
     count: t.exposeInt("count", { description: "Sends created so far." }),
     counts: t.field({

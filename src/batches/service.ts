@@ -63,7 +63,7 @@ export async function createBatchSend(
     await repo.insertBatch(trx, {
       id: batchId,
       account_id: t.accountId,
-      template_id: prep.template.id,
+      template_id: prep.template?.id ?? null,
       status: "accepted",
       count: recipients.length,
       request: "{}",
@@ -195,7 +195,7 @@ export async function createSegmentSend(deps: Deps, p: Principal, input: unknown
     await repo.insertBatch(trx, {
       id: batchId,
       account_id: t.accountId,
-      template_id: prep.template.id,
+      template_id: prep.template?.id ?? null,
       segment_id: segment.id,
       status: "expanding",
       request: JSON.stringify({ ...v, sandbox: t.mode === "test" }),

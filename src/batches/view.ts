@@ -37,7 +37,7 @@ export type SegmentSendAccepted = z.infer<typeof SegmentSendAccepted>;
 export const BatchView = z.strictObject({
   id: z.uuid(),
   status: BatchStatusView,
-  templateId: z.uuid(),
+  templateId: z.uuid().nullable().describe("Null for the batch of a message submitted over SMTP."),
   segmentId: z.uuid().nullable(),
   count: z.int().nonnegative().describe("Sends created so far."),
   counts: z.partialRecord(z.enum(SEND_STATUSES), z.int().nonnegative()).describe("Sends by status."),

@@ -141,7 +141,8 @@ export interface SendsTable {
   id: string;
   account_id: string;
   contact_id: string;
-  template_id: string;
+  /** Null for a submitted message (SMTP): then `content` holds its parts. */
+  template_id: string | null;
   batch_id: string | null;
   to_email: string;
   subject: string;
@@ -178,6 +179,19 @@ export interface SendsTable {
   cc: string[] | null;
   /** Also sent to, never written into the message; null: none. */
   bcc: string[] | null;
+  /** A submitted message's own parts and address headers (no template); null: a template send. */
+  content: ColumnType<SubmittedContent | null, string | null | undefined, string | null>;
+}
+
+/**
+ * What a message submitted over SMTP keeps of itself: its bodies as written, and its `To` and
+ * `Cc` header values as written (the envelope decides who gets it; these are what readers see).
+ */
+export interface SubmittedContent {
+  html: string | null;
+  text: string | null;
+  to: string | null;
+  cc: string | null;
 }
 
 /** One file of a send, as the send row lists it. `sha256` is hex; the bytes are in attachment_blobs. */
@@ -247,7 +261,8 @@ export type BatchStatus = "expanding" | "accepted" | "failed" | "cancelled";
 export interface BatchesTable {
   id: string;
   account_id: string;
-  template_id: string;
+  /** Null for the batch of a message submitted to several recipients over SMTP. */
+  template_id: string | null;
   segment_id: string | null;
   status: BatchStatus;
   count: Generated<number>;

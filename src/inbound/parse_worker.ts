@@ -1,12 +1,8 @@
 /**
- * The Web Worker behind {@link startReportParser} (parse_pool.ts): parses one report per
- * message with parseReport. Our own code on capped input, so a Worker (not a subprocess) is
- * enough here: what it needs is to run off the service's event loop and to be killable
- * when a report takes too long.
- *
- * Protocol: once loaded it posts `{ready: true}`; then for each `{id, raw, envelopeTo,
- * now}` (raw a transferred ArrayBuffer, now epoch ms) it posts `{id, reports}` or
- * `{id, error}`.
+ * The Web Worker behind the inbound report parser (mail/parse_pool.ts, its protocol): parses
+ * one report per message with parseReport, `opts` being `{envelopeTo}`. Our own code on
+ * capped input, so a Worker (not a subprocess) is enough here: what it needs is to run off
+ * the service's event loop and to be killable when a report takes too long.
  */
 import { parseReport } from "./parse.ts";
 
@@ -17,14 +13,15 @@ const scope = globalThis as unknown as {
 };
 
 scope.onmessage = (e: MessageEvent) => {
-  const { id, raw, envelopeTo, now } = e.data as {
+  const { id, raw, opts, now } = e.data as {
     id: number;
     raw: ArrayBuffer;
-    envelopeTo: string[];
+    opts: { envelopeTo: string[] };
     now: number;
   };
   try {
-    scope.postMessage({ id, reports: parseReport(new Uint8Array(raw), { envelopeTo, now: new Date(now) }) });
+    const reports = parseReport(new Uint8Array(raw), { envelopeTo: opts.envelopeTo, now: new Date(now) });
+    scope.postMessage({ id, result: reports });
   } catch (err) {
     scope.postMessage({ id, error: err instanceof Error ? err.message : String(err) });
   }

@@ -11,7 +11,7 @@
  * report comes again. No AUTH, no STARTTLS: reports are authenticated by the VERP token's
  * HMAC, not by the connection.
  *
- * Reports are parsed off the event loop (parse_pool.ts) within PP_INBOUND_PARSE_TIMEOUT_MS;
+ * Reports are parsed off the event loop (mail/parse_pool.ts) within PP_INBOUND_PARSE_TIMEOUT_MS;
  * a report that passes it is dropped (250, logged). A DSN recipient group is recorded only
  * when its `Final-Recipient` is the send's address, and one report records at most one
  * event per (send, type) (see recordInbound).
@@ -20,7 +20,8 @@ import { SMTPServer, type SMTPServerDataStream, type SMTPServerSession } from "s
 import type { Deps } from "../context.ts";
 import type { InboundEvent } from "./inputs.ts";
 import { type InboundReport, REPORT_LIMITS, resolveSend } from "./parse.ts";
-import { startReportParser } from "./parse_pool.ts";
+import { startParser } from "../mail/parse_pool.ts";
+import { closeServer, joinChunks, listen, reply } from "../mail/smtp_listen.ts";
 import { recordInbound } from "./service.ts";
 
 /** Largest message accepted, in bytes (reports with the returned original are small). */
@@ -35,11 +36,6 @@ export interface InboundSmtp {
   port: number;
   /** Stops listening, lets reports being read finish queueing, then resolves. */
   close(): Promise<void>;
-}
-
-/** An SMTP reply as smtp-server expects it in a callback's error. */
-function reply(code: number, message: string): Error {
-  return Object.assign(new Error(message), { responseCode: code });
 }
 
 /** True when `address` is at the bounce domain (or one of its subdomains), or no domain is set. */
@@ -105,7 +101,7 @@ function toEvents(deps: Deps, reports: InboundReport[], session: string): Inboun
 
 /**
  * Starts the listener on `deps.config.host`:`port` (0 picks a free port). Each message is
- * parsed off the event loop ({@link startReportParser}); each report item is tied to its send by the envelope's VERP
+ * parsed off the event loop (parse_worker.ts); each report item is tied to its send by the envelope's VERP
  * token (verified), else by the returned original's `X-PP-Send-Id` / Message-ID, and queued
  * as a `record_event` job (`bounced` hard/soft, `delivered`, `complained`, with
  * `data.source` `dsn` or `arf`). Never throws on bad input.
@@ -113,7 +109,11 @@ function toEvents(deps: Deps, reports: InboundReport[], session: string): Inboun
 export async function startInboundSmtp(deps: Deps, port: number): Promise<InboundSmtp> {
   const { log, config } = deps;
   const inFlight = new Set<Promise<unknown>>();
-  const parser = startReportParser(log, config.inboundParseTimeoutMs);
+  const parser = startParser<{ envelopeTo: string[] }, InboundReport[]>(log, {
+    timeoutMs: config.inboundParseTimeoutMs,
+    workerUrl: new URL("./parse_worker.ts", import.meta.url),
+    what: "inbound report",
+  });
 
   async function handle(raw: Uint8Array, session: SMTPServerSession): Promise<void> {
     const envelopeTo = session.envelope.rcptTo.map((r) => r.address);
@@ -159,12 +159,7 @@ export async function startInboundSmtp(deps: Deps, port: number): Promise<Inboun
           log.warn("inbound message too large, refused", { session: session.id, bytes });
           return cb(reply(552, "5.3.4 Message too large"));
         }
-        const raw = new Uint8Array(bytes);
-        let i = 0;
-        for (const c of chunks) {
-          raw.set(c, i);
-          i += c.length;
-        }
+        const raw = joinChunks(chunks, bytes);
         const work = handle(raw, session).then(
           () => cb(),
           (err) => {
@@ -178,24 +173,13 @@ export async function startInboundSmtp(deps: Deps, port: number): Promise<Inboun
       });
     },
   });
-  // Socket errors surface as 'error' events; without a listener they would end the process.
-  server.on("error", (err: Error) => log.warn("inbound smtp connection error", { err: err.message }));
-
-  await new Promise<void>((resolve, reject) => {
-    server.server.once("error", reject);
-    server.listen(port, config.host, () => {
-      server.server.off("error", reject);
-      resolve();
-    });
-  });
-  const actual = (server.server.address() as { port: number }).port;
+  const actual = await listen(server, config.host, port, log, "inbound smtp");
   log.info("inbound smtp listening", { host: config.host, port: actual, bounceDomain: config.bounceDomain });
 
   return {
     port: actual,
     async close() {
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-      await Promise.allSettled([...inFlight]);
+      await closeServer(server, inFlight);
       parser.close();
     },
   };

@@ -22,6 +22,11 @@ export interface MimeMessage {
   to: string;
   /** Written as `Cc:` (bcc is never written: it is only in the envelope). */
   cc?: string[];
+  /**
+   * The `To:` and `Cc:` values as a submitted message wrote them (one line each, encoded words
+   * kept), instead of `to` and `cc`: who gets the message is the envelope's business.
+   */
+  shown?: { to: string | null; cc: string | null };
   replyTo?: string;
   subject: string;
   html?: string;
@@ -169,8 +174,11 @@ function fileEntity(a: MimeAttachment, inline: boolean): Entity {
  * parameters. A message with neither body gets an empty text part.
  */
 export function buildMime(msg: MimeMessage): Uint8Array {
-  let head = field("From", mailbox(msg.from)) + field("To", msg.to);
-  if (msg.cc?.length) head += field("Cc", msg.cc.join(", "));
+  const to = msg.shown ? msg.shown.to : msg.to;
+  const cc = msg.shown ? msg.shown.cc : msg.cc?.length ? msg.cc.join(", ") : null;
+  let head = field("From", mailbox(msg.from));
+  if (to) head += field("To", to.replace(LINE_BREAK, " "));
+  if (cc) head += field("Cc", cc.replace(LINE_BREAK, " "));
   if (msg.replyTo) head += field("Reply-To", msg.replyTo);
   head += field("Subject", unstructured(msg.subject)) +
     field("Message-ID", msg.messageId) +

@@ -46,8 +46,13 @@ const RESERVED_HEADERS = new Set([
 ]);
 /** Reserved by prefix: `Content-*`, `List-Unsubscribe*`, `X-PP-*`. */
 const RESERVED_PREFIXES = ["content-", "list-unsubscribe", "x-pp-"];
+/** Whether a header name (lower case) is one the service writes itself. */
+export function isReservedHeader(lower: string): boolean {
+  return RESERVED_HEADERS.has(lower) || RESERVED_PREFIXES.some((p) => lower.startsWith(p));
+}
+
 /** An RFC 5322 field name: printable ASCII but the colon. */
-const HEADER_NAME = /^[\x21-\x39\x3b-\x7e]{1,76}$/;
+export const HEADER_NAME = /^[\x21-\x39\x3b-\x7e]{1,76}$/;
 
 /**
  * `headers`: at most 50 `{name: value}`, written into the message after ours and signed by
@@ -64,7 +69,7 @@ export const CustomHeaders = z.record(z.string(), z.string()).nullish().superRef
     const lower = name.toLowerCase();
     const bad = !HEADER_NAME.test(name)
       ? "is not a header name (printable ASCII without a colon, at most 76 characters)"
-      : RESERVED_HEADERS.has(lower) || RESERVED_PREFIXES.some((p) => lower.startsWith(p))
+      : isReservedHeader(lower)
       ? "is written by the service and cannot be set"
       : seen.has(lower)
       ? "is given twice (header names are case-insensitive)"

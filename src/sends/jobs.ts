@@ -148,11 +148,19 @@ export function deliverSendTask(deps: Deps, mailer: Mailer): Task {
     const urls = trackingUrls(deps.publicUrl, deps.secrets.secret, send.id);
     let rendered: Rendered;
     try {
-      rendered = await deps.renderer.render(
-        template,
-        send.subject,
-        renderContext(contact, send.personalizations, { unsubscribe_url: urls.unsubscribe }),
-      );
+      // A submitted message is not a template: its parts go out as written, never rendered.
+      rendered = template === null
+        ? {
+          subject: send.subject,
+          html: send.content?.html ?? undefined,
+          text: send.content?.text ?? undefined,
+          missingVariables: [],
+        }
+        : await deps.renderer.render(
+          template,
+          send.subject,
+          renderContext(contact, send.personalizations, { unsubscribe_url: urls.unsubscribe }),
+        );
     } catch (err) {
       if (!(err instanceof RenderError)) throw err;
       // The tenant's template, not the delivery, failed: final, and its quota unit goes back.
@@ -194,6 +202,8 @@ export function deliverSendTask(deps: Deps, mailer: Mailer): Task {
         from: { name: send.from_name ?? undefined, address: send.from_email },
         to: send.to_email,
         cc,
+        // A submitted message keeps the To and Cc it was written with.
+        shown: send.content ? { to: send.content.to, cc: send.content.cc } : undefined,
         replyTo: send.reply_to ?? undefined,
         subject: rendered.subject,
         html: tracked.html,

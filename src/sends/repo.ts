@@ -25,7 +25,8 @@ export const PENDING: SendStatus[] = ["scheduled", "queued"];
 /** What the sends created together (one request, one page of a segment) share. */
 export interface SendCommon {
   account_id: string;
-  template_id: string;
+  /** Null for a submitted message: `content` then holds its parts. */
+  template_id: string | null;
   batch_id: string | null;
   subject: string;
   from_email: string;
@@ -40,6 +41,8 @@ export interface SendCommon {
   job_deferred: boolean;
   /** The files' list (AttachmentMeta[]) as JSON text; null: none. */
   attachments: string | null;
+  /** A submitted message's SubmittedContent as JSON text; null: a template send. */
+  content: string | null;
 }
 
 /** What differs per send. `personalizations`, `headers`, `cc` and `bcc` are JSON text. */
@@ -66,7 +69,7 @@ export async function insertSends(db: Kysely<Database>, common: SendCommon, item
   const r = await sql<SendRow>`
     insert into sends (id, contact_id, to_email, personalizations, headers, cc, bcc, status, message_id,
       account_id, template_id, batch_id, subject, from_email, from_name, reply_to, tags,
-      track_opens, track_clicks, sandbox, scheduled_at, job_deferred, attachments)
+      track_opens, track_clicks, sandbox, scheduled_at, job_deferred, attachments, content)
     select u.id, u.contact_id, u.to_email, u.personalizations::jsonb, u.headers::jsonb,
       case when u.cc is not null then array(select jsonb_array_elements_text(u.cc::jsonb)) end,
       case when u.bcc is not null then array(select jsonb_array_elements_text(u.bcc::jsonb)) end,
@@ -74,7 +77,7 @@ export async function insertSends(db: Kysely<Database>, common: SendCommon, item
       ${common.account_id}::uuid, ${common.template_id}::uuid, ${common.batch_id}::uuid, ${common.subject},
       ${common.from_email}, ${common.from_name}, ${common.reply_to}, ${common.tags}::jsonb,
       ${common.track_opens}, ${common.track_clicks}, ${common.sandbox}, ${common.scheduled_at}::timestamptz,
-      u.status = 'scheduled' and ${common.job_deferred}, ${common.attachments}::jsonb
+      u.status = 'scheduled' and ${common.job_deferred}, ${common.attachments}::jsonb, ${common.content}::jsonb
     from unnest(${col("id")}::uuid[], ${col("contact_id")}::uuid[], ${col("to_email")}::text[],
       ${col("personalizations")}::text[], ${col("headers")}::text[], ${col("cc")}::text[], ${col("bcc")}::text[],
       ${col("status")}::text[], ${col("message_id")}::text[])
@@ -231,7 +234,8 @@ export function cancelPending(db: Kysely<Database>, accountId: string, id: strin
 /** What a delivery needs, read in the same statement that claims the send. */
 export interface Claimed {
   send: SendRow;
-  template: { id: string; updated_at: Date; html: string | null; text: string | null };
+  /** Null for a submitted message (the send's `content` is its body). */
+  template: { id: string; updated_at: Date; html: string | null; text: string | null } | null;
   contact: ContactFields;
   sendingEnabled: boolean;
 }
@@ -255,12 +259,12 @@ export async function claimForDelivery(db: Kysely<Database>, ids: string[]): Pro
       ct.email as ct_email, ct.first_name as ct_first_name, ct.last_name as ct_last_name,
       ct.company as ct_company, ct.fields as ct_fields, a.sending_enabled as acct_sending_enabled
     from claimed c
-    join templates t on t.id = c.template_id
+    left join templates t on t.id = c.template_id
     join contacts ct on ct.id = c.contact_id
     join accounts a on a.id = c.account_id`.execute(db);
   return new Map(r.rows.map((row) => [row.id, {
     send: row,
-    template: {
+    template: row.template_id === null ? null : {
       id: row.template_id,
       updated_at: row.tpl_updated_at as Date,
       html: row.tpl_html as string | null,

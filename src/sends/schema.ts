@@ -57,7 +57,7 @@ export const Send = builder.objectRef<SendView>("Send").implement({
     cc: t.exposeStringList("cc", { description: "Also sent to, written as Cc:." }),
     bcc: t.exposeStringList("bcc", { description: "Also sent to, not written into the message." }),
     contactId: t.exposeID("contactId"),
-    templateId: t.exposeID("templateId"),
+    templateId: t.exposeID("templateId", { nullable: true, description: "Null for a message submitted over SMTP." }),
     batchId: t.exposeID("batchId", { nullable: true }),
     subject: t.exposeString("subject"),
     from: t.exposeString("from"),

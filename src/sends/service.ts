@@ -6,7 +6,7 @@
 import type { Kysely, Transaction } from "kysely";
 import type { Deps, Principal, Tenant } from "../context.ts";
 import { processDeps, requireTenant } from "../context.ts";
-import type { Database, SendStatus } from "../db/tables.ts";
+import type { Database, SendStatus, SubmittedContent } from "../db/tables.ts";
 import { AppError, type FieldError, invalid } from "../errors.ts";
 import { uuidv7 } from "../ids.ts";
 import { decodeCursor } from "../pagination.ts";
@@ -29,35 +29,40 @@ import * as repo from "./repo.ts";
 
 /** What every send needs from its template and sender, checked before any write. */
 export interface Prepared {
-  template: TemplateRow;
+  /** Null for a message submitted over SMTP: it brings its own parts (AcceptContext.content). */
+  template: TemplateRow | null;
   from: Address;
   replyTo: string | null;
   monthlyLimit: number | null;
 }
 
 /**
- * Checks the template, the sender address and the account for a send or a batch.
- * Throws template_not_found, validation_failed (no from), domain_not_verified or
- * sending_paused; writes nothing.
+ * Checks the template (when the send has one), the sender address and the account for a
+ * send, a batch or a submitted message. Throws template_not_found, validation_failed (no
+ * from), domain_not_verified, forbidden (a key's domains) or sending_paused; writes nothing.
  */
 export async function prepareSend(
   db: Kysely<Database>,
   t: Pick<Tenant, "accountId" | "domains">,
-  v: { templateId: string; from?: string | null; replyTo?: string | null },
+  v: { templateId?: string | null; from?: string | Address | null; replyTo?: string | null },
 ): Promise<Prepared> {
   // All three are cached by their own domains and dropped in every process when they change.
   const [template, account] = await Promise.all([
-    templateForSend({ db }, t.accountId, v.templateId),
+    v.templateId ? templateForSend({ db }, t.accountId, v.templateId) : null,
     accountState({ db }, t.accountId),
   ]);
-  if (!template) throw new AppError("template_not_found", `template ${v.templateId} does not exist`);
+  if (v.templateId && !template) {
+    throw new AppError("template_not_found", `template ${v.templateId} does not exist`);
+  }
   if (!account) throw new AppError("unauthorized", "account no longer exists");
-  const from = v.from
+  const from = typeof v.from === "string"
     ? parseAddress(v.from)!
-    : template.from_email
+    : v.from
+    ? v.from
+    : template?.from_email
     ? { address: template.from_email, name: template.from_name ?? undefined }
     : null;
-  if (!from) throw invalid("from", "is required: the template has no from address");
+  if (!from) throw invalid("from", template ? "is required: the template has no from address" : "is required");
   const host = domainOf(from.address);
   if (!(await isVerifiedSender({ db }, t.accountId, host))) {
     throw new AppError("domain_not_verified", `${host} is not a verified domain of this account`);
@@ -72,7 +77,12 @@ export async function prepareSend(
       `sending is paused for this account${account.paused_reason ? `: ${account.paused_reason}` : ""}`,
     );
   }
-  return { template, from, replyTo: v.replyTo ?? template.reply_to ?? null, monthlyLimit: account.monthly_limit };
+  return {
+    template: template ?? null,
+    from,
+    replyTo: v.replyTo ?? template?.reply_to ?? null,
+    monthlyLimit: account.monthly_limit,
+  };
 }
 
 /** The options a send request shares with its siblings (batch or segment page). */
@@ -100,6 +110,8 @@ export interface AcceptContext {
   scheduledAt: Date | null;
   /** The files every send of the context carries, decoded and hashed; stored once. */
   attachments: PreparedAttachments | null;
+  /** A submitted message's own parts, instead of a template (then `prep.template` is null). */
+  content?: SubmittedContent | null;
 }
 
 /** One recipient: an address (created as a subscribed contact when unknown) or a contact uuid. */
@@ -310,19 +322,21 @@ function sendCommon(ctx: AcceptContext, queue: repo.QueueOptions): repo.SendComm
   const { prep, options: v } = ctx;
   return {
     account_id: ctx.accountId,
-    template_id: prep.template.id,
+    template_id: prep.template?.id ?? null,
     batch_id: ctx.batchId,
-    subject: v.subject ?? prep.template.subject,
+    subject: v.subject ?? prep.template?.subject ?? "",
     from_email: prep.from.address,
     from_name: prep.from.name ?? null,
     reply_to: prep.replyTo,
     tags: JSON.stringify(v.tags ?? {}),
-    track_opens: v.trackOpens ?? prep.template.track_opens,
-    track_clicks: v.trackClicks ?? prep.template.track_clicks,
+    // Without a template, tracked as a new template is by default.
+    track_opens: v.trackOpens ?? prep.template?.track_opens ?? true,
+    track_clicks: v.trackClicks ?? prep.template?.track_clicks ?? true,
     sandbox: ctx.sandbox,
     scheduled_at: ctx.scheduledAt,
     job_deferred: repo.jobDeferred(ctx.scheduledAt, queue),
     attachments: ctx.attachments ? JSON.stringify(ctx.attachments.meta) : null,
+    content: ctx.content ? JSON.stringify(ctx.content) : null,
   };
 }
 
@@ -366,6 +380,14 @@ export async function createSend(
     sandbox: send.sandbox,
   });
   return { send, quota };
+}
+
+/**
+ * Accepts one part (one recipient) through the process's group commit (acceptGroup), as a
+ * single API send is: for a message submitted over SMTP to one recipient.
+ */
+export function acceptOne(deps: Deps, part: AcceptPart): Promise<Written> {
+  return acceptGroup(deps).add(part);
 }
 
 /** A single send as its group wrote it, with its account's quota after the group's reservation. */

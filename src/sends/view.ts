@@ -39,7 +39,7 @@ export const SendView = z.strictObject({
   cc: z.array(z.string()).describe("Also sent to, written as Cc: ([] for none)."),
   bcc: z.array(z.string()).describe("Also sent to, not written into the message ([] for none)."),
   contactId: z.uuid(),
-  templateId: z.uuid(),
+  templateId: z.uuid().nullable().describe("Null for a message submitted over SMTP."),
   batchId: z.uuid().nullable(),
   subject: z.string().describe("The rendered subject once delivered, the requested one before."),
   from: z.string().describe("`Name <address>` or the address."),

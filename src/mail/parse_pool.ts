@@ -1,52 +1,55 @@
 /**
- * Report parsing off the event loop, with a time limit: one Web Worker (parse_worker.ts)
- * parses reports one at a time, in arrival order. A report that takes longer than the limit
- * is dropped with a logged warning, the worker terminated and a fresh one started for the
- * next report, so neither a slow report nor a bug in the parser can hold up the service's
- * HTTP, jobs or other reports. parseReport is linear and its input capped (REPORT_LIMITS),
- * which also bounds the worker's memory; the limit is the guard for what that misses.
+ * Parsing mail off the event loop, with a time limit: one Web Worker parses messages one at a
+ * time, in arrival order. A message that takes longer than the limit is dropped with a
+ * logged warning, the worker terminated and a fresh one started for the next, so neither a
+ * slow message nor a bug in a parser can hold up the service's HTTP, jobs or other messages.
+ * Used for inbound reports (inbound/parse_worker.ts) and submitted messages
+ * (submission/parse_worker.ts).
+ *
+ * A worker's protocol: once loaded it posts `{ready: true}`; then for each `{id, raw, opts,
+ * now}` (raw a transferred ArrayBuffer, now epoch ms) it posts `{id, result}` or `{id, error}`.
  */
 import type { Logger } from "../log.ts";
-import type { InboundReport } from "./parse.ts";
 
 /** How long a fresh worker may take to load before it counts as failed, ms. */
 const LOAD_TIMEOUT_MS = 10_000;
 
-/** Parses reports in a worker; see the module comment. */
-export interface ReportParser {
+/** Parses messages in a worker; see the module comment. */
+export interface OffLoopParser<O, T> {
   /**
-   * The reports in `raw` (see parseReport), or null when the report was dropped: parsing
-   * took longer than the time limit, or the worker failed. Never rejects. `raw`'s buffer
-   * may be transferred to the worker (unusable afterwards).
+   * What the worker made of `raw`, or null when the message was dropped: parsing took
+   * longer than the time limit, or the worker failed. Never rejects. `raw`'s buffer may be
+   * transferred to the worker (unusable afterwards).
    */
-  parse(raw: Uint8Array, opts: { envelopeTo: string[] }): Promise<InboundReport[] | null>;
-  /** Terminates the worker; pending reports resolve null. */
+  parse(raw: Uint8Array, opts: O): Promise<T | null>;
+  /** Terminates the worker; pending messages resolve null. */
   close(): void;
 }
 
-interface Job {
+interface Job<O, T> {
   id: number;
   raw: Uint8Array;
   /** raw's length (raw itself is emptied when its buffer is transferred). */
   bytes: number;
-  envelopeTo: string[];
-  resolve(reports: InboundReport[] | null): void;
+  opts: O;
+  resolve(result: T | null): void;
 }
 
 /**
- * A parser whose worker is started on the first report. `timeoutMs` limits each report's
- * parse, counted from when the worker gets it (not while it waits its turn). `workerUrl`
- * is for tests; default parse_worker.ts.
+ * A parser whose worker (`workerUrl`) is started on the first message. `timeoutMs` limits
+ * each message's parse, counted from when the worker gets it (not while it waits its turn).
+ * `what` names the messages in log lines ("inbound report").
  */
-export function startReportParser(
+export function startParser<O, T>(
   log: Logger,
-  timeoutMs: number,
-  workerUrl: URL = new URL("./parse_worker.ts", import.meta.url),
-): ReportParser {
-  const queue: Job[] = [];
+  opts: { timeoutMs: number; workerUrl: URL; what: string },
+): OffLoopParser<O, T> {
+  const { timeoutMs, workerUrl, what } = opts;
+  type J = Job<O, T>;
+  const queue: J[] = [];
   let worker: Worker | null = null;
   let ready = false;
-  let current: Job | null = null;
+  let current: J | null = null;
   let timer: ReturnType<typeof setTimeout> | undefined;
   let loadTimer: ReturnType<typeof setTimeout> | undefined;
   let nextId = 1;
@@ -58,7 +61,7 @@ export function startReportParser(
     worker = w;
     w.onmessage = (e: MessageEvent) => {
       if (w !== worker) return;
-      const m = e.data as { ready?: true; id?: number; reports?: InboundReport[]; error?: string };
+      const m = e.data as { ready?: true; id?: number; result?: T; error?: string };
       if (m.ready) {
         ready = true;
         clearTimeout(loadTimer);
@@ -70,21 +73,21 @@ export function startReportParser(
       const job = current;
       current = null;
       if (m.error !== undefined) {
-        log.warn("inbound report could not be parsed, dropped", { bytes: job.bytes, error: m.error });
+        log.warn(`${what} could not be parsed, dropped`, { bytes: job.bytes, error: m.error });
         job.resolve(null);
-      } else job.resolve(m.reports ?? []);
+      } else job.resolve(m.result ?? null);
       pump();
     };
     w.onerror = (e: ErrorEvent) => {
       // Handled here: unhandled, a worker's error would be rethrown in this process.
       e.preventDefault();
       if (w !== worker) return;
-      log.error("inbound report parser failed, replaced", { err: e.message, loaded: ready });
+      log.error(`${what} parser failed, replaced`, { err: e.message, loaded: ready });
       fail(ready);
     };
     loadTimer = setTimeout(() => {
       if (w === worker && !ready) {
-        log.error("inbound report parser did not start, replaced", { ms: LOAD_TIMEOUT_MS });
+        log.error(`${what} parser did not start, replaced`, { ms: LOAD_TIMEOUT_MS });
         fail(false);
       }
     }, LOAD_TIMEOUT_MS);
@@ -119,10 +122,10 @@ export function startReportParser(
     current = job;
     const whole = job.raw.byteOffset === 0 && job.raw.byteLength === job.raw.buffer.byteLength;
     const buffer = (whole ? job.raw.buffer : job.raw.slice().buffer) as ArrayBuffer;
-    worker.postMessage({ id: job.id, raw: buffer, envelopeTo: job.envelopeTo, now: Date.now() }, [buffer]);
+    worker.postMessage({ id: job.id, raw: buffer, opts: job.opts, now: Date.now() }, [buffer]);
     timer = setTimeout(() => {
       if (current !== job) return;
-      log.warn("inbound report took too long to parse, dropped; parser replaced", { bytes: job.bytes, timeoutMs });
+      log.warn(`${what} took too long to parse, dropped; parser replaced`, { bytes: job.bytes, timeoutMs });
       current = null;
       stopWorker();
       job.resolve(null);
@@ -134,7 +137,7 @@ export function startReportParser(
     parse(raw, opts) {
       if (closed) return Promise.resolve(null);
       return new Promise((resolve) => {
-        queue.push({ id: nextId++, raw, bytes: raw.length, envelopeTo: opts.envelopeTo, resolve });
+        queue.push({ id: nextId++, raw, bytes: raw.length, opts, resolve });
         pump();
       });
     },
