@@ -14,7 +14,8 @@
  * - `--quick`: every phase shortened (≤ 90 s in all);
  * - `--only drain,tracking`: just these scenarios (accept, batch, lateness, drain, webhooks, jobs,
  *   latency, tracking, graphql, attachments, submission, mixed, stats), in the usual order (mixed also runs on two stacks of
- *   its own: `split`, an api and a worker process, and `one-loop`, PP_WORKER_THREAD=false);
+ *   its own: `split`, an api and a worker process, and `one-loop`, PP_WORKER_THREAD=false); `growth` (0, 1M and 5M
+ *   existing sends, on a stack of its own, ~20 min) runs only when named here;
  * - `--profile <dir>`: the service writes a V8 CPU profile there when it stops (Deno's --cpu-prof);
  * - `--workers N`: N more service processes with PP_ROLE=worker beside the first (horizontal scaling).
  * TUNABLES set in the bench's environment are passed on to the service.
@@ -36,6 +37,7 @@ import { mixed } from "./scenarios/mixed.ts";
 import { statsQuery } from "./scenarios/stats.ts";
 import { attachmentBatch } from "./scenarios/attachments.ts";
 import { submission } from "./scenarios/submission.ts";
+import { growth } from "./scenarios/growth.ts";
 
 /** The value following `--name` on the command line, if the flag is given. */
 const option = (name: string) => Deno.args.includes(name) ? Deno.args[Deno.args.indexOf(name) + 1] : undefined;
@@ -97,6 +99,17 @@ if (want("mixed")) {
     } finally {
       await other.stop();
     }
+  }
+}
+
+// How the cost grows with the data: millions of sends on a stack of their own. Only when asked
+// (`--only growth`): loading five million sends with their events takes ~20 minutes here.
+if (ONLY?.includes("growth")) {
+  const other = await startStack(SIZES, stackOptions);
+  try {
+    Object.assign(scenarios, await growth(other.bench));
+  } finally {
+    await other.stop();
   }
 }
 
