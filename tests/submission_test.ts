@@ -298,6 +298,25 @@ Deno.test("submission: each refusal has its reply, and creates nothing", opts, a
       assertMatch(r.response, /^550 5\.7\.1 this key may send from shop\.test only/);
     });
 
+    await t.step("a suppressed recipient: 250, its send suppressed and never mailed, no quota", async () => {
+      await stack.pg.query(
+        `insert into contacts (account_id, email, status, updated_at) values ($1, 'left@example.test', 'unsubscribed', now())`,
+        [a.accountId],
+      );
+      const before = await stack.count(`select coalesce(sum(used), 0) from account_usage where account_id = $1`, [
+        a.accountId,
+      ]);
+      const info = await client(stack, a.key).sendMail(mail({ to: "left@example.test" }));
+      const id = info.response.match(/send ([0-9a-f-]{36})$/)![1];
+      const s = await stack.api("GET", `/api/v1/sends/${id}`, { key: a.key });
+      assertEquals(s.body.status, "suppressed");
+      assertEquals(
+        await stack.count(`select coalesce(sum(used), 0) from account_usage where account_id = $1`, [a.accountId]),
+        before,
+      );
+      assert(!stack.sink.messages.some((m) => m.to.includes("left@example.test")));
+    });
+
     await t.step("a pp_test_ key: accepted and written to the outbox, never to the relay", async () => {
       const tk = await stack.tenant({ domain: "sandbox.test", mode: "TEST" });
       const info = await client(stack, tk.key).sendMail(mail({ from: "a@sandbox.test", to: "sandboxed@example.test" }));
