@@ -243,6 +243,16 @@ Deno.test("submission: each refusal has its reply, and creates nothing", opts, a
       assertMatch(r.response, /^552 5\.3\.4 Message too large/);
     });
 
+    await t.step("an HTML part over 2 MB, a subject over 998 characters: 550 5.6.0 naming them", async () => {
+      const big = await createsNothing(
+        stack,
+        () => refusedWith(client(stack, a.key).sendMail(mail({ html: `<p>${"x".repeat(2.5 * 1024 * 1024)}</p>` }))),
+      );
+      assertMatch(big.response, /^550 5\.6\.0 html: the html part is over 2 MB/);
+      const subject = await refusedWith(client(stack, a.key).sendMail(mail({ subject: "s".repeat(1200) })));
+      assertMatch(subject.response, /^550 5\.6\.0 Subject: must be at most 998 characters/);
+    });
+
     await t.step("at most 100 recipients: the 101st is refused with 452 4.5.3", async () => {
       const to = Array.from({ length: 101 }, (_, i) => `many${i}@example.test`);
       const info = await client(stack, a.key).sendMail(mail({ to }));

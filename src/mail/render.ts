@@ -124,6 +124,11 @@ export interface RenderPoolOptions {
 
 /** How long an item may run before the items queued behind it in its group go elsewhere, ms. */
 const SLOW_MS = 100;
+/**
+ * The most any part of a message may weigh, in UTF-8 bytes (API.md: 2 MB per part): a
+ * rendered one (render_sandbox.ts), and a submitted message's own (submission/inputs.ts).
+ */
+export const MAX_PART_BYTES = 2 * 1024 * 1024;
 /** Most items sent to a sandbox in one group. */
 const GROUP_MAX = 50;
 /** Compiled sources a sandbox keeps; the oldest is dropped past this. */

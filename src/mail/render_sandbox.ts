@@ -14,10 +14,8 @@
  */
 import nunjucks from "nunjucks";
 import { lines } from "./ndjson.ts";
-import type { RenderItem, RenderPart, RenderReply } from "./render.ts";
+import { MAX_PART_BYTES, type RenderItem, type RenderPart, type RenderReply } from "./render.ts";
 
-/** The most any rendered part may weigh, in UTF-8 bytes (API.md: 2 MB per part). */
-export const MAX_PART_BYTES = 2 * 1024 * 1024;
 /** The most items `range()` may produce; more is an error, not a heap exhausted. */
 export const MAX_RANGE_ITEMS = 10_000;
 

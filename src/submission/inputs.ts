@@ -11,6 +11,7 @@ import { AppError, type FieldError } from "../errors.ts";
 import { validKey } from "../idempotency/service.ts";
 import { checkFileList, FileContentId, FileName, FileType, MAX_ATTACHMENTS } from "../attachments/inputs.ts";
 import type { FileBytes } from "../attachments/service.ts";
+import { MAX_PART_BYTES } from "../mail/render.ts";
 import type { SubmittedContent } from "../db/tables.ts";
 import { type Address, HEADER_NAME, isReservedHeader, sharedSendFields } from "../sends/inputs.ts";
 
@@ -143,6 +144,13 @@ export function readSubmission(m: ParsedMessage): Submission {
     }
     kept[name] = value;
   }
+  // As a rendered part may be: delivery rewrites the HTML for tracking, on the worker's loop.
+  for (const [path, part] of [["html", m.html], ["text", m.text]] as const) {
+    if (part && part.length * 3 > MAX_PART_BYTES && new TextEncoder().encode(part).length > MAX_PART_BYTES) {
+      errors.push({ path, message: `the ${path} part is over ${MAX_PART_BYTES / 1024 / 1024} MB` });
+    }
+  }
+  if (m.subject.length > 998) errors.push({ path: "Subject", message: "must be at most 998 characters" });
   if (seen.size > MAX_HEADERS) {
     errors.push({ path: "headers", message: `at most ${MAX_HEADERS} headers besides the service's own` });
   }
