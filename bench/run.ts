@@ -47,7 +47,13 @@ const ONLY = option("--only")?.split(",") ?? null;
 const want = (name: string) => ONLY === null || ONLY.includes(name);
 const EXTRA_WORKERS = option("--workers") === undefined ? 0 : Number(option("--workers"));
 /** Settings passed on to the service when set in the bench's environment. */
-const TUNABLES = ["PP_WORKER_CONCURRENCY", "PP_WORKER_POLL_MS", "PP_SMTP_POOL_SIZE", "PP_DB_POOL_SIZE"];
+const TUNABLES = [
+  "PP_WORKER_CONCURRENCY",
+  "PP_WORKER_POLL_MS",
+  "PP_SMTP_POOL_SIZE",
+  "PP_DB_POOL_SIZE",
+  "PP_WORKER_THREAD",
+];
 const SIZES: Sizes = {
   quick: QUICK,
   loadS: QUICK ? 4 : 10,

@@ -8,15 +8,18 @@ import { ONE_JOB_EACH, queueWebhooksFunction } from "./0010_webhooks.ts";
 /** Deliveries per job; webhooks/jobs.ts posts a job's deliveries a few at a time. */
 const DISPATCH_GROUP = 50;
 
-/** One job per group of DISPATCH_GROUP new deliveries, at priority -1, with `maxAttempts` tries (migration 0012 raised them). */
-export const groupedJobs = (maxAttempts: number) => `
+/**
+ * One job per group of DISPATCH_GROUP new deliveries, at priority -1, with `maxAttempts` tries
+ * (migration 0012 raised them), in graphile-worker's `schema` (migration 0020 moved them).
+ */
+export const groupedJobs = (maxAttempts: number, schema = "graphile_worker") => `
       -- One job per DISPATCH_GROUP deliveries: a job per delivery spent the worker's slots and
       -- two job-queue round trips on each POST. Retries and redeliveries get a job of their own.
       -- Priority -1: ahead of a backlog of deliveries queued earlier (jobs run by priority, then
       -- run_at), or an event's webhook waits for the whole backlog to drain.
-      perform graphile_worker.add_jobs(array(
+      perform ${schema}.add_jobs(array(
         select ('dispatch_webhook', json_build_object('deliveryIds', array_agg(u.id::text)), null, null,
-          ${maxAttempts}::smallint, null, -1, null)::graphile_worker.job_spec
+          ${maxAttempts}::smallint, null, -1, null)::${schema}.job_spec
         from unnest(ids) with ordinality as u(id, n)
         group by (u.n - 1) / ${DISPATCH_GROUP}));`;
 

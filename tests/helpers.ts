@@ -435,7 +435,10 @@ export type Snapshot = Awaited<ReturnType<typeof snapshot>>;
 export async function settle(stack: Stack) {
   await waitFor(
     async () =>
-      (await stack.count("select count(*) from graphile_worker.jobs where run_at <= now()")) === 0 &&
+      (await stack.count(
+          `select (select count(*) from graphile_worker.jobs where run_at <= now())
+            + (select count(*) from graphile_worker_webhooks.jobs where run_at <= now())`,
+        )) === 0 &&
       (await stack.count("select count(*) from sends where status in ('sending', 'sent')")) === 0,
     20_000,
     "the worker to settle",

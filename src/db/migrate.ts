@@ -1,6 +1,6 @@
 /**
  * Brings a database up to date: our kysely migrations from `migrations/`, then
- * graphile-worker's own schema. Safe to run from several processes at once
+ * graphile-worker's own schemas (jobs/schemas.ts). Safe to run from several processes at once
  * (kysely takes an advisory lock; graphile-worker does too).
  */
 import type { Kysely } from "kysely";
@@ -8,6 +8,7 @@ import { type Migration, type MigrationProvider, Migrator } from "kysely/migrati
 import { runMigrations as runWorkerMigrations } from "graphile-worker";
 import type pg from "pg";
 import type { Database } from "./tables.ts";
+import { JOB_SCHEMAS } from "../jobs/schemas.ts";
 
 const MIGRATIONS_DIR = new URL("../../migrations/", import.meta.url);
 
@@ -31,5 +32,5 @@ export async function migrate(db: Kysely<Database>, pool: pg.Pool): Promise<void
   const { error, results } = await migrator.migrateToLatest();
   const failed = results?.find((r) => r.status === "Error");
   if (error) throw new Error(`migration ${failed?.migrationName ?? ""} failed: ${String(error)}`);
-  await runWorkerMigrations({ pgPool: pool });
+  for (const schema of JOB_SCHEMAS) await runWorkerMigrations({ pgPool: pool, schema });
 }

@@ -1,6 +1,7 @@
 /** SQL for worker liveness: heartbeats of graphile-worker pools and freeing a dead pool's jobs. */
 import { type Kysely, sql, type Transaction } from "kysely";
 import type { Database } from "../db/tables.ts";
+import { JOB_SCHEMAS, MAIN_JOBS } from "./schemas.ts";
 
 /** Records that these pools are alive now (the first beat inserts). */
 export async function beat(db: Kysely<Database>, poolIds: string[]): Promise<void> {
@@ -27,8 +28,11 @@ export async function claimDeadPools(trx: Transaction<Database>, deadAfterS: num
     with stale as (
       delete from worker_heartbeats where seen_at < now() - make_interval(secs => ${deadAfterS})
       returning pool_id),
+    jobs as (${
+    sql.join(JOB_SCHEMAS.map((s) => sql`select locked_by, locked_at from ${sql.id(s, "jobs")}`), sql` union all `)
+  }),
     orphans as (
-      select distinct j.locked_by as pool_id from graphile_worker.jobs j
+      select distinct j.locked_by as pool_id from jobs j
       where j.locked_by is not null and j.locked_at < now() - make_interval(secs => ${deadAfterS})
         and not exists (select 1 from worker_heartbeats h where h.pool_id = j.locked_by))
     select pool_id from stale union select pool_id from orphans`.execute(trx);
@@ -44,9 +48,11 @@ export async function unlockPools(trx: Transaction<Database>, poolIds: string[])
   // The dead pools' claimed sends, back to waiting (a delivery job's key is `send:<id>`).
   await sql`
     update sends s set status = 'queued', updated_at = now()
-    from graphile_worker.jobs j
+    from ${sql.id(MAIN_JOBS, "jobs")} j
     where j.locked_by = any(${poolIds}::text[]) and j.task_identifier = 'deliver_send'
       and j.key like 'send:%' and s.id = substr(j.key, 6)::uuid and s.status = 'sending'`.execute(trx);
   // Their jobs and job queues, unlocked.
-  await sql`select graphile_worker.force_unlock_workers(${poolIds}::text[])`.execute(trx);
+  for (const schema of JOB_SCHEMAS) {
+    await sql`select ${sql.id(schema, "force_unlock_workers")}(${poolIds}::text[])`.execute(trx);
+  }
 }

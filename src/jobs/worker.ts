@@ -22,6 +22,13 @@ import { recordEventTask } from "../events/jobs.ts";
 import { deliverSendTask, promoteScheduledTask, schedulePromotion } from "../sends/jobs.ts";
 import { foldStatsTask, scheduleFold } from "../stats/jobs.ts";
 import { freePools, startHeartbeat } from "./heartbeat.ts";
+import { WEBHOOK_JOBS } from "./schemas.ts";
+
+/**
+ * Webhook jobs run at once; each posts up to 10 of its deliveries in parallel (webhooks/jobs.ts),
+ * so up to 100 POSTs are in flight.
+ */
+const WEBHOOK_CONCURRENCY = 20;
 
 /**
  * How our runner pulls and completes jobs (the benchmark runs its no-op baseline with the
@@ -57,7 +64,8 @@ export interface Worker {
 }
 
 /**
- * Starts the runner, on the service's pool, with every task and its heartbeat
+ * Starts the runners (deliveries and the other tasks; webhooks), on the service's pool, with
+ * their heartbeat
  * (heartbeat.ts); resolves once it is listening for jobs. It also (re)starts the
  * promote_scheduled and fold_stats cycles at once, so deferred sends and stats deltas are
  * looked at on start.
@@ -81,10 +89,11 @@ export async function startWorker(deps: Deps, mailer: Mailer): Promise<Worker> {
     else if (level === "warning") log.warn(message, { scope: "graphile-worker" });
     else log.debug(message, { scope: "graphile-worker" });
   });
-  // The pools of the runner that is running: the ids its job locks carry (locked_by).
+  // The pools of the runners that are running: the ids their job locks carry (locked_by).
   let pools: string[] = [];
   const events: WorkerEvents = new EventEmitter();
   events.on("pool:create", ({ workerPool }) => pools.push(workerPool.id));
+  const dispatchWebhook = dispatchWebhookTask(deps);
   // Built once: the tasks hold this process's group commits and caches across restarts.
   const taskList = {
     deliver_send: deliverSendTask(deps, mailer),
@@ -95,51 +104,75 @@ export async function startWorker(deps: Deps, mailer: Mailer): Promise<Worker> {
     reputation_sweep: reputationSweepTask(deps),
     // Also deletes expired idempotency keys (the former idempotency_cleanup task).
     retention: retentionTask(deps),
-    dispatch_webhook: dispatchWebhookTask(deps),
     fold_stats: foldStatsTask(deps),
+    // Jobs queued before migration 0020 gave webhooks their own queue.
+    dispatch_webhook: dispatchWebhook,
   };
-  const start = () =>
-    run({
-      pgPool: deps.pool,
-      logger,
-      events,
-      noHandleSignals: true,
-      // Running jobs get most of the stop's time to finish; then they are failed back for a
-      // retry, leaving the rest for closing the database before main.ts's deadline.
-      gracefulShutdownAbortTimeout: Math.max(100, config.shutdownTimeoutMs - 2_000),
-      ...runnerSettings(config),
-      crontab: CRONTAB,
-      taskList,
-    });
+  const common = {
+    pgPool: deps.pool,
+    logger,
+    events,
+    noHandleSignals: true,
+    // Running jobs get most of the stop's time to finish; then they are failed back for a
+    // retry, leaving the rest for closing the database before main.ts's deadline.
+    gracefulShutdownAbortTimeout: Math.max(100, config.shutdownTimeoutMs - 2_000),
+  };
+  /**
+   * Two runners on the same pool: the main queue's, and the webhook queue's (jobs/schemas.ts)
+   * without a local queue, so a webhook job is fetched as soon as it is queued and never
+   * waits for a slot among those the deliveries hold.
+   */
+  const specs = [
+    { ...common, ...runnerSettings(config), crontab: CRONTAB, taskList },
+    {
+      ...common,
+      schema: WEBHOOK_JOBS,
+      concurrency: WEBHOOK_CONCURRENCY,
+      pollInterval: config.workerPollMs,
+      taskList: { dispatch_webhook: dispatchWebhook },
+    },
+  ];
+  type Runner = Awaited<ReturnType<typeof run>>;
+  /** Starts every runner; when one fails to start, those already started are killed. */
+  const start = async (): Promise<Runner[]> => {
+    const started: Runner[] = [];
+    try {
+      for (const spec of specs) started.push(await run(spec));
+      return started;
+    } catch (err) {
+      await Promise.all(started.map((r) => r.kill("start failed").catch(() => {})));
+      throw err;
+    }
+  };
 
   let stopping = false;
-  let runner = await start();
+  let runners = await start();
   let startedAt = performance.now();
   let restarting: Promise<void> | null = null;
 
   /**
-   * A fresh runner, after graphile-worker's own ended itself (its pool lost the database) or
+   * Fresh runners, after graphile-worker's own ended itself (its pool lost the database) or
    * after an outage (its listener, local queue and batched completions may be wedged: jobs
-   * whose completion failed stay locked by a pool that still runs). The old runner is
-   * killed and its pools' jobs are freed at once; a job it was still running may go out
+   * whose completion failed stay locked by a pool that still runs). The old runners are
+   * killed and their pools' jobs are freed at once; a job one was still running may go out
    * twice (what was in flight bounds the duplicates). Retried with backoff while Postgres
    * is away.
    */
   const restart = (why: string, outageSince?: number) => {
-    // A runner started since the outage began is fresh already.
+    // Runners started since the outage began are fresh already.
     if (outageSince !== undefined && startedAt > outageSince) return;
     restarting ??= (async () => {
       log.warn("restarting the job runner", { why, pools });
-      const old = runner;
+      const old = runners;
       const dead = pools;
       pools = [];
-      await old.kill("restart").catch(() => {});
+      await Promise.all(old.map((r) => r.kill("restart").catch(() => {})));
       for (let delay = 1_000; !stopping; delay = Math.min(delay * 2, 30_000)) {
         try {
           await freePools(deps, dead);
-          runner = await start();
+          runners = await start();
           startedAt = performance.now();
-          supervise(runner);
+          supervise(runners);
           log.info("job runner restarted");
           return;
         } catch (err) {
@@ -151,19 +184,22 @@ export async function startWorker(deps: Deps, mailer: Mailer): Promise<Worker> {
       }
     })().finally(() => restarting = null);
   };
-  const supervise = (r: typeof runner) => {
-    r.promise.catch(() => {}).finally(() => {
-      if (!stopping && r === runner) restart("the runner stopped");
-    });
+  /** Any runner that ends by itself restarts them all. */
+  const supervise = (rs: Runner[]) => {
+    for (const r of rs) {
+      r.promise.catch(() => {}).finally(() => {
+        if (!stopping && rs === runners) restart("the runner stopped");
+      });
+    }
   };
-  supervise(runner);
+  supervise(runners);
   const heartbeat = startHeartbeat(deps, () => pools, (since) => restart("the database is back", since));
 
   return {
     async stop() {
       stopping = true;
       await restarting;
-      await runner.stop().catch(() => {});
+      await Promise.all(runners.map((r) => r.stop().catch(() => {})));
       await heartbeat.stop();
     },
   };

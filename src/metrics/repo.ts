@@ -1,6 +1,7 @@
-/** SQL of the scrape-time metrics: graphile-worker's queue, read through its public `jobs` view. */
+/** SQL of the scrape-time metrics: graphile-worker's queues, read through their public `jobs` views. */
 import { type Kysely, sql } from "kysely";
 import type { Database } from "../db/tables.ts";
+import { JOB_SCHEMAS } from "../jobs/schemas.ts";
 
 /** One task's jobs, by state (see metrics.ts jobsQueued and its neighbours). */
 export interface TaskQueue {
@@ -30,7 +31,14 @@ export async function queueByTask(db: Kysely<Database>): Promise<TaskQueue[]> {
       count(*) filter (where locked_at is null and attempts >= max_attempts) as failed,
       extract(epoch from now() - min(run_at) filter (
         where locked_at is null and attempts < max_attempts and run_at <= now()))::float8 as oldest_due_s
-    from graphile_worker.jobs
+    from (${
+    sql.join(
+      JOB_SCHEMAS.map((s) =>
+        sql`select task_identifier, locked_at, attempts, max_attempts, run_at from ${sql.id(s, "jobs")}`
+      ),
+      sql` union all `,
+    )
+  }) as jobs
     group by task_identifier`.execute(db);
   return r.rows.map((row) => ({
     task: row.task,

@@ -145,14 +145,13 @@ export function dispatchWebhookTask(deps: Deps): Task {
     return ids.map((id) => found.get(id));
   });
   const outcomes = new GroupCommit<repo.AttemptOutcome, boolean>((os) => repo.recordAttempts(deps.db, os));
-  /** One attempt of one delivery, its outcome recorded (with the next attempt's job when it failed). */
-  async function dispatch(deliveryId: string): Promise<void> {
-    const d = await loads.add(deliveryId);
-    if (!d || d.status !== "pending") return; // deleted, or done (a redelivery raced it)
-    if (!d.enabled) {
-      await repo.failDelivery(deps.db, d.id);
-      return;
-    }
+  /**
+   * One attempt of one delivery, loaded already. Resolves once the POST is done, with the
+   * recording of its outcome (and the next attempt's job when it failed) still under way:
+   * the lane goes on to its next POST meanwhile, and the job awaits every recording.
+   */
+  async function attempt(d: repo.DeliveryToDispatch): Promise<{ recorded: Promise<void> }> {
+    if (!d.enabled) return { recorded: repo.failDelivery(deps.db, d.id) };
     const url = new URL(d.url);
     const body = d.body;
     const msgId = `msg_${d.id}`;
@@ -172,7 +171,7 @@ export function dispatchWebhookTask(deps: Deps): Task {
     const attempt = d.attempts + 1;
     const delay = RETRY_DELAYS_S[attempt - 1];
     const nextAttemptAt = ok || delay === undefined ? null : new Date(Date.now() + delay * 1000);
-    const disabled = await outcomes.add({
+    const recorded = outcomes.add({
       deliveryId: d.id,
       endpointId: d.endpoint_id,
       ok,
@@ -182,19 +181,32 @@ export function dispatchWebhookTask(deps: Deps): Task {
       durationMs,
       nextAttemptAt,
     });
-    const facts = { deliveryId: d.id, endpointId: d.endpoint_id, attempt, status: r.status, ms: durationMs };
-    if (ok) deps.log.debug("webhook delivered", facts);
-    else deps.log.info("webhook attempt failed", { ...facts, err: r.error, retryAt: nextAttemptAt?.toISOString() });
-    if (disabled) deps.log.warn("webhook endpoint disabled after failing for 5 days", { endpointId: d.endpoint_id });
+    return {
+      recorded: recorded.then((disabled) => {
+        const facts = { deliveryId: d.id, endpointId: d.endpoint_id, attempt, status: r.status, ms: durationMs };
+        if (ok) deps.log.debug("webhook delivered", facts);
+        else deps.log.info("webhook attempt failed", { ...facts, err: r.error, retryAt: nextAttemptAt?.toISOString() });
+        if (disabled) {
+          deps.log.warn("webhook endpoint disabled after failing for 5 days", { endpointId: d.endpoint_id });
+        }
+      }),
+    };
   }
 
   return async (payload) => {
     const p = DispatchWebhookPayload.parse(payload);
     const ids = "deliveryId" in p ? [p.deliveryId] : p.deliveryIds;
+    // Deleted ones, and those done already (a redelivery raced this job), are skipped.
+    const due = (await Promise.all(ids.map((id) => loads.add(id)))).filter((d) => d?.status === "pending");
     // A group's deliveries a few at a time: each waits on its receiver, not on the others.
+    const recordings: Promise<void>[] = [];
     let next = 0;
-    await Promise.all(Array.from({ length: Math.min(GROUP_PARALLEL, ids.length) }, async () => {
-      while (next < ids.length) await dispatch(ids[next++]);
+    await Promise.all(Array.from({ length: Math.min(GROUP_PARALLEL, due.length) }, async () => {
+      while (next < due.length) recordings.push((await attempt(due[next++]!)).recorded);
     }));
+    // A recording that fails (the database gone) fails the job: graphile-worker retries it,
+    // and the retry skips what was recorded.
+    const failed = (await Promise.allSettled(recordings)).find((r) => r.status === "rejected");
+    if (failed) throw (failed as PromiseRejectedResult).reason;
   };
 }

@@ -2,6 +2,7 @@
 import { type Insertable, type Kysely, type Selectable, sql, type Updateable } from "kysely";
 import type { Database, WebhookAttemptsTable, WebhookDeliveriesTable, WebhookEndpointsTable } from "../db/tables.ts";
 import type { Cursor } from "../pagination.ts";
+import { WEBHOOK_JOBS } from "../jobs/schemas.ts";
 
 export type EndpointRow = Selectable<WebhookEndpointsTable>;
 export type DeliveryRow = Selectable<WebhookDeliveriesTable>;
@@ -67,10 +68,12 @@ export function rotateSecret(db: Kysely<Database>, accountId: string, id: string
 
 /**
  * Queues a delivery's `dispatch_webhook` job under its key (`webhook:<id>`), at `runAt` (null:
- * now), at priority -1 like every webhook job (ahead of a backlog of deliveries; migration 0011).
+ * now), in the webhooks' own queue (jobs/schemas.ts) like every webhook job since migration 0020.
  */
 async function addDispatchJob(db: Kysely<Database>, deliveryId: string, runAt: Date | null): Promise<void> {
-  await sql`select graphile_worker.add_job('dispatch_webhook', json_build_object('deliveryId', ${deliveryId}::text),
+  await sql`select ${
+    sql.id(WEBHOOK_JOBS, "add_job")
+  }('dispatch_webhook', json_build_object('deliveryId', ${deliveryId}::text),
     run_at := coalesce(${runAt}::timestamptz, now()), max_attempts := ${DISPATCH_ATTEMPTS}::smallint,
     job_key := 'webhook:' || ${deliveryId}::text, priority := -1)`.execute(db);
 }
@@ -183,9 +186,9 @@ export function recordAttempts(db: Kysely<Database>, outcomes: AttemptOutcome[])
     }
     const retries = outcomes.filter((o) => o.nextAttemptAt && !disabled.has(o.endpointId));
     if (retries.length) {
-      await sql`select 1 from graphile_worker.add_jobs(array(
+      await sql`select 1 from ${sql.id(WEBHOOK_JOBS, "add_jobs")}(array(
         select ('dispatch_webhook', json_build_object('deliveryId', id::text), null, run_at, ${DISPATCH_ATTEMPTS}::smallint,
-          'webhook:' || id::text, -1, null)::graphile_worker.job_spec
+          'webhook:' || id::text, -1, null)::${sql.id(WEBHOOK_JOBS, "job_spec")}
         from unnest(${retries.map((o) => o.deliveryId)}::uuid[], ${retries.map((o) => o.nextAttemptAt)}::timestamptz[])
           as u(id, run_at)))`.execute(trx);
     }
