@@ -12,9 +12,12 @@
  *   with a `tcp` transport: the URL's host still names the site, for Host and TLS). Redirects
  *   are never followed. (node:http's keep-alive agent was not used: under Deno it sent a
  *   POST again when an attempt on a reused connection was cut at its timeout.)
- * - A job carries one delivery, or a group queued together (migration 0011), posted
- *   GROUP_PARALLEL at a time. A throw (the database gone mid-attempt) leaves the job to
- *   graphile-worker's retries; a retried group skips what is no longer pending.
+ * - A job carries one delivery, or a group queued together (migration 0011), in the
+ *   webhooks' own queue (jobs/schemas.ts). Its deliveries are loaded at once and posted
+ *   GROUP_PARALLEL at a time; each outcome is recorded (a group commit) while the next POST
+ *   goes out, and the job ends when every outcome is. A throw (the database gone
+ *   mid-attempt) leaves the job to graphile-worker's retries; a retried group skips what is
+ *   no longer pending.
  */
 import type { Task } from "graphile-worker";
 import { LRUCache } from "lru-cache";
