@@ -142,6 +142,30 @@ Deno.test("retention: old finished sends, their events, keys and outbox files go
     await Deno.utime(orphanOld, longAgo, longAgo);
     await Deno.utime(notMail, longAgo, longAgo);
 
+    // Webhook deliveries of an endpoint (disabled, so these sends queued none of their own):
+    // two that are over and older than the window, one as old but still pending, one recent.
+    const { rows: [endpoint] } = await stack.pg.query(
+      `insert into webhook_endpoints (account_id, url, enabled, secret_enc)
+       values ($1, 'https://hooks.example.test/in', false, 'sealed') returning id`,
+      [tenant.accountId],
+    );
+    const delivery = async (status: string, days: number) => {
+      const { rows: [d] } = await stack.pg.query(
+        `insert into webhook_deliveries (endpoint_id, account_id, event_type, payload, status, created_at)
+         values ($1, $2, 'email.delivered', '{}', $3, now() - make_interval(days => $4)) returning id`,
+        [endpoint.id, tenant.accountId, status, days],
+      );
+      await stack.pg.query(
+        `insert into webhook_attempts (delivery_id, response_status, duration_ms) values ($1, 204, 3)`,
+        [
+          d.id,
+        ],
+      );
+      return d.id as string;
+    };
+    const oldDeliveries = [await delivery("succeeded", 40), await delivery("failed", 40)];
+    const keptDeliveries = [await delivery("pending", 40), await delivery("succeeded", 1)];
+
     const usageBefore = await usage(stack);
     const contactsBefore = await stack.count("select count(*) from contacts");
     assert(await stack.count("select count(*) from email_events where send_id = any($1::uuid[])", [oldIds]) >= 15);
@@ -198,6 +222,26 @@ Deno.test("retention: old finished sends, their events, keys and outbox files go
       assertEquals(await exists(orphanOld), false);
       assertEquals(await exists(orphanNew), true);
       assertEquals(await exists(notMail), true);
+    });
+
+    await t.step("webhook deliveries that are over and older than the window go with their attempts", async () => {
+      const left = await stack.pg.query(
+        `select id from webhook_deliveries where endpoint_id = $1 order by created_at`,
+        [
+          endpoint.id,
+        ],
+      );
+      assertEquals(left.rows.map((r) => r.id).sort(), [...keptDeliveries].sort());
+      assertEquals(
+        await stack.count("select count(*) from webhook_attempts where delivery_id = any($1::uuid[])", [oldDeliveries]),
+        0,
+      );
+      assertEquals(
+        await stack.count("select count(*) from webhook_attempts where delivery_id = any($1::uuid[])", [
+          keptDeliveries,
+        ]),
+        2,
+      );
     });
 
     await t.step("monthly usage and contacts are unchanged", async () => {

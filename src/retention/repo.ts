@@ -23,10 +23,10 @@ export async function cutoffFor(db: Kysely<Database>, days: number): Promise<Dat
   return r.rows[0].cutoff;
 }
 
-/** Every account id (the per-account walks). */
-export async function accountIds(db: Kysely<Database>): Promise<string[]> {
-  // Purpose: the accounts whose sends and batches are looked at.
-  const rows = await db.selectFrom("accounts").select("id").orderBy("id").execute();
+/** Every id of a table retention walks one row at a time: accounts (their sends and batches), webhook endpoints. */
+export async function allIds(db: Kysely<Database>, table: "accounts" | "webhook_endpoints"): Promise<string[]> {
+  // Purpose: the rows whose data is looked at, one walk each.
+  const rows = await db.selectFrom(table).select("id").orderBy("id").execute();
   return rows.map((r) => r.id);
 }
 
@@ -100,5 +100,25 @@ export async function deleteEmptyBatches(
       where b.account_id = ${accountId} and b.created_at < ${cutoff} and b.status <> 'expanding'
         and not exists (select 1 from sends s where s.batch_id = b.id)
       order by b.created_at limit ${limit} for update skip locked))`.execute(db);
+  return Number(r.numAffectedRows ?? 0);
+}
+
+/**
+ * Deletes at most `limit` of an endpoint's webhook deliveries created before the cutoff that
+ * are over (succeeded or failed), with their attempts (on delete cascade); returns how many.
+ * A pending one stays, however old: its next attempt is due.
+ */
+export async function deleteOldWebhookDeliveries(
+  db: Kysely<Database>,
+  endpointId: string,
+  cutoff: Date,
+  limit: number,
+): Promise<number> {
+  // Purpose: one bounded slice of an endpoint's oldest finished deliveries (index webhook_deliveries_endpoint).
+  const r = await sql`
+    delete from webhook_deliveries where id = any(array(
+      select d.id from webhook_deliveries d
+      where d.endpoint_id = ${endpointId} and d.created_at < ${cutoff} and d.status <> 'pending'
+      order by d.created_at limit ${limit} for update skip locked))`.execute(db);
   return Number(r.numAffectedRows ?? 0);
 }

@@ -4,7 +4,8 @@
  * A run deletes sends that finished before the window (created and last changed before it,
  * in a final status: sent, delivered, bounced, failed, cancelled, suppressed), their events,
  * batches left without sends, attachment files no send refers to any more (and none accepted
- * in the last hour), expired idempotency keys (24 h, idempotency/service.ts) and outbox files
+ * in the last hour), webhook deliveries that are over (succeeded or failed) with their
+ * attempts, expired idempotency keys (24 h, idempotency/service.ts) and outbox files
  * of the deleted sends or older than the window. A send still scheduled, queued
  * or sending is never deleted, however old.
  *
@@ -45,6 +46,8 @@ export interface RetentionReport {
   outboxFiles: number;
   /** Attachment blobs no send refers to any more. */
   attachments: number;
+  /** Webhook deliveries that were over (their attempts went with them). */
+  webhookDeliveries: number;
   /** Delete statements run. */
   statements: number;
   ms: number;
@@ -73,15 +76,27 @@ export async function runRetention(
     idempotencyKeys: 0,
     outboxFiles: 0,
     attachments: 0,
+    webhookDeliveries: 0,
     statements: 0,
     ms: 0,
     aborted: false,
   };
   const cutoff = await repo.cutoffFor(db, config.retentionDays);
+  /** Runs a delete of at most `limit` rows until one deletes fewer (or the run stops); how many went. */
+  const slices = async (slice: () => Promise<number>, limit: number): Promise<number> => {
+    let total = 0, n: number;
+    do {
+      if (stopped()) break;
+      n = await slice();
+      report.statements++;
+      total += n;
+    } while (n === limit);
+    return total;
+  };
   const outbox = join(config.dataDir, "outbox"); // where server.ts points the mailer's outbox
   const hasOutbox = await Deno.stat(outbox).then((s) => s.isDirectory, () => false);
 
-  for (const accountId of await repo.accountIds(db)) {
+  for (const accountId of await repo.allIds(db, "accounts")) {
     if (stopped()) break;
     let after: repo.SendCursor | null = null;
     while (!stopped()) {
@@ -95,21 +110,20 @@ export async function runRetention(
       if (slice.ids.length < chunk) break;
       after = slice.next;
     }
-    let n: number;
-    do {
-      if (stopped()) break;
-      n = await repo.deleteEmptyBatches(db, accountId, cutoff, chunk);
-      report.statements++;
-      report.batches += n;
-    } while (n === chunk);
+    report.batches += await slices(() => repo.deleteEmptyBatches(db, accountId, cutoff, chunk), chunk);
     // After the sends: their references went with them.
     const blobChunk = Math.min(chunk, BLOB_CHUNK);
-    do {
-      if (stopped()) break;
-      n = await files.deleteUnreferencedBlobs(db, accountId, BLOB_GRACE_S, blobChunk);
-      report.statements++;
-      report.attachments += n;
-    } while (n === blobChunk);
+    report.attachments += await slices(
+      () => files.deleteUnreferencedBlobs(db, accountId, BLOB_GRACE_S, blobChunk),
+      blobChunk,
+    );
+  }
+  // Three rows an email with one endpoint (queued, sent, delivered), kept as long as sends.
+  for (const endpointId of await repo.allIds(db, "webhook_endpoints")) {
+    report.webhookDeliveries += await slices(
+      () => repo.deleteOldWebhookDeliveries(db, endpointId, cutoff, chunk),
+      chunk,
+    );
   }
   if (!stopped()) {
     const keys = await deleteExpiredKeys(db, chunk, opts.signal);
