@@ -202,14 +202,20 @@ export function dispatchWebhookTask(deps: Deps): Task {
     // Deleted ones, and those done already (a redelivery raced this job), are skipped.
     const due = (await Promise.all(ids.map((id) => loads.add(id)))).filter((d) => d?.status === "pending");
     // A group's deliveries a few at a time: each waits on its receiver, not on the others.
+    // Each recording gets its handler at once: one rejected while the lanes still post would
+    // otherwise be an unhandled rejection, which ends the thread and the process.
     const recordings: Promise<void>[] = [];
+    let failure: { err: unknown } | null = null;
     let next = 0;
     await Promise.all(Array.from({ length: Math.min(GROUP_PARALLEL, due.length) }, async () => {
-      while (next < due.length) recordings.push((await attempt(due[next++]!)).recorded);
+      // After a failed recording (the database gone) no more POSTs: each would be sent again.
+      while (next < due.length && !failure) {
+        const { recorded } = await attempt(due[next++]!);
+        recordings.push(recorded.catch((err) => void (failure ??= { err })));
+      }
     }));
-    // A recording that fails (the database gone) fails the job: graphile-worker retries it,
-    // and the retry skips what was recorded.
-    const failed = (await Promise.allSettled(recordings)).find((r) => r.status === "rejected");
-    if (failed) throw (failed as PromiseRejectedResult).reason;
+    await Promise.all(recordings);
+    // The job fails: graphile-worker retries it, and the retry skips what was recorded.
+    if (failure) throw (failure as { err: unknown }).err;
   };
 }
