@@ -6,8 +6,10 @@
  * another process (bench/sink_process.ts); it makes a live API key and a tracked template
  * through the API and delivers two sample sends. The scenarios get it as a Bench.
  */
+import nodemailer from "nodemailer";
 import pg from "pg";
 import { type Config, loadConfig } from "../src/config.ts";
+import { noDelaySocket } from "../src/mail/transport.ts";
 import { dropDatabase, freshDatabase, startTaskFlags } from "../tests/helpers.ts";
 import { type CpuMeter, cpuMeter, freePort, sleep } from "./lib.ts";
 import { type SinkProcess, startSinkProcess } from "./sink_process.ts";
@@ -335,4 +337,18 @@ export async function delays(b: Bench, tag: string, from: "scheduled_at" | "crea
     [tag],
   );
   return r;
+}
+
+/** A raw nodemailer pool to the bench's sink, as the service's is (its connection count, TCP_NODELAY): the baselines' sender. */
+export function rawPool(b: Bench): ReturnType<typeof nodemailer.createTransport> {
+  return nodemailer.createTransport(
+    {
+      pool: true,
+      host: "127.0.0.1",
+      port: b.sink.port,
+      maxConnections: b.config.smtpPoolSize,
+      maxMessages: Infinity,
+      getSocket: noDelaySocket,
+    } as Parameters<typeof nodemailer.createTransport>[0],
+  );
 }

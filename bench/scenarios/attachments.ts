@@ -1,9 +1,12 @@
 import { Buffer } from "node:buffer";
 import { pct, round, type Scenario, sleep } from "../lib.ts";
-import { type Bench, settled } from "../stack.ts";
+import { type Bench, rawPool, settled } from "../stack.ts";
 
 /** Batches posted per kind for the accept figures (alternating plain and with the file). */
 const ROUNDS = 8;
+
+/** Messages the raw ceiling sends. */
+const RAW_N = 300;
 
 /** A 1 MB file of random bytes (a PDF's streams do not compress either), base64. */
 function file(): string {
@@ -22,6 +25,9 @@ function file(): string {
  * the sink in full (each message carries the file: ~1.4 MB).
  * Targets: the attachment batch accepts in ≤ 2× the plain batch's p50 and drains at ≥ 0.7×
  * its rate.
+ * The drain's details add a raw ceiling for messages that size on this machine and sink: a
+ * nodemailer pool (the service's connection count, TCP_NODELAY) sending RAW_N pre-built,
+ * unsigned messages of the delivered size, as fast as they go.
  */
 export async function attachmentBatch(b: Bench): Promise<Record<string, Scenario>> {
   b.log("attachment batch");
@@ -61,6 +67,7 @@ export async function attachmentBatch(b: Bench): Promise<Record<string, Scenario
   };
   const plain = await drain("att-drain-plain");
   const withFile = await drain("att-drain-file", [{ filename: "terms.pdf", content: file() }]);
+  const ceiling = await rawCeiling(b);
   return {
     "attachment batch accept": {
       value: round(fileP50),
@@ -80,10 +87,30 @@ export async function attachmentBatch(b: Bench): Promise<Record<string, Scenario
       pass: withFile.rate >= 0.7 * plain.rate && withFile.done.bad === 0 && withFile.atSink === 1000,
       details: {
         ...withFile.cpu,
+        raw_ceiling_per_s: round(ceiling),
+        of_raw_ceiling: round(withFile.rate / ceiling, 2),
         delivered: withFile.done.done,
         at_sink: withFile.atSink,
         plain_delivered: plain.done.done,
       },
     },
   };
+}
+
+/** Messages/s of a raw nodemailer pool sending RAW_N pre-built messages the size of one with the file (~1.4 MB). */
+async function rawCeiling(b: Bench): Promise<number> {
+  const head = "From: orders@example.com\r\nTo: raw@bench.example.com\r\nSubject: Your terms\r\n" +
+    'MIME-Version: 1.0\r\nContent-Type: application/pdf; name="terms.pdf"\r\nContent-Transfer-Encoding: base64\r\n\r\n';
+  const raw = Buffer.from(head + file().replace(/.{76}(?=.)/g, "$&\r\n") + "\r\n");
+  const transport = rawPool(b);
+  let next = 0;
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: b.config.smtpPoolSize }, async () => {
+    while (next++ < RAW_N) {
+      await transport.sendMail({ raw, envelope: { from: "orders@example.com", to: ["raw@bench.example.com"] } });
+    }
+  }));
+  const rate = RAW_N / ((performance.now() - t0) / 1000);
+  transport.close();
+  return rate;
 }

@@ -1,8 +1,6 @@
-import nodemailer from "nodemailer";
 import { trackingUrls } from "../../src/mail/tracking.ts";
-import { noDelaySocket } from "../../src/mail/transport.ts";
 import { cpuTimes, round, rssOf, type Scenario, sleep } from "../lib.ts";
-import { type Bench, queueBatches, settled } from "../stack.ts";
+import { type Bench, queueBatches, rawPool, settled } from "../stack.ts";
 
 /**
  * Delivery drain ("delivery drain" and "memory", one measurement): `drainN` queued sends
@@ -46,16 +44,7 @@ export async function deliveryDrain(b: Bench): Promise<{ rows: Record<string, Sc
   const html = `<html><body><p>Hi there,</p><p>Order <b>D-1</b> is confirmed.</p><p><a href="${urls.click(0)}">` +
     `See your order</a> · <a href="${urls.click(1)}">Help</a></p><p><a href="${urls.unsubscribe}">Unsubscribe</a>` +
     `</p><img src="${urls.open}" width="1" height="1" alt=""></body></html>`;
-  const transport = nodemailer.createTransport(
-    {
-      pool: true,
-      host: "127.0.0.1",
-      port: b.sink.port,
-      maxConnections: b.config.smtpPoolSize,
-      maxMessages: Infinity,
-      getSocket: noDelaySocket,
-    } as Parameters<typeof nodemailer.createTransport>[0],
-  );
+  const transport = rawPool(b);
   let next = 0;
   const rawT0 = performance.now();
   await Promise.all(Array.from({ length: b.config.workerConcurrency }, async () => {

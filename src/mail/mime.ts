@@ -199,16 +199,29 @@ export function buildMime(msg: MimeMessage): Uint8Array {
 /** Bytes kept free before a built message for the DKIM-Signature header (≈ 700 bytes with a 2048-bit key). */
 const HEADROOM = 2048;
 const encoder = new TextEncoder();
-/** Where buildMime put file bodies in a message (byte offsets, end exclusive). */
-const base64Spans = new WeakMap<Uint8Array, [number, number][]>();
+/**
+ * Where buildMime put file bodies, by the memory of the message (offsets in its ArrayBuffer,
+ * end exclusive): any view of that memory finds them, such as the signed message (dkim.ts
+ * prepend) or the Buffer nodemailer hands its dot-stuffing transform (dot_stuff.ts).
+ */
+const base64Spans = new WeakMap<ArrayBufferLike, [number, number][]>();
 
 /**
- * The byte ranges of a message of buildMime's that hold base64 file bodies (lines of base64
- * characters and CRLF, nothing else), in order; [] for any other array. DKIM's canonical form
- * of those bytes is the bytes themselves: the signer need not look at them (dkim.ts).
+ * The byte ranges of `view` (offsets in it, end exclusive, in order) that hold base64 file
+ * bodies buildMime wrote (lines of base64 characters and CRLF, nothing else; clipped to the
+ * view); [] for an array over any other memory. Such bytes are their own DKIM relaxed form,
+ * and SMTP transparency leaves them alone (no dot, no bare CR or LF): the signer (dkim.ts) and
+ * the dot-stuffing loop (dot_stuff.ts) pass over them.
  */
-export function knownBase64(message: Uint8Array): readonly [number, number][] {
-  return base64Spans.get(message) ?? [];
+export function knownBase64(view: Uint8Array): readonly [number, number][] {
+  const spans = base64Spans.get(view.buffer);
+  if (!spans) return [];
+  const from = view.byteOffset, to = from + view.byteLength;
+  const out: [number, number][] = [];
+  for (const [s, e] of spans) {
+    if (e > from && s < to) out.push([Math.max(s, from) - from, Math.min(e, to) - from]);
+  }
+  return out;
 }
 
 /** Messages whose room before them is still free: only buildMime's own, never a caller's array. */
@@ -225,12 +238,12 @@ function encodeWithHeadroom(chunks: Chunk[]): Uint8Array {
   for (let i = 0; i < parts.length; i++) {
     buf.set(parts[i], at);
     // The bytes chunks are file bodies: base64 lines, no blanks.
-    if (typeof chunks[i] !== "string") spans.push([at - HEADROOM, at - HEADROOM + parts[i].byteLength]);
+    if (typeof chunks[i] !== "string") spans.push([at, at + parts[i].byteLength]);
     at += parts[i].byteLength;
   }
   const message = buf.subarray(HEADROOM);
   roomy.add(message);
-  base64Spans.set(message, spans);
+  base64Spans.set(buf.buffer, spans);
   return message;
 }
 
