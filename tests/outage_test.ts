@@ -2,10 +2,12 @@
  * A Postgres outage under load, with a Postgres this test starts, stops and starts again:
  * while it is away every request answers `503 unavailable` (Retry-After) within 5 s, never a
  * 500 and never a hang, and /healthz says 503; when it is back both the API and the worker
- * recover by themselves and every accepted send is delivered.
+ * recover by themselves and every accepted send is delivered. The same outage while webhooks
+ * are being posted: every event still reaches the endpoint, and no delivery stays pending.
  */
 import { assert, assertEquals } from "./assert.ts";
 import { freePort, opts, startStack, waitFor } from "./helpers.ts";
+import { startReceiver, verified } from "./webhook_receiver.ts";
 import { startEmbeddedPostgres } from "../src/db/embedded.ts";
 
 interface Answer {
@@ -121,3 +123,88 @@ Deno.test("outage: Postgres stops under load, the service answers 503, then reco
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });
+
+Deno.test(
+  "outage: Postgres stops while webhooks are posted, every event still reaches the endpoint",
+  opts,
+  async (t) => {
+    const dir = await Deno.makeTempDir({ prefix: "pp-test-outage-hooks-" });
+    await Deno.chmod(dir, 0o755);
+    const port = freePort();
+    let pg = await startEmbeddedPostgres(`${dir}/postgres`, port);
+    const stack = await startStack({
+      databaseUrl: pg.url,
+      env: { PP_WEBHOOK_ALLOW_PRIVATE: "true", PP_RATE_LIMIT: "0" },
+    });
+    const receiver = startReceiver();
+    // A slow endpoint: many POSTs are in flight, and many outcomes not yet recorded, when Postgres goes.
+    receiver.answer = async () => {
+      await new Promise((r) => setTimeout(r, 150));
+      return new Response(null, { status: 204 });
+    };
+    const SENDS = 100;
+    try {
+      const tenant = await stack.tenant();
+      const created = await stack.gql(
+        `mutation($i: CreateWebhookEndpointInput!) { createWebhookEndpoint(input: $i) { endpoint { id } secret } }`,
+        { i: { url: receiver.url } },
+        tenant.key,
+      );
+      const { endpoint, secret } = created.body.data.createWebhookEndpoint;
+      const batch = await stack.api("POST", "/api/v1/sends/batch", {
+        key: tenant.key,
+        body: {
+          templateId: tenant.templateId,
+          recipients: Array.from({ length: SENDS }, (_, i) => ({ to: `h${i}@example.test` })),
+        },
+      });
+      assertEquals(batch.status, 202);
+      await waitFor(() => receiver.got.length >= 20, 30_000, "the first webhooks");
+      await pg.stop();
+      const during = receiver.got.length;
+      await new Promise((r) => setTimeout(r, 3_000));
+      pg = await startEmbeddedPostgres(`${dir}/postgres`, port);
+
+      await t.step("every event of every send reaches the endpoint, verified, once Postgres is back", async () => {
+        const ids = () => new Set(receiver.got.map((g) => g.headers["webhook-id"]));
+        await waitFor(() => ids().size >= 3 * SENDS, 90_000, `${3 * SENDS} distinct webhook-ids`);
+        const bodies = verified(receiver, secret);
+        const events = new Set(bodies.map((b) => `${b.type} ${b.data.sendId}`));
+        assertEquals(events.size, 3 * SENDS, "queued, sent and delivered of each send");
+        assertEquals(
+          [...new Set(bodies.map((b) => b.type))].sort(),
+          ["email.delivered", "email.queued", "email.sent"],
+        );
+        console.log(
+          `webhook outage: ${during} POSTs before Postgres stopped, ${receiver.got.length} in all ` +
+            `for ${ids().size} deliveries (a POST whose outcome was not recorded goes out again, same webhook-id)`,
+        );
+      });
+
+      await t.step("no delivery stays pending, and the service is up", async () => {
+        await waitFor(
+          async () =>
+            await stack.count(
+              `select count(*)::int from webhook_deliveries where endpoint_id = $1 and status <> 'succeeded'`,
+              [
+                endpoint.id,
+              ],
+            ) === 0,
+          30_000,
+          "every delivery succeeded",
+        );
+        assertEquals(
+          await stack.count(`select count(*)::int from webhook_deliveries where endpoint_id = $1`, [endpoint.id]),
+          3 * SENDS,
+        );
+        const health = await fetch(`${stack.url}/healthz`);
+        assertEquals(await health.json(), { status: "ok" });
+      });
+    } finally {
+      await receiver.close();
+      await stack.stop();
+      await pg.stop();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+);

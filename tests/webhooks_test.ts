@@ -3,6 +3,7 @@
  * npm `standardwebhooks` package's `verify()`, as a user's backend would.
  */
 import { Webhook } from "standardwebhooks";
+import { type Receiver, startReceiver, verified } from "./webhook_receiver.ts";
 import { encryptSecret } from "../src/crypto.ts";
 import { assert, assertEquals, assertMatch } from "./assert.ts";
 import {
@@ -16,42 +17,6 @@ import {
   type TestTenant,
   waitFor,
 } from "./helpers.ts";
-
-/** One POST the receiver got. */
-interface Received {
-  headers: Record<string, string>;
-  body: string;
-  at: number;
-}
-
-/** An HTTP receiver; `answer` decides each reply (default 200), and may wait first. */
-interface Receiver {
-  url: string;
-  got: Received[];
-  answer: (n: number) => Promise<Response> | Response;
-  close(): Promise<void>;
-}
-
-function startReceiver(): Receiver {
-  const r: Receiver = {
-    url: "",
-    got: [],
-    answer: () => new Response("ok"),
-    close: async () => await server.shutdown(),
-  };
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
-    r.got.push({ headers: Object.fromEntries(req.headers), body: await req.text(), at: Date.now() });
-    return await r.answer(r.got.length);
-  });
-  r.url = `http://127.0.0.1:${(server.addr as Deno.NetAddr).port}/hooks`;
-  return r;
-}
-
-/** The receiver's POSTs of one event type, verified with the endpoint's secret (throws when one does not verify). */
-function verified(r: Receiver, secret: string, type?: string): Json[] {
-  const hook = new Webhook(secret);
-  return r.got.map((g) => hook.verify(g.body, g.headers) as Json).filter((b) => !type || b.type === type);
-}
 
 const CREATE = `mutation($i: CreateWebhookEndpointInput!) {
   createWebhookEndpoint(input: $i) { endpoint { id url eventTypes enabled } secret }

@@ -22,6 +22,7 @@ import { recordEventTask } from "../events/jobs.ts";
 import { deliverSendTask, promoteScheduledTask, schedulePromotion } from "../sends/jobs.ts";
 import { foldStatsTask, scheduleFold } from "../stats/jobs.ts";
 import { freePools, startHeartbeat } from "./heartbeat.ts";
+import { isDatabaseUnavailable } from "../errors.ts";
 import { WEBHOOK_JOBS } from "./schemas.ts";
 
 /**
@@ -54,6 +55,30 @@ export function runnerSettings(config: Config) {
   };
 }
 
+/** Whether the guard is on this event loop already (a thread or process starts one worker, tests several). */
+let guarded = false;
+
+/**
+ * Keeps a Postgres outage from ending the process. graphile-worker 0.18 shuts its runner down
+ * itself when it cannot record jobs as failed or completed (main.js, the batch error
+ * handler), and does not catch that shutdown's own rejection: with Postgres gone, its
+ * attempt to hand the running jobs back fails too, and the rejection is unhandled, which ends
+ * the thread and the process (tests/outage_test.ts, while webhooks were being posted). An
+ * unhandled rejection that says the database is unavailable (errors.ts) is logged and
+ * dropped: the runner has stopped, and startWorker's supervision starts fresh runners when
+ * Postgres is back. Any other stays fatal.
+ */
+function surviveRunnerShutdowns(log: Deps["log"]): void {
+  if (guarded) return;
+  guarded = true;
+  globalThis.addEventListener("unhandledrejection", (e) => {
+    const reasons = e.reason instanceof AggregateError ? e.reason.errors : [e.reason];
+    if (!reasons.length || !reasons.every(isDatabaseUnavailable)) return;
+    e.preventDefault();
+    log.warn("job runner: an unhandled database error while Postgres is away, dropped", { err: String(e.reason) });
+  });
+}
+
 /** A running worker. */
 export interface Worker {
   /**
@@ -73,6 +98,7 @@ export interface Worker {
  */
 export async function startWorker(deps: Deps, mailer: Mailer): Promise<Worker> {
   const { config, log } = deps;
+  surviveRunnerShutdowns(log);
   await schedulePromotion(deps.db, 0);
   await scheduleFold(deps.db, 0);
   const logger = new Logger(() => (level, message) => {
@@ -194,6 +220,13 @@ export async function startWorker(deps: Deps, mailer: Mailer): Promise<Worker> {
     }
   };
   supervise(runners);
+  // graphile-worker gives a pool up when it cannot record jobs as failed or completed (the
+  // database gone): it shuts it down, and its runner's promise may never settle while the
+  // jobs it could not hand back stay locked by a pool this process still beats for. A
+  // restart frees them, once Postgres answers again.
+  events.on("pool:fatalError", ({ action }) => {
+    if (!stopping) restart(`graphile-worker gave its pool up (${action})`);
+  });
   const heartbeat = startHeartbeat(deps, () => pools, (since) => restart("the database is back", since));
 
   return {
