@@ -11,6 +11,7 @@ import {
   opts,
   postSigned,
   sendBatchAndWait,
+  type Stack,
   startStack,
   untilPaused,
   waitFor,
@@ -110,6 +111,103 @@ Deno.test("reputation: bounces and complaints pause sending; held sends go out a
       assertEquals(a.reputation.bounces, 20);
       assertEquals(a.reputation.status, "OK");
       assertEquals(a.sendingEnabled, true);
+    });
+  } finally {
+    await stack.stop();
+  }
+});
+
+/** The counts as the check made them before the rollup (migration 0021): a scan of the window's sends. */
+async function scannedCounts(stack: Stack, accountId: string) {
+  const { rows: [r] } = await stack.pg.query(
+    `with a as (
+       select greatest(now() - interval '7 days', coalesce(reputation_since, '-infinity')) as since
+       from accounts where id = $1),
+     live as (
+       select s.id, s.status from sends s, a
+       where s.account_id = $1 and s.created_at >= a.since and not s.sandbox
+         and s.status in ('sent', 'delivered', 'bounced'))
+     select (select count(*)::int from live) as sends,
+       (select count(*)::int from live where status = 'bounced') as bounces,
+       (select count(distinct e.send_id)::int from email_events e join live l on l.id = e.send_id
+         where e.type = 'complained') as complaints`,
+    [accountId],
+  );
+  return r;
+}
+
+Deno.test("reputation: the hourly rollup counts what a scan of the window's sends counts", opts, async (t) => {
+  const stack = await startStack();
+  try {
+    const tenant = await stack.tenant();
+    const [first] = await sendBatchAndWait(stack, tenant.key, tenant.templateId, "seed", 1);
+    // 500 sends, one every 23 minutes back over 8 days (the window is 7): most inserted as
+    // `sending` and then moved on, some inserted delivered, one in seven sandbox.
+    await stack.pg.query(
+      `insert into sends (id, contact_id, to_email, personalizations, status, message_id, account_id, template_id,
+         subject, from_email, tags, track_opens, track_clicks, sandbox, created_at, updated_at)
+       select gen_random_uuid(), s.contact_id, s.to_email, '{}', case when i % 5 = 0 then 'delivered' else 'sending' end,
+         '<r' || i || '@rollup.test>', s.account_id, s.template_id, s.subject, s.from_email, jsonb_build_object('r', i::text),
+         true, true, i % 7 = 0, now() - i * interval '23 minutes', now()
+       from sends s, generate_series(1, 500) as i where s.id = $1`,
+      [first],
+    );
+    const moved = (status: string, mod: number, rest: number, from = "sending") =>
+      stack.pg.query(
+        `update sends set status = $1 where account_id = $2 and status = $5
+           and (tags->>'r')::int % $3 = $4`,
+        [status, tenant.accountId, mod, rest, from],
+      );
+    await moved("bounced", 6, 1);
+    await moved("failed", 6, 2);
+    await moved("sent", 6, 3);
+    await moved("delivered", 6, 4);
+    await moved("bounced", 10, 5, "delivered"); // a late bounce after delivery
+    // Complaints: two about one send (counted once), one about a sandbox send (not counted).
+    await stack.pg.query(
+      `insert into email_events (send_id, account_id, type, data)
+       select id, account_id, 'complained', '{}' from sends
+       where account_id = $1 and (tags->>'r')::int in (4, 4, 20, 14, 40, 600)
+         and status in ('sent', 'delivered', 'bounced')`,
+      [tenant.accountId],
+    );
+    await stack.pg.query(
+      `insert into email_events (send_id, account_id, type, data)
+       select id, account_id, 'complained', '{}' from sends where account_id = $1 and (tags->>'r')::int = 4`,
+      [tenant.accountId],
+    );
+    const counts = async () => (await accountState(stack, tenant.key)).reputation;
+    const same = async (what: string) => {
+      const want = await scannedCounts(stack, tenant.accountId);
+      assert(want.sends > 50 && want.bounces > 10 && want.complaints >= 2, JSON.stringify(want));
+      const got = await counts();
+      assertEquals([got.sends, got.bounces, got.complaints], [want.sends, want.bounces, want.complaints], what);
+    };
+
+    await t.step("with the deltas not yet folded, and once they are", async () => {
+      await same("deltas");
+      await waitFor(async () => (await stack.count("select count(*) from reputation_delta")) === 0, 10_000, "a fold");
+      await same("folded");
+    });
+
+    await t.step("from ops' resume in the middle of an hour", async () => {
+      await stack.pg.query(
+        `update accounts set reputation_since = now() - interval '3 days 17 minutes' where id = $1`,
+        [
+          tenant.accountId,
+        ],
+      );
+      await same("since a resume");
+    });
+
+    await t.step("sends moved back in time (as tests move rows) take their counts along", async () => {
+      await stack.pg.query(`update accounts set reputation_since = null where id = $1`, [tenant.accountId]);
+      await stack.pg.query(
+        `update sends set created_at = created_at - interval '2 days 7 minutes'
+         where account_id = $1 and (tags->>'r')::int % 3 = 1`,
+        [tenant.accountId],
+      );
+      await same("moved");
     });
   } finally {
     await stack.stop();

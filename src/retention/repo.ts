@@ -122,3 +122,17 @@ export async function deleteOldWebhookDeliveries(
       order by d.created_at limit ${limit} for update skip locked))`.execute(db);
   return Number(r.numAffectedRows ?? 0);
 }
+
+/**
+ * Deletes an account's reputation rollup hours (migration 0021) before the cutoff; returns
+ * how many. The cutoff is at least 7 days back, before every window's first hour.
+ */
+export async function deleteReputationHoursBefore(
+  db: Kysely<Database>,
+  accountId: string,
+  cutoff: Date,
+): Promise<number> {
+  // Purpose: a range of the rollup's primary key (account_id, hour); ~24 rows a day an account.
+  const r = await sql`delete from reputation_hours where account_id = ${accountId} and hour < ${cutoff}`.execute(db);
+  return Number(r.numAffectedRows ?? 0);
+}

@@ -48,6 +48,8 @@ export interface RetentionReport {
   attachments: number;
   /** Webhook deliveries that were over (their attempts went with them). */
   webhookDeliveries: number;
+  /** Hours of the reputation rollup. */
+  reputationHours: number;
   /** Delete statements run. */
   statements: number;
   ms: number;
@@ -77,6 +79,7 @@ export async function runRetention(
     outboxFiles: 0,
     attachments: 0,
     webhookDeliveries: 0,
+    reputationHours: 0,
     statements: 0,
     ms: 0,
     aborted: false,
@@ -111,6 +114,7 @@ export async function runRetention(
       after = slice.next;
     }
     report.batches += await slices(() => repo.deleteEmptyBatches(db, accountId, cutoff, chunk), chunk);
+    report.reputationHours += await repo.deleteReputationHoursBefore(db, accountId, cutoff);
     // After the sends: their references went with them.
     const blobChunk = Math.min(chunk, BLOB_CHUNK);
     report.attachments += await slices(
