@@ -10,8 +10,8 @@
 // (WHEN), about once per email. Like send_stats (0016) the triggers only insert, into
 // reputation_delta without a key: an upsert into the account's hour row would hold its lock
 // to the commit, so every transaction recording that account's outcomes would wait for the
-// one before. The fold_stats task moves
-// the deltas into reputation_hours every few seconds; the check reads both.
+// one before. The fold_stats task moves the deltas into reputation_hours every few seconds;
+// the check reads both.
 //
 // The window starts inside an hour (now minus 7 days, or ops' resume): that first hour is
 // counted from the sends themselves, the later ones from the rollup.

@@ -188,6 +188,15 @@ Deno.test("reputation: the hourly rollup counts what a scan of the window's send
       await same("deltas");
       await waitFor(async () => (await stack.count("select count(*) from reputation_delta")) === 0, 10_000, "a fold");
       await same("folded");
+      // The rollup itself holds every counted send of the account, inside the window or not.
+      const { rows: [held] } = await stack.pg.query(
+        `select (select coalesce(sum(sends), 0)::int from reputation_hours where account_id = $1) as rolled,
+           (select count(*)::int from sends where account_id = $1 and not sandbox
+              and status in ('sent', 'delivered', 'bounced')) as counted`,
+        [tenant.accountId],
+      );
+      assert(held.counted > 200, JSON.stringify(held));
+      assertEquals(held.rolled, held.counted);
     });
 
     await t.step("from ops' resume in the middle of an hour", async () => {

@@ -223,9 +223,10 @@ export async function startWorker(deps: Deps, mailer: Mailer): Promise<Worker> {
   // graphile-worker gives a pool up when it cannot record jobs as failed or completed (the
   // database gone): it shuts it down, and its runner's promise may never settle while the
   // jobs it could not hand back stay locked by a pool this process still beats for. A
-  // restart frees them, once Postgres answers again.
-  events.on("pool:fatalError", ({ action }) => {
-    if (!stopping) restart(`graphile-worker gave its pool up (${action})`);
+  // restart frees them, once Postgres answers again. Only a current pool's counts: one that a
+  // restart is killing may give up too, and must not restart the fresh runners.
+  events.on("pool:fatalError", ({ workerPool, action }) => {
+    if (!stopping && pools.includes(workerPool.id)) restart(`graphile-worker gave its pool up (${action})`);
   });
   const heartbeat = startHeartbeat(deps, () => pools, (since) => restart("the database is back", since));
 

@@ -1,8 +1,8 @@
 /**
  * The `fold_stats` task: moves the stats deltas that the event pipeline's trigger inserted
  * (migration 0016) into the rollup, and the reputation deltas (migration 0021) into theirs,
- * then runs again after FOLD_INTERVAL_S. The next run is
- * queued first, so a failed run cannot end the cycle. Queries read the unfolded deltas too,
+ * then runs again after FOLD_INTERVAL_S. The next run is queued first, so a failed run
+ * cannot end the cycle. Queries read the unfolded deltas too,
  * so stats are current either way; folding keeps what they read to a few rows per day.
  */
 import type { Task } from "graphile-worker";
