@@ -59,6 +59,14 @@ async function attemptMetrics(stack: Stack): Promise<Record<string, number>> {
   );
 }
 
+/** The backlog gauges: deliveries pending, and how long the oldest due one has waited (s). */
+async function backlogGauges(stack: Stack): Promise<{ pending: number; oldestDueS: number }> {
+  const res = await fetch(`${stack.url}/metrics`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+  const text = await res.text();
+  const gauge = (name: string) => Number(text.match(new RegExp(`^${name} (\\S+)$`, "m"))?.[1]);
+  return { pending: gauge("pp_webhook_backlog"), oldestDueS: gauge("pp_webhook_oldest_due_seconds") };
+}
+
 async function deliveries(stack: Stack, key: string, endpointId: string): Promise<Json[]> {
   return (await gql(stack, key, DELIVERIES, { id: endpointId })).webhookDeliveries.nodes;
 }
@@ -163,6 +171,20 @@ Deno.test("webhooks: a 5xx and a timeout are retried after 5 s with the same web
     for (const [first, failure] of [[0, "busy"], [2, null]] as const) {
       const { sendTestWebhook: d } = await gql(stack, tenant.key, test, { id: endpoint.id });
       assertEquals([d.eventType, d.status], ["webhook.test", "PENDING"]);
+      if (!failure) {
+        // While its first attempt hangs, the delivery is due and waiting.
+        await waitFor(() => receiver.got.length === first + 1, 10_000, "the hanging attempt");
+        const waiting = await backlogGauges(stack);
+        assertEquals(waiting.pending, 1);
+        assert(waiting.oldestDueS > 0, `oldest due ${waiting.oldestDueS}`);
+      }
+      // Between the attempts the delivery is in the backlog, and not due until its retry.
+      await waitFor(
+        async () => (await deliveries(stack, tenant.key, endpoint.id)).find((x) => x.id === d.id)?.attempts === 1,
+        10_000,
+        "the first attempt recorded",
+      );
+      assertEquals(await backlogGauges(stack), { pending: 1, oldestDueS: 0 });
       const done = await waitFor(() => attemptsOf(d.id), 15_000, "a retried delivery to succeed");
       const [a, b] = receiver.got.slice(first, first + 2);
       assertEquals([a.headers["webhook-id"], b.headers["webhook-id"]], [`msg_${d.id}`, `msg_${d.id}`]);
@@ -174,6 +196,7 @@ Deno.test("webhooks: a 5xx and a timeout are retried after 5 s with the same web
       else assertMatch(done.attemptLog[0].error, /no answer within 1000 ms/);
     }
     assertEquals(verified(receiver, secret).map((x) => x.type), Array(4).fill("webhook.test"));
+    assertEquals((await backlogGauges(stack)).pending, 0);
     // Counted by outcome (the counters are the process's, shared by the tests run in it: deltas).
     const after = await attemptMetrics(stack);
     const delta = (k: string) => (after[k] ?? 0) - (before[k] ?? 0);

@@ -220,16 +220,22 @@ export function attemptsOf(db: Kysely<Database>, deliveryId: string) {
   return db.selectFrom("webhook_attempts").selectAll().where("delivery_id", "=", deliveryId).orderBy("id").execute();
 }
 
-/** Deliveries waiting for an attempt, and how long the oldest due one has waited (seconds, 0: none). */
+/**
+ * Deliveries waiting for an attempt, and how long the oldest due one has waited (seconds, 0:
+ * none), from the webhook queue's jobs: a pending delivery is one that a job still carries
+ * (its first attempt's group, or its retry), and that queue holds only dispatch_webhook jobs
+ * still to do. Deliveries are not indexed by status since migration 0022, so that their
+ * updates stay HOT. The payloads are read from graphile-worker's `_private_jobs` (its public
+ * `jobs` view leaves them out; graphile-worker is pinned); jobs queued before migration 0020,
+ * in the main queue, are not counted.
+ */
 export async function backlog(db: Kysely<Database>): Promise<{ pending: number; oldestDueS: number }> {
-  const r = await db.selectFrom("webhook_deliveries")
-    .select([
-      sql<number>`count(*)::int`.as("pending"),
-      sql<
-        number
-      >`coalesce(extract(epoch from now() - min(next_attempt_at) filter (where next_attempt_at <= now())), 0)::float8`
-        .as("oldest"),
-    ])
-    .where("status", "=", "pending").executeTakeFirstOrThrow();
-  return { pending: r.pending, oldestDueS: r.oldest };
+  const r = await sql<{ pending: number; oldest: number }>`
+    with jobs as (
+      select run_at, coalesce(payload->'deliveryIds', json_build_array(payload->>'deliveryId')) as ids
+      from ${sql.id(WEBHOOK_JOBS, "_private_jobs")})
+    select (select count(distinct id) from jobs, json_array_elements_text(jobs.ids) as id)::int as pending,
+      coalesce(extract(epoch from now() - (select min(run_at) from jobs where run_at <= now())), 0)::float8 as oldest`
+    .execute(db);
+  return { pending: r.rows[0].pending, oldestDueS: r.rows[0].oldest };
 }

@@ -17,7 +17,7 @@ import { CreateWebhookEndpointInput, UpdateWebhookEndpointInput } from "./inputs
 import * as repo from "./repo.ts";
 import { registerCollector, webhookBacklog, webhookOldestDueSeconds } from "../metrics/metrics.ts";
 
-// The webhook backlog, read at every scrape (the partial index on pending deliveries answers it).
+// The webhook backlog, read at every scrape (from the webhook queue's jobs: repo.ts backlog).
 registerCollector("webhooks", async (db) => {
   const { pending, oldestDueS } = await repo.backlog(db);
   webhookBacklog.set(pending);
