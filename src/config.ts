@@ -27,6 +27,7 @@ const EnvSchema = z.object({
   PP_SCHEDULE_HORIZON_S: z.coerce.number().int().min(1).max(86_400).default(600),
   PP_SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(15_000),
   PP_SMTP_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(30_000),
+  PP_LARGE_BODY_TIMEOUT_MS: z.coerce.number().int().min(100).max(3_600_000).default(60_000),
   PP_RENDER_TIMEOUT_MS: z.coerce.number().int().min(50).max(60_000).default(2000),
   PP_RENDER_WORKERS: z.coerce.number().int().min(1).max(16).default(2),
   PP_DB_POOL_SIZE: z.coerce.number().int().min(2).max(200).default(50),
@@ -99,6 +100,12 @@ export interface Config {
   shutdownTimeoutMs: number;
   /** Longest an SMTP relay may take to connect, greet or answer one command, ms. Default 30,000. */
   smtpTimeoutMs: number;
+  /**
+   * Longest a request body over 4 MiB (or a submitted message) may hold one of the few slots for
+   * large bodies while it arrives, ms; past it the answer is 408 request_timeout (SMTP: 451).
+   * Default 60,000: 40 MiB in a minute is 5.6 Mbit/s.
+   */
+  largeBodyTimeoutMs: number;
   /** Longest one template compile or render may take, ms; past it the send is `failed` (render_failed). Default 2000. */
   renderTimeoutMs: number;
   /** Render sandbox processes per service process (see mail/render.ts). Default 2. */
@@ -179,6 +186,7 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     scheduleHorizonS: e.PP_SCHEDULE_HORIZON_S,
     shutdownTimeoutMs: e.PP_SHUTDOWN_TIMEOUT_MS,
     smtpTimeoutMs: e.PP_SMTP_TIMEOUT_MS,
+    largeBodyTimeoutMs: e.PP_LARGE_BODY_TIMEOUT_MS,
     renderTimeoutMs: e.PP_RENDER_TIMEOUT_MS,
     renderWorkers: e.PP_RENDER_WORKERS,
     dbPoolSize: e.PP_DB_POOL_SIZE,

@@ -16,6 +16,7 @@ export const ERROR_STATUS = {
   not_cancellable: 409,
   not_reschedulable: 409,
   idempotency_conflict: 409,
+  request_timeout: 408,
   payload_too_large: 413,
   validation_failed: 422,
   template_not_found: 422,

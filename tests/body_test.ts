@@ -27,20 +27,20 @@ const settledWithin = (p: Promise<unknown>, ms: number) =>
 Deno.test("large bodies: a fourth waits for a slot, small ones do not", async () => {
   const size = LARGE_BODY + 1024 * 1024;
   const limit = 64 * 1024 * 1024;
-  const held = Array.from({ length: LARGE_BODIES }, () => new BodyLease());
+  const held = Array.from({ length: LARGE_BODIES }, () => new BodyLease(60_000));
   for (const lease of held) {
     const b = body(size);
     const got = await readBody(new Request("http://x/", { method: "POST", body: b.stream }), limit, lease);
     assertEquals(got.byteLength, size);
   }
   // Streamed: read up to the large-body mark, then it waits.
-  const next = new BodyLease();
+  const next = new BodyLease(60_000);
   const streamed = body(size);
   const reading = readBody(new Request("http://x/", { method: "POST", body: streamed.stream }), limit, next);
   assertEquals(await settledWithin(reading, 300), false, "the fourth large body waits");
   assert(streamed.state.pulled <= LARGE_BODY + 2 * 65536, `pulled ${streamed.state.pulled} while waiting`);
   // Declared: it waits before a byte is read.
-  const declaredLease = new BodyLease();
+  const declaredLease = new BodyLease(60_000);
   const declared = body(size);
   const declaring = readBody(
     new Request("http://x/", { method: "POST", body: declared.stream, headers: { "content-length": String(size) } }),
@@ -48,7 +48,7 @@ Deno.test("large bodies: a fourth waits for a slot, small ones do not", async ()
     declaredLease,
   );
   // A small body goes on meanwhile.
-  const small = await readBody(new Request("http://x/", { method: "POST", body: "{}" }), limit, new BodyLease());
+  const small = await readBody(new Request("http://x/", { method: "POST", body: "{}" }), limit, new BodyLease(60_000));
   assertEquals(small.byteLength, 2);
   assertEquals(await settledWithin(declaring, 100), false);
   assertEquals(declared.state.pulled, 0, "nothing of a declared large body is read while it waits");

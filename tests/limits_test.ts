@@ -2,6 +2,7 @@
  * Limits: the monthly quota under concurrency (exact counts, never negative), quota
  * headers, Idempotency-Key (replay, conflict, concurrency, GraphQL) and rate limits.
  */
+import { Buffer } from "node:buffer";
 import { assert, assertEquals } from "./assert.ts";
 import { mailsTo, opts, startStack, waitFor, waitForStatus } from "./helpers.ts";
 
@@ -205,3 +206,71 @@ Deno.test("rate limits: 429 with Retry-After and RateLimit headers, per key", op
     await stack.stop();
   }
 });
+
+Deno.test(
+  "large bodies: a stalled upload gives its slot back at the deadline (408), and the next goes through",
+  opts,
+  async () => {
+    const stack = await startStack({ env: { PP_LARGE_BODY_TIMEOUT_MS: "1500" } });
+    const { hostname, port } = new URL(stack.url);
+    const stalled: Deno.TcpConn[] = [];
+    try {
+      const tenant = await stack.tenant();
+      // Three clients take every large-body slot: each declares 10 MiB, sends 5 MiB and stops.
+      const head = `POST /api/v1/sends HTTP/1.1\r\nhost: ${hostname}:${port}\r\nx-api-key: ${tenant.key}\r\n` +
+        `content-type: application/json\r\ncontent-length: ${10 * 1024 * 1024}\r\n\r\n`;
+      const part = new TextEncoder().encode(
+        `{"templateId":"${tenant.templateId}","to":"x@example.test","pad":"` +
+          "a".repeat(5 * 1024 * 1024),
+      );
+      for (let i = 0; i < 3; i++) {
+        const conn = await Deno.connect({ hostname, port: Number(port) });
+        stalled.push(conn);
+        await conn.write(new TextEncoder().encode(head));
+        for (let at = 0; at < part.length;) at += await conn.write(part.subarray(at));
+      }
+      // A real upload with a 3.3 MB file (4.4 MB of JSON) needs a slot too: it waits, then goes through.
+      const t0 = performance.now();
+      const file = new Uint8Array(3_300_000).map((_, i) => i % 251);
+      const upload = stack.api("POST", "/api/v1/sends", {
+        key: tenant.key,
+        body: {
+          templateId: tenant.templateId,
+          to: "big@example.test",
+          personalizations: { order_id: "L-1" },
+          attachments: [{ filename: "big.bin", content: Buffer.from(file).toString("base64") }],
+        },
+      });
+      // Without a deadline it would wait for ever: fail instead.
+      let guard: ReturnType<typeof setTimeout> | undefined;
+      const r = await Promise.race([
+        upload,
+        new Promise<never>((_, reject) => guard = setTimeout(() => reject(new Error("never got a slot")), 20_000)),
+      ]).finally(() => clearTimeout(guard));
+      assertEquals(r.status, 202, JSON.stringify(r.body));
+      const waited = performance.now() - t0;
+      assert(waited >= 1_000, `it waited for a slot (${Math.round(waited)} ms)`);
+      // Each stalled client was answered 408 problem+json request_timeout, and created nothing.
+      for (const conn of stalled) {
+        let text = "";
+        const buf = new Uint8Array(4096);
+        while (!text.includes("}")) {
+          const n = await conn.read(buf);
+          if (n === null) break;
+          text += new TextDecoder().decode(buf.subarray(0, n));
+        }
+        assert(text.startsWith("HTTP/1.1 408"), text.slice(0, 200));
+        assert(/content-type: application\/problem\+json/i.test(text), text.slice(0, 400));
+        assertEquals(JSON.parse(text.slice(text.indexOf("\r\n\r\n") + 4)).code, "request_timeout");
+      }
+      assertEquals(await stack.count("select count(*) from sends"), 1);
+    } finally {
+      for (const conn of stalled) {
+        try {
+          conn.close();
+        } catch { /* closed by the server */ }
+      }
+      await stack.stop();
+    }
+  },
+);

@@ -413,3 +413,55 @@ Deno.test(
     }
   },
 );
+
+Deno.test(
+  "submission: a large message still arriving at its slot's deadline is refused, 451 4.4.2",
+  opts,
+  async () => {
+    const stack = await startStack({ env: { ...SUBMISSION, PP_LARGE_BODY_TIMEOUT_MS: "1000" } });
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: stack.service.submissionPort! });
+    try {
+      const a = await stack.tenant();
+      const enc = new TextEncoder();
+      const dec = new TextDecoder();
+      let pending = "";
+      /** The next complete reply (its last line has a space after the code). */
+      const reply = async (): Promise<string> => {
+        const buf = new Uint8Array(4096);
+        while (!/^\d{3} .*\r\n/m.test(pending)) {
+          const n = await conn.read(buf);
+          if (n === null) throw new Error(`closed after ${JSON.stringify(pending)}`);
+          pending += dec.decode(buf.subarray(0, n));
+        }
+        const end = pending.search(/^\d{3} .*\r\n/m);
+        const lineEnd = pending.indexOf("\r\n", end) + 2;
+        const r = pending.slice(0, lineEnd);
+        pending = pending.slice(lineEnd);
+        return r;
+      };
+      const write = async (bytes: Uint8Array) => {
+        for (let at = 0; at < bytes.length;) at += await conn.write(bytes.subarray(at));
+      };
+      const say = async (line: string) => {
+        await write(enc.encode(line + "\r\n"));
+        return await reply();
+      };
+      assertMatch(await reply(), /^220 /);
+      assertMatch(await say("EHLO client.test"), /^250 /m);
+      assertMatch(await say(`AUTH PLAIN ${btoa(`\0app\0${a.key}`)}`), /^235 /);
+      assertMatch(await say("MAIL FROM:<orders@shop.test>"), /^250 /);
+      assertMatch(await say("RCPT TO:<slow@example.test>"), /^250 /);
+      assertMatch(await say("DATA"), /^354 /);
+      // 5 MiB (past the large-body mark, so it holds a slot), then nothing for 2 s, then the end.
+      await write(enc.encode("From: orders@shop.test\r\nTo: slow@example.test\r\nSubject: Slow\r\n\r\n"));
+      await write(enc.encode(("x".repeat(998) + "\r\n").repeat(5 * 1024 + 300)));
+      await new Promise((r) => setTimeout(r, 2_000));
+      await write(enc.encode(".\r\n"));
+      assertMatch(await reply(), /^451 4\.4\.2 The message did not arrive within 1000 ms/);
+      assertEquals(await stack.count("select count(*) from sends"), 0);
+    } finally {
+      conn.close();
+      await stack.stop();
+    }
+  },
+);

@@ -63,7 +63,7 @@ export function createGraphQLHandler(deps: Deps, limiter: RateLimiter | null) {
     const requestId = requestIdFor(req);
     if (!req.body) return await graphql.fetch(req, { principal, requestId });
     // A large body (files) waits for one of the few slots for large bodies (rest/body.ts).
-    const lease = new BodyLease();
+    const lease = new BodyLease(deps.config.largeBodyTimeoutMs);
     try {
       let body: Uint8Array<ArrayBuffer>;
       try {

@@ -53,26 +53,49 @@ export const LARGE_BODIES = 3;
 let largeHeld = 0;
 const largeWaiting: (() => void)[] = [];
 
+/** The 408 `request_timeout` of a large body that did not arrive within `ms` of taking its slot. */
+export function bodyTimedOut(ms: number): AppError {
+  return new AppError("request_timeout", `the request body did not arrive within ${ms} ms of its upload slot`);
+}
+
 /**
  * A request's claim on one of the LARGE_BODIES slots, taken by readBody when the body turns
  * out large (declared, or counted while streaming) and given back by the caller's `release`
  * once the request is answered. Without one, readBody reads any size up to the limit.
+ *
+ * A slot is held for at most `deadlineMs` of reading (PP_LARGE_BODY_TIMEOUT_MS): past it
+ * `expired` resolves, readBody answers 408 and the slot goes back. Without a deadline, three
+ * clients sending a declared 40 MiB a byte at a time held every slot for as long as they
+ * liked, and every other upload with files waited behind them.
  */
 export class BodyLease {
   #held = false;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #expire!: () => void;
+  /** Resolves when the slot has been held for `deadlineMs` (never, if released first). */
+  readonly expired: Promise<void> = new Promise((r) => this.#expire = r);
 
-  /** Waits for a slot (once). */
+  constructor(readonly deadlineMs: number) {}
+
+  /** Whether the slot is held. */
+  get held(): boolean {
+    return this.#held;
+  }
+
+  /** Waits for a slot (once); the deadline runs from here. */
   async take(): Promise<void> {
     if (this.#held) return;
     while (largeHeld >= LARGE_BODIES) await new Promise<void>((r) => largeWaiting.push(r));
     largeHeld++;
     this.#held = true;
+    this.#timer = setTimeout(this.#expire, this.deadlineMs);
   }
 
   /** Gives the slot back, if taken; safe to call more than once. */
   release(): void {
     if (!this.#held) return;
     this.#held = false;
+    clearTimeout(this.#timer);
     largeHeld--;
     largeWaiting.shift()?.();
   }
@@ -82,7 +105,8 @@ export class BodyLease {
  * The request's body, at most `limit` bytes; throws 413 `payload_too_large` (an AppError) as
  * soon as a declared Content-Length or the bytes received so far pass it, and cancels the
  * rest of the stream, which is then never read. An absent body is empty. With `lease`, a
- * large body waits for its slot before more of it is read.
+ * large body waits for its slot before more of it is read, and throws 408 `request_timeout`
+ * (cancelling the rest, releasing the slot) if it is not all there by the lease's deadline.
  */
 export async function readBody(req: Request, limit: number, lease?: BodyLease): Promise<Uint8Array<ArrayBuffer>> {
   const declared = req.headers.get("content-length");
@@ -92,8 +116,17 @@ export async function readBody(req: Request, limit: number, lease?: BodyLease): 
   const reader = req.body.getReader();
   const chunks: Uint8Array<ArrayBuffer>[] = [];
   let size = 0;
+  const timedOut = null;
   while (true) {
-    const { done, value } = await reader.read();
+    const next = lease?.held
+      ? await Promise.race([reader.read(), lease.expired.then(() => timedOut)])
+      : await reader.read();
+    if (next === timedOut) {
+      reader.cancel().catch(() => {});
+      lease!.release();
+      throw bodyTimedOut(lease!.deadlineMs);
+    }
+    const { done, value } = next;
     if (done) break;
     size += value.byteLength;
     if (size > limit) {

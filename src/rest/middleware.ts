@@ -30,7 +30,7 @@ export async function tenantCall(
   const rate = limiter?.take(t.apiKeyId);
   const headers = new Headers(rate ? rateHeaders(rate) : {});
   let res: Response;
-  const lease = new BodyLease();
+  const lease = new BodyLease(deps.config.largeBodyTimeoutMs);
   try {
     if (rate && !rate.allowed) {
       throw new AppError(

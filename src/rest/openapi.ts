@@ -15,6 +15,7 @@ import { z } from "zod";
 import { ERROR_STATUS, type ErrorCode } from "../errors.ts";
 import { MAX_IDEMPOTENCY_KEY } from "../idempotency/service.ts";
 import type { Logger } from "../log.ts";
+import { LARGE_BODY } from "./body.ts";
 import { methodNotAllowed, Problem } from "./problem.ts";
 import type { Route } from "./router.ts";
 
@@ -146,6 +147,8 @@ const header = (name: string) => ({ [name]: { $ref: `#/components/headers/${name
 function problemCodes(route: Route, doc: RouteDoc, params: string[]): ErrorCode[] {
   const codes = new Set<ErrorCode>([...EVERY_ROUTE, ...(doc.problems ?? [])]);
   if (doc.body) { for (const c of ["invalid_json", "payload_too_large", "validation_failed"] as const) codes.add(c); }
+  // Only a body that can be large holds a slot with a deadline (rest/body.ts BodyLease).
+  if (doc.body && (route.maxBody ?? 0) > LARGE_BODY) codes.add("request_timeout");
   if (doc.query) codes.add("validation_failed");
   if (params.length) codes.add("not_found");
   if (route.idempotent) codes.add("idempotency_conflict").add("validation_failed");

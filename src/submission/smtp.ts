@@ -161,14 +161,22 @@ export async function startSubmission(deps: Deps, port: number): Promise<Submiss
       let ended = false;
       // A large message holds one of the process's large-body slots, shared with HTTP, from
       // its 4 MiB mark until it is answered; without one, its client waits (the stream is
-      // paused, so TCP stops it). Many connections cannot hold 40 MiB each.
-      const lease = new BodyLease();
+      // paused, so TCP stops it). Many connections cannot hold 40 MiB each. A message still
+      // arriving at the slot's deadline gives it back and is refused (451) at its end.
+      const lease = new BodyLease(config.largeBodyTimeoutMs);
       let leased = false;
+      let timedOut = false;
+      lease.expired.then(() => {
+        if (ended) return;
+        timedOut = true;
+        chunks.length = 0;
+        lease.release();
+      });
       stream.on("data", (c: Uint8Array) => {
         // Past the limit, keep draining the stream but stop holding it.
         bytes += c.length;
-        if (bytes <= MAX_MESSAGE_BYTES) chunks.push(c);
-        if (bytes > LARGE_BODY && !leased) {
+        if (bytes <= MAX_MESSAGE_BYTES && !timedOut) chunks.push(c);
+        if (bytes > LARGE_BODY && !leased && !timedOut) {
           leased = true;
           stream.pause();
           lease.take().then(() => stream.resume());
@@ -186,6 +194,10 @@ export async function startSubmission(deps: Deps, port: number): Promise<Submiss
           lease.release();
           log.info("submitted message too large, refused", { session: session.id, bytes });
           return cb(reply(552, `5.3.4 Message too large: at most ${MAX_MESSAGE_BYTES} bytes`));
+        }
+        if (timedOut) {
+          log.info("submitted message too slow, refused", { session: session.id, bytes });
+          return cb(reply(451, `4.4.2 The message did not arrive within ${lease.deadlineMs} ms`));
         }
         const raw = joinChunks(chunks, bytes);
         chunks.length = 0;
