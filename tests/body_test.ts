@@ -5,6 +5,7 @@
  * never wait. Real Request streams, read as the HTTP edge reads them.
  */
 import { BodyLease, LARGE_BODIES, LARGE_BODY, readBody } from "../src/rest/body.ts";
+import { AppError } from "../src/errors.ts";
 import { assert, assertEquals } from "./assert.ts";
 
 /** A body of `size` bytes in 64 KiB chunks, counting what was pulled from it. */
@@ -60,4 +61,23 @@ Deno.test("large bodies: a fourth waits for a slot, small ones do not", async ()
   next.release();
   assertEquals((await declaring).byteLength, size);
   for (const lease of [...held, declaredLease]) lease.release();
+});
+
+Deno.test("a body cut off before its end is 400 invalid_json, not an unexpected error", async () => {
+  let sent = false;
+  const stream = new ReadableStream<Uint8Array>({
+    pull(c) {
+      if (sent) {
+        return c.error(new Deno.errors.BadResource("Cannot read request body as underlying resource unavailable"));
+      }
+      sent = true;
+      c.enqueue(new TextEncoder().encode('{"to":"x@exa'));
+    },
+  });
+  const err = await readBody(new Request("http://x/", { method: "POST", body: stream }), 1024).then(
+    () => null,
+    (e) => e,
+  );
+  assert(err instanceof AppError, String(err));
+  assertEquals([err.code, err.message], ["invalid_json", "the request body ended before it was complete"]);
 });

@@ -107,6 +107,7 @@ export class BodyLease {
  * rest of the stream, which is then never read. An absent body is empty. With `lease`, a
  * large body waits for its slot before more of it is read, and throws 408 `request_timeout`
  * (cancelling the rest, releasing the slot) if it is not all there by the lease's deadline.
+ * A body cut off before its end (the connection lost) throws 400 `invalid_json`.
  */
 export async function readBody(req: Request, limit: number, lease?: BodyLease): Promise<Uint8Array<ArrayBuffer>> {
   const declared = req.headers.get("content-length");
@@ -118,9 +119,17 @@ export async function readBody(req: Request, limit: number, lease?: BodyLease): 
   let size = 0;
   const timedOut = null;
   while (true) {
-    const next = lease?.held
-      ? await Promise.race([reader.read(), lease.expired.then(() => timedOut)])
-      : await reader.read();
+    let next;
+    try {
+      next = lease?.held
+        ? await Promise.race([reader.read(), lease.expired.then(() => timedOut)])
+        : await reader.read();
+    } catch {
+      // The client went away mid-body, or broke its chunked encoding: an incomplete body, not
+      // a fault of ours (it was logged as an unexpected error, with its stack, for every
+      // client that hung up during an upload).
+      throw new AppError("invalid_json", "the request body ended before it was complete");
+    }
     if (next === timedOut) {
       reader.cancel().catch(() => {});
       lease!.release();
