@@ -81,3 +81,34 @@ Deno.test("a body cut off before its end is 400 invalid_json, not an unexpected 
   assert(err instanceof AppError, String(err));
   assertEquals([err.code, err.message], ["invalid_json", "the request body ended before it was complete"]);
 });
+
+Deno.test("a large body not all there by its slot's deadline is 408 request_timeout, and the slot goes back", async () => {
+  const limit = 64 * 1024 * 1024;
+  // Every slot taken by a body that sends past the large-body mark, then nothing.
+  const stalledLeases = Array.from({ length: LARGE_BODIES }, () => new BodyLease(200));
+  const stalled = stalledLeases.map((lease) => {
+    let sent = 0;
+    const stream = new ReadableStream<Uint8Array>({
+      pull(c) {
+        if (sent > LARGE_BODY) return new Promise(() => {}); // never more
+        sent += 65536;
+        c.enqueue(new Uint8Array(65536));
+      },
+    }, { highWaterMark: 0 });
+    return readBody(new Request("http://x/", { method: "POST", body: stream }), limit, lease).then(
+      () => null,
+      (e) => e,
+    );
+  });
+  for (const err of await Promise.all(stalled)) {
+    assert(err instanceof AppError, String(err));
+    assertEquals(err.code, "request_timeout");
+  }
+  assert(stalledLeases.every((l) => !l.held), "each slot given back");
+  // So the next large body is read at once.
+  const next = new BodyLease(60_000);
+  const b = body(LARGE_BODY + 65536);
+  const got = await readBody(new Request("http://x/", { method: "POST", body: b.stream }), limit, next);
+  assertEquals(got.byteLength, LARGE_BODY + 65536);
+  next.release();
+});

@@ -216,6 +216,8 @@ Deno.test(
     const stalled: Deno.TcpConn[] = [];
     try {
       const tenant = await stack.tenant();
+      // From before the first stalled client: its slot's deadline runs from its request.
+      const t0 = performance.now();
       // Three clients take every large-body slot: each declares 10 MiB, sends 5 MiB and stops.
       const head = `POST /api/v1/sends HTTP/1.1\r\nhost: ${hostname}:${port}\r\nx-api-key: ${tenant.key}\r\n` +
         `content-type: application/json\r\ncontent-length: ${10 * 1024 * 1024}\r\n\r\n`;
@@ -230,7 +232,6 @@ Deno.test(
         for (let at = 0; at < part.length;) at += await conn.write(part.subarray(at));
       }
       // A real upload with a 3.3 MB file (4.4 MB of JSON) needs a slot too: it waits, then goes through.
-      const t0 = performance.now();
       const file = new Uint8Array(3_300_000).map((_, i) => i % 251);
       const upload = stack.api("POST", "/api/v1/sends", {
         key: tenant.key,

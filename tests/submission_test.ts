@@ -452,10 +452,10 @@ Deno.test(
       assertMatch(await say("MAIL FROM:<orders@shop.test>"), /^250 /);
       assertMatch(await say("RCPT TO:<slow@example.test>"), /^250 /);
       assertMatch(await say("DATA"), /^354 /);
-      // 5 MiB (past the large-body mark, so it holds a slot), then nothing for 2 s, then the end.
+      // 5 MiB (past the large-body mark, so it holds a slot), then nothing for 3 s, then the end.
       await write(enc.encode("From: orders@shop.test\r\nTo: slow@example.test\r\nSubject: Slow\r\n\r\n"));
       await write(enc.encode(("x".repeat(998) + "\r\n").repeat(5 * 1024 + 300)));
-      await new Promise((r) => setTimeout(r, 2_000));
+      await new Promise((r) => setTimeout(r, 3_000));
       await write(enc.encode(".\r\n"));
       assertMatch(await reply(), /^451 4\.4\.2 The message did not arrive within 1000 ms/);
       assertEquals(await stack.count("select count(*) from sends"), 0);

@@ -118,12 +118,13 @@ export async function readBody(req: Request, limit: number, lease?: BodyLease): 
   const chunks: Uint8Array<ArrayBuffer>[] = [];
   let size = 0;
   const timedOut = null;
+  // Made once the slot is held: one reaction on `expired`, not one per chunk.
+  let expired: Promise<null> | undefined;
   while (true) {
     let next;
     try {
-      next = lease?.held
-        ? await Promise.race([reader.read(), lease.expired.then(() => timedOut)])
-        : await reader.read();
+      if (lease?.held) expired ??= lease.expired.then(() => timedOut);
+      next = expired ? await Promise.race([reader.read(), expired]) : await reader.read();
     } catch {
       // The client went away mid-body, or broke its chunked encoding: an incomplete body, not
       // a fault of ours (it was logged as an unexpected error, with its stack, for every

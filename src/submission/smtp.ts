@@ -166,6 +166,8 @@ export async function startSubmission(deps: Deps, port: number): Promise<Submiss
       const lease = new BodyLease(config.largeBodyTimeoutMs);
       let leased = false;
       let timedOut = false;
+      // Gone (closed or failed) before its end: a slot it was still waiting for is given back at once.
+      let gone = false;
       lease.expired.then(() => {
         if (ended) return;
         timedOut = true;
@@ -179,15 +181,20 @@ export async function startSubmission(deps: Deps, port: number): Promise<Submiss
         if (bytes > LARGE_BODY && !leased && !timedOut) {
           leased = true;
           stream.pause();
-          lease.take().then(() => stream.resume());
+          lease.take().then(() => gone ? lease.release() : stream.resume());
         }
       });
       stream.on("error", (err: Error) => {
+        gone = true;
         lease.release();
         log.warn("submitted message stream failed", { session: session.id, err });
       });
       // The client went away before the end: nothing to answer, the slot goes back.
-      stream.on("close", () => ended || lease.release());
+      stream.on("close", () => {
+        if (ended) return;
+        gone = true;
+        lease.release();
+      });
       stream.on("end", () => {
         ended = true;
         if (stream.sizeExceeded) {

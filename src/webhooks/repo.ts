@@ -223,19 +223,25 @@ export function attemptsOf(db: Kysely<Database>, deliveryId: string) {
 /**
  * Deliveries waiting for an attempt, and how long the oldest due one has waited (seconds, 0:
  * none), from the webhook queue's jobs: a pending delivery is one that a job still carries
- * (its first attempt's group, or its retry), and that queue holds only dispatch_webhook jobs
- * still to do. Deliveries are not indexed by status since migration 0022, so that their
- * updates stay HOT. The payloads are read from graphile-worker's `_private_jobs` (its public
- * `jobs` view leaves them out; graphile-worker is pinned); jobs queued before migration 0020,
- * in the main queue, are not counted.
+ * (its first attempt's group, or its retry). Deliveries are not indexed by status since
+ * migration 0022, so that their updates stay HOT; each id a job carries is looked up by key
+ * instead, and counted while it is still pending. A job that used up its tries is left out
+ * (the `failed` jobs gauge counts it): its deliveries wait for a redelivery, not for it. The
+ * payloads are read from graphile-worker's `_private_jobs` (its public `jobs` view leaves them
+ * out; graphile-worker is pinned); jobs queued before migration 0020, in the main queue, are
+ * not counted.
  */
 export async function backlog(db: Kysely<Database>): Promise<{ pending: number; oldestDueS: number }> {
   const r = await sql<{ pending: number; oldest: number }>`
-    with jobs as (
-      select run_at, coalesce(payload->'deliveryIds', json_build_array(payload->>'deliveryId')) as ids
-      from ${sql.id(WEBHOOK_JOBS, "_private_jobs")})
-    select (select count(distinct id) from jobs, json_array_elements_text(jobs.ids) as id)::int as pending,
-      coalesce(extract(epoch from now() - (select min(run_at) from jobs where run_at <= now())), 0)::float8 as oldest`
+    with carried as (
+      select j.run_at, x.id::uuid as id
+      from ${sql.id(WEBHOOK_JOBS, "_private_jobs")} j,
+        json_array_elements_text(coalesce(j.payload->'deliveryIds', json_build_array(j.payload->>'deliveryId'))) as x(id)
+      where j.attempts < j.max_attempts and x.id is not null),
+    waiting as (
+      select c.run_at, c.id from carried c join webhook_deliveries d on d.id = c.id and d.status = 'pending')
+    select (select count(distinct id) from waiting)::int as pending,
+      coalesce(extract(epoch from now() - (select min(run_at) from waiting where run_at <= now())), 0)::float8 as oldest`
     .execute(db);
   return { pending: r.rows[0].pending, oldestDueS: r.rows[0].oldest };
 }
