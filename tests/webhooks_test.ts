@@ -50,10 +50,15 @@ async function createEndpoint(stack: Stack, key: string, input: Record<string, u
   };
 }
 
+/** The text of the stack's /metrics. */
+async function metricsText(stack: Stack): Promise<string> {
+  const res = await fetch(`${stack.url}/metrics`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+  return await res.text();
+}
+
 /** This process's `pp_webhook_attempts_total` by outcome, from /metrics. */
 async function attemptMetrics(stack: Stack): Promise<Record<string, number>> {
-  const res = await fetch(`${stack.url}/metrics`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
-  const text = await res.text();
+  const text = await metricsText(stack);
   return Object.fromEntries(
     [...text.matchAll(/^pp_webhook_attempts_total\{outcome="(\w+)"\} (\d+)$/gm)].map((m) => [m[1], Number(m[2])]),
   );
@@ -61,8 +66,7 @@ async function attemptMetrics(stack: Stack): Promise<Record<string, number>> {
 
 /** The backlog gauges: deliveries pending, and how long the oldest due one has waited (s). */
 async function backlogGauges(stack: Stack): Promise<{ pending: number; oldestDueS: number }> {
-  const res = await fetch(`${stack.url}/metrics`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
-  const text = await res.text();
+  const text = await metricsText(stack);
   const gauge = (name: string) => Number(text.match(new RegExp(`^${name} (\\S+)$`, "m"))?.[1]);
   return { pending: gauge("pp_webhook_backlog"), oldestDueS: gauge("pp_webhook_oldest_due_seconds") };
 }

@@ -9,8 +9,9 @@
  * library's: a bare CR becomes CRLF (and a dot after it is stuffed), a bare LF becomes CRLF,
  * a dot at the start of a line is doubled. The file bodies buildMime wrote (mime.ts
  * knownBase64) are not looked at: base64 lines hold no dot and no bare CR or LF (with a 1 MB
- * file this loop was 16% of the worker thread's samples, and is no longer among them). tests/dot_stuff_test.ts compares the two
- * on random input cut into random chunks, and on messages with files.
+ * file this loop was 16% of the worker thread's samples, and is no longer among them).
+ * tests/dot_stuff_test.ts compares the two on random input cut into random chunks, and on
+ * messages with files.
  */
 import { Buffer } from "node:buffer";
 import DataStream from "nodemailer/lib/smtp-connection/data-stream.js";

@@ -54,7 +54,7 @@ let largeHeld = 0;
 const largeWaiting: (() => void)[] = [];
 
 /** The 408 `request_timeout` of a large body that did not arrive within `ms` of taking its slot. */
-export function bodyTimedOut(ms: number): AppError {
+function bodyTimedOut(ms: number): AppError {
   return new AppError("request_timeout", `the request body did not arrive within ${ms} ms of its upload slot`);
 }
 
