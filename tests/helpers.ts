@@ -437,7 +437,7 @@ export async function settle(stack: Stack) {
     async () =>
       (await stack.count(
           `select (select count(*) from graphile_worker.jobs where run_at <= now())
-            + (select count(*) from graphile_worker_webhooks.jobs where run_at <= now())`,
+            + (select count(*) from webhook_queue where run_at <= now())`,
         )) === 0 &&
       (await stack.count("select count(*) from sends where status in ('sending', 'sent')")) === 0,
     20_000,

@@ -12,6 +12,7 @@ import {
   type Json,
   opts,
   send,
+  spawnWorker,
   type Stack,
   startStack,
   type TestTenant,
@@ -357,5 +358,76 @@ Deno.test("webhooks: loopback, private and link-local addresses are refused", op
     assertMatch(attempted.attemptLog[0].error, /loopback, private or link-local/);
     assertEquals(receiver.got.length, 0);
     assert((await attemptMetrics(stack)).refused >= 1, "counted as refused");
+
+    // A secret sealed with another PP_SECRET is a refused attempt, retried on the schedule
+    // (not a delivery that keeps coming back).
+    const { rows: [foreign] } = await stack.pg.query(
+      `insert into webhook_endpoints (account_id, url, secret_enc) values ($1, $2, $3) returning id`,
+      [tenant.accountId, "https://hooks.example.com/x", encryptSecret("another deployment's PP_SECRET", "whsec_x")],
+    );
+    await gql(stack, tenant.key, `mutation($id: ID!) { sendTestWebhook(id: $id) { id } }`, { id: foreign.id });
+    const unsealed = await waitFor(
+      async () => {
+        const [first] = await deliveries(stack, tenant.key, foreign.id);
+        return first?.attempts >= 1 ? first : null;
+      },
+      10_000,
+      "the attempt with a foreign secret",
+    );
+    assertEquals(unsealed.status, "PENDING");
+    assert(unsealed.nextAttemptAt, "a retry is scheduled");
+    assertMatch(unsealed.attemptLog[0].error, /^not sent: the endpoint's secret could not be unsealed/);
   }, { PP_WEBHOOK_ALLOW_PRIVATE: "false" });
+});
+
+Deno.test("webhooks: a worker killed mid-POST; its delivery goes out again when its claim runs out", opts, async () => {
+  // The stack answers the API only; the delivery's worker is a process of its own, killed.
+  await webhookTest(async ({ stack, tenant, receiver }) => {
+    let release = () => {};
+    const hung = new Promise<Response>((res) => release = () => res(new Response("late")));
+    receiver.answer = (n) => n === 1 ? hung : new Response("ok");
+    const env = { PP_WEBHOOK_ALLOW_PRIVATE: "true", PP_WEBHOOK_TIMEOUT_MS: "2000" };
+    const first = await spawnWorker(stack, env);
+    let second: Awaited<ReturnType<typeof spawnWorker>> | undefined;
+    try {
+      const { endpoint, secret } = await createEndpoint(stack, tenant.key, { url: receiver.url });
+      const { sendTestWebhook: d } = await gql(
+        stack,
+        tenant.key,
+        `mutation($id: ID!) { sendTestWebhook(id: $id) { id } }`,
+        { id: endpoint.id },
+      );
+      await waitFor(() => receiver.got.length === 1, 10_000, "the first POST");
+      first.child.kill("SIGKILL");
+      await first.child.status;
+      // Its claim holds the delivery for the 2 s timeout and a 10 s margin: not sooner.
+      second = await spawnWorker(stack, env);
+      await new Promise((r) => setTimeout(r, 3_000));
+      assertEquals(receiver.got.length, 1, "no second POST while the dead worker's claim lasts");
+      assertEquals(await stack.count("select count(*)::int from webhook_queue where lease_until > now()"), 1);
+      const done = await waitFor(
+        async () => {
+          const [x] = await deliveries(stack, tenant.key, endpoint.id);
+          return x?.status === "SUCCEEDED" ? x : null;
+        },
+        20_000,
+        "the delivery to go out again and succeed",
+      );
+      const [a, b] = receiver.got;
+      assert(b.at - a.at >= 11_000, `the second POST came ${b.at - a.at} ms after the first`);
+      assertEquals([a.headers["webhook-id"], b.headers["webhook-id"]], [`msg_${d.id}`, `msg_${d.id}`]);
+      assertEquals(verified(receiver, secret).map((x) => x.type), ["webhook.test", "webhook.test"]);
+      // The killed worker's attempt was never recorded: one attempt, the one that succeeded.
+      assertEquals([done.attempts, done.attemptLog.map((x: Json) => x.responseStatus)], [1, [200]]);
+      assertEquals(await stack.count("select count(*)::int from webhook_queue"), 0);
+    } finally {
+      release();
+      for (const w of [first, second]) {
+        try {
+          w?.child.kill("SIGKILL");
+        } catch { /* exited */ }
+      }
+      await Promise.all([first, second].map((w) => w?.child.status));
+    }
+  }, { PP_ROLE: "api" });
 });

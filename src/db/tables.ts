@@ -318,6 +318,13 @@ export interface WebhookDeliveriesTable {
   created_at: Generated<Date>;
 }
 
+/** A pending delivery, due at `run_at` (migration 0023); claimed until `lease_until`. */
+export interface WebhookQueueTable {
+  delivery_id: string;
+  run_at: Generated<Date>;
+  lease_until: NullableTimestamp;
+}
+
 /** One POST of a delivery, kept (≤ 1 KB of the answer). */
 export interface WebhookAttemptsTable {
   id: Generated<string>;
@@ -346,6 +353,7 @@ export interface Database {
   webhook_endpoints: WebhookEndpointsTable;
   webhook_deliveries: WebhookDeliveriesTable;
   webhook_attempts: WebhookAttemptsTable;
+  webhook_queue: WebhookQueueTable;
   attachment_blobs: AttachmentBlobsTable;
   send_attachments: SendAttachmentsTable;
 }

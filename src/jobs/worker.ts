@@ -16,21 +16,13 @@ import type { Deps } from "../context.ts";
 import type { Mailer } from "../mail/transport.ts";
 import { CRONTAB, reputationCheckTask, reputationSweepTask } from "../accounts/jobs.ts";
 import { expandSegmentTask } from "../batches/jobs.ts";
-import { dispatchWebhookTask } from "../webhooks/jobs.ts";
+import { startWebhookDispatcher } from "../webhooks/jobs.ts";
 import { retentionTask } from "../retention/jobs.ts";
 import { recordEventTask } from "../events/jobs.ts";
 import { deliverSendTask, promoteScheduledTask, schedulePromotion } from "../sends/jobs.ts";
 import { foldStatsTask, scheduleFold } from "../stats/jobs.ts";
 import { freePools, startHeartbeat } from "./heartbeat.ts";
 import { isDatabaseUnavailable } from "../errors.ts";
-import { WEBHOOK_JOBS } from "./schemas.ts";
-
-/**
- * Webhook jobs run at once; each posts up to 10 of its deliveries in parallel (webhooks/jobs.ts),
- * so up to 200 POSTs are in flight. 40 measured the same as 20 in the webhooks bench (lag p99
- * 2.27 s vs 2.11–2.16 s): the jobs do not wait for slots.
- */
-const WEBHOOK_CONCURRENCY = 20;
 
 /**
  * How our runner pulls and completes jobs (the benchmark runs its no-op baseline with the
@@ -90,9 +82,8 @@ export interface Worker {
 }
 
 /**
- * Starts the runners (deliveries and the other tasks; webhooks), on the service's pool, with
- * their heartbeat
- * (heartbeat.ts); resolves once it is listening for jobs. It also (re)starts the
+ * Starts the runner, on the service's pool, with its heartbeat (heartbeat.ts), and the webhook
+ * dispatcher; resolves once the runner is listening for jobs. It also (re)starts the
  * promote_scheduled and fold_stats cycles at once, so deferred sends and stats deltas are
  * looked at on start.
  */
@@ -120,7 +111,6 @@ export async function startWorker(deps: Deps, mailer: Mailer): Promise<Worker> {
   let pools: string[] = [];
   const events: WorkerEvents = new EventEmitter();
   events.on("pool:create", ({ workerPool }) => pools.push(workerPool.id));
-  const dispatchWebhook = dispatchWebhookTask(deps);
   // Built once: the tasks hold this process's group commits and caches across restarts.
   const taskList = {
     deliver_send: deliverSendTask(deps, mailer),
@@ -132,8 +122,6 @@ export async function startWorker(deps: Deps, mailer: Mailer): Promise<Worker> {
     // Also deletes expired idempotency keys (the former idempotency_cleanup task).
     retention: retentionTask(deps),
     fold_stats: foldStatsTask(deps),
-    // Jobs queued before migration 0020 gave webhooks their own queue.
-    dispatch_webhook: dispatchWebhook,
   };
   const common = {
     pgPool: deps.pool,
@@ -144,21 +132,7 @@ export async function startWorker(deps: Deps, mailer: Mailer): Promise<Worker> {
     // retry, leaving the rest for closing the database before main.ts's deadline.
     gracefulShutdownAbortTimeout: Math.max(100, config.shutdownTimeoutMs - 2_000),
   };
-  /**
-   * Two runners on the same pool: the main queue's, and the webhook queue's (jobs/schemas.ts)
-   * without a local queue, so a webhook job is fetched as soon as it is queued and never
-   * waits for a slot among those the deliveries hold.
-   */
-  const specs = [
-    { ...common, ...runnerSettings(config), crontab: CRONTAB, taskList },
-    {
-      ...common,
-      schema: WEBHOOK_JOBS,
-      concurrency: WEBHOOK_CONCURRENCY,
-      pollInterval: config.workerPollMs,
-      taskList: { dispatch_webhook: dispatchWebhook },
-    },
-  ];
+  const specs = [{ ...common, ...runnerSettings(config), crontab: CRONTAB, taskList }];
   type Runner = Awaited<ReturnType<typeof run>>;
   /** Starts every runner; when one fails to start, those already started are killed. */
   const start = async (): Promise<Runner[]> => {
@@ -229,12 +203,18 @@ export async function startWorker(deps: Deps, mailer: Mailer): Promise<Worker> {
     if (!stopping && pools.includes(workerPool.id)) restart(`graphile-worker gave its pool up (${action})`);
   });
   const heartbeat = startHeartbeat(deps, () => pools, (since) => restart("the database is back", since));
+  // Webhooks are not graphile-worker jobs (webhooks/jobs.ts): their dispatcher rides out an
+  // outage by itself.
+  const webhooks = startWebhookDispatcher(deps);
 
   return {
     async stop() {
       stopping = true;
       await restarting;
-      await Promise.all(runners.map((r) => r.stop().catch(() => {})));
+      await Promise.all([
+        ...runners.map((r) => r.stop().catch(() => {})),
+        webhooks.stop(Math.max(100, config.shutdownTimeoutMs - 2_000)),
+      ]);
       await heartbeat.stop();
     },
   };

@@ -119,7 +119,8 @@ export const reputationPauses = new Counter({
 /**
  * What one webhook attempt came to: `succeeded` (a 2xx in time), `http_error` (another
  * status, a redirect included), `timeout` (no answer within PP_WEBHOOK_TIMEOUT_MS),
- * `network_error` (no connection, reset, DNS), `refused` (a private address, not allowed).
+ * `network_error` (no connection, reset, DNS), `refused` (not sent: a private address, not
+ * allowed, or a secret this process cannot unseal).
  */
 export type WebhookOutcome = "succeeded" | "http_error" | "timeout" | "network_error" | "refused";
 

@@ -44,12 +44,3 @@ export const UpdateWebhookEndpointInput = z.strictObject({
   enabled: z.boolean().nullish(),
 });
 export type UpdateWebhookEndpointInput = z.infer<typeof UpdateWebhookEndpointInput>;
-
-/**
- * The `dispatch_webhook` job's payload: one delivery (a retry, a redelivery, a test), or a
- * group of up to 100 queued together by the email_events trigger (migration 0011).
- */
-export const DispatchWebhookPayload = z.union([
-  z.object({ deliveryId: z.uuid() }),
-  z.object({ deliveryIds: z.array(z.uuid()).min(1).max(100) }),
-]);

@@ -1,6 +1,7 @@
 /**
- * The `dispatch_webhook` task: one signed POST of one delivery (Standard Webhooks, signed with
- * the npm `standardwebhooks` package), its outcome recorded with the next attempt's job.
+ * The webhook dispatcher: each worker process claims due deliveries from `webhook_queue`
+ * (migration 0023) as it has room for them and POSTs each one, signed (Standard Webhooks, with
+ * the npm `standardwebhooks` package); each outcome is recorded with a group commit.
  *
  * - A `2xx` within PP_WEBHOOK_TIMEOUT_MS (10 s) is success; anything else (another status, a
  *   redirect, a timeout, a refused or reset connection, an address not allowed) is a failed
@@ -12,30 +13,41 @@
  *   with a `tcp` transport: the URL's host still names the site, for Host and TLS). Redirects
  *   are never followed. (node:http's keep-alive agent was not used: under Deno it sent a
  *   POST again when an attempt on a reused connection was cut at its timeout.)
- * - A job carries one delivery, or a group queued together (migration 0011), in the
- *   webhooks' own queue (jobs/schemas.ts). Its deliveries are loaded at once and posted
- *   GROUP_PARALLEL at a time; each outcome is recorded (a group commit) while the next POST
- *   goes out, and the job ends when every outcome is. A throw (the database gone
- *   mid-attempt) leaves the job to graphile-worker's retries; a retried group skips what is
- *   no longer pending.
+ * - Up to IN_FLIGHT POSTs at once per process. A claim takes as many due deliveries as there
+ *   is room for, and leases them (repo.claimDue). An outcome is recorded again until the
+ *   database takes it; a delivery whose outcome never was (its process killed, or stopped
+ *   while the database was away) is claimed again when its lease runs out and goes out again
+ *   with the same `webhook-id`. Claims are made every PP_WORKER_POLL_MS, and as soon
+ *   as CLAIM_AT slots are free while the queue still had more.
  */
-import type { Task } from "graphile-worker";
+import { Buffer } from "node:buffer";
 import { LRUCache } from "lru-cache";
 import { Webhook } from "standardwebhooks";
 import type { Deps } from "../context.ts";
 import { decryptSecret } from "../crypto.ts";
 import { countWebhookAttempt, type WebhookOutcome } from "../metrics/metrics.ts";
 import { AddressNotAllowed, addressToDial } from "./address.ts";
-import { DispatchWebhookPayload } from "./inputs.ts";
 import * as repo from "./repo.ts";
 import { GroupCommit } from "../db/group_commit.ts";
+import { isDatabaseUnavailable } from "../errors.ts";
 
 /** Seconds before each retry (API.md): 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h; 8 attempts in all. */
 export const RETRY_DELAYS_S = [5, 300, 1800, 7200, 18_000, 36_000, 36_000];
-/** Bytes of an answer kept with its attempt. */
+/** Bytes of an answer kept with its attempt (a character cut at the end is decoded as U+FFFD). */
 const KEPT_BODY = 1024;
-/** Deliveries of one grouped job in flight at once. */
-const GROUP_PARALLEL = 10;
+/**
+ * POSTs in flight per process at most: the 20 jobs × 10 lanes of the graphile-worker tasks
+ * this replaced (migration 0023).
+ */
+const IN_FLIGHT = 200;
+/** Attempts at most whose POST is done or under way and whose outcome is not recorded yet. */
+const UNRECORDED = 1_000;
+/** The first wait before recording an outcome again (doubling to 10×). */
+const RECORD_RETRY_MS = 500;
+/** Free slots that make a claim at once while the queue had more than the last claim took. */
+const CLAIM_AT = 50;
+/** How long a claim holds a delivery beyond its POST's timeout: time to record the outcome. */
+const LEASE_MARGIN_S = 10;
 /** How long the secret before a rotation keeps being signed with. */
 const ROTATION_OVERLAP_MS = 24 * 3600_000;
 
@@ -77,6 +89,8 @@ async function dialable(host: string, allowPrivate: boolean): Promise<string> {
   return address;
 }
 
+const decoder = new TextDecoder();
+
 /** POSTs `body` to `url` on a client pinned to an allowed address, reading at most KEPT_BODY; never rejects. */
 async function post(
   url: URL,
@@ -84,7 +98,10 @@ async function post(
   body: string,
   opts: { timeoutMs: number; allowPrivate: boolean },
 ): Promise<PostResult> {
-  const signal = AbortSignal.timeout(opts.timeoutMs);
+  // A timer cleared when the POST is done: AbortSignal.timeout's fires anyway, making a
+  // TimeoutError and an abort event for every POST, 10 s after it.
+  const aborter = new AbortController();
+  const timer = setTimeout(() => aborter.abort(), opts.timeoutMs);
   try {
     const address = await dialable(url.hostname, opts.allowPrivate);
     const port = Number(url.port) || (url.protocol === "https:" ? 443 : 80);
@@ -93,32 +110,35 @@ async function post(
       headers,
       body,
       redirect: "manual",
-      signal,
+      signal: aborter.signal,
       client: clientFor(address, port),
     });
-    let text = "";
+    const kept: Uint8Array[] = [];
     if (res.body) {
-      const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-      while (text.length < KEPT_BODY) {
+      const reader = res.body.getReader();
+      for (let n = 0; n < KEPT_BODY;) {
         const { value, done } = await reader.read();
         if (done) break;
-        text += value;
+        kept.push(value);
+        n += value.length;
+        // Enough kept: the rest is not read.
+        if (n >= KEPT_BODY) await reader.cancel().catch(() => {});
       }
-      // Enough kept: the rest is not read.
-      await reader.cancel().catch(() => {});
     }
     const ok = res.status >= 200 && res.status < 300;
     return {
       status: res.status,
-      body: text.slice(0, KEPT_BODY),
+      body: decoder.decode(Buffer.concat(kept).subarray(0, KEPT_BODY)),
       error: null,
       outcome: ok ? "succeeded" : "http_error",
     };
   } catch (err) {
-    const timedOut = signal.aborted;
+    const timedOut = aborter.signal.aborted;
     const message = timedOut ? `no answer within ${opts.timeoutMs} ms` : String((err as Error)?.message ?? err);
     const outcome = timedOut ? "timeout" : err instanceof AddressNotAllowed ? "refused" : "network_error";
     return { status: null, body: null, error: message.slice(0, 500), outcome };
+  } finally {
+    clearTimeout(timer);
   }
 }
 
@@ -138,43 +158,103 @@ function signature(deps: Deps, d: repo.DeliveryToDispatch, msgId: string, at: Da
   }).join(" ");
 }
 
-/** Builds the `dispatch_webhook` task for a process. */
-export function dispatchWebhookTask(deps: Deps): Task {
-  const postOpts = { timeoutMs: deps.config.webhookTimeoutMs, allowPrivate: deps.config.webhookAllowPrivate };
-  // The loads and outcomes of the attempts running at once are read and written in groups
-  // (one statement each, GroupCommit): a transaction per attempt held the backlog behind the drain.
-  const loads = new GroupCommit<string, repo.DeliveryToDispatch | undefined>(async (ids) => {
-    const found = await repo.deliveriesToDispatch(deps.db, ids);
-    return ids.map((id) => found.get(id));
-  });
+/** A running dispatcher. */
+export interface WebhookDispatcher {
+  /** No more claims; resolves when the POSTs in flight are recorded, or after `waitMs`. */
+  stop(waitMs: number): Promise<void>;
+}
+
+/** Starts this process's dispatcher (the worker roles run one). */
+export function startWebhookDispatcher(deps: Deps): WebhookDispatcher {
+  const { config, log } = deps;
+  const postOpts = { timeoutMs: config.webhookTimeoutMs, allowPrivate: config.webhookAllowPrivate };
+  const leaseS = Math.ceil(config.webhookTimeoutMs / 1000) + LEASE_MARGIN_S;
   const outcomes = new GroupCommit<repo.AttemptOutcome, boolean>((os) => repo.recordAttempts(deps.db, os));
+  /** Attempts whose POST is under way, and those whose outcome is being recorded. */
+  const posting = new Set<Promise<unknown>>();
+  const recording = new Set<Promise<unknown>>();
+  let stopping = false;
+  let claiming = false;
+  /** Whether the last claim filled every free slot: the queue may have more. */
+  let more = false;
+  /** Whether the last claim failed (the database away): logged once per outage. */
+  let failing = false;
+
+  /** Slots free: a POST each, while not too many outcomes wait for their group commit. */
+  const free = () => Math.min(IN_FLIGHT - posting.size, UNRECORDED - posting.size - recording.size);
+
+  /** Tracks a step of an attempt in `set` until it settles; its end may make room for a claim. */
+  const track = (set: Set<Promise<unknown>>, p: Promise<unknown>) => {
+    set.add(p);
+    void p.finally(() => {
+      set.delete(p);
+      if (more) void claim(CLAIM_AT);
+    });
+  };
+
+  /** Logs an attempt whose outcome could not be recorded; never rejects. */
+  const unrecorded = (d: repo.DeliveryToDispatch) => (err: unknown) =>
+    log.warn("webhook attempt not recorded; it goes out again when its claim runs out", {
+      deliveryId: d.id,
+      endpointId: d.endpoint_id,
+      leaseS,
+      err: String(err),
+    });
+
   /**
-   * One attempt of one delivery, loaded already. Resolves once the POST is done, with the
-   * recording of its outcome (and the next attempt's job when it failed) still under way:
-   * the lane goes on to its next POST meanwhile, and the job awaits every recording.
+   * Records an outcome, trying again while the database is away (the claim's lease may run
+   * out meanwhile, and the delivery go out again from another worker: both attempts are then
+   * kept). Gives up on another error, or when the dispatcher stops; then the lease brings the
+   * delivery back.
    */
-  async function attempt(d: repo.DeliveryToDispatch): Promise<{ recorded: Promise<void> }> {
-    if (!d.enabled) return { recorded: repo.failDelivery(deps.db, d.id) };
-    const url = new URL(d.url);
-    const body = d.body;
+  async function record(o: repo.AttemptOutcome): Promise<boolean> {
+    for (let delay = RECORD_RETRY_MS;; delay = Math.min(delay * 2, 10 * RECORD_RETRY_MS)) {
+      try {
+        return await outcomes.add(o);
+      } catch (err) {
+        if (stopping || !isDatabaseUnavailable(err)) throw err;
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
+  }
+
+  /** Signs and POSTs a delivery; a secret this process cannot unseal (another PP_SECRET) is a refused attempt. */
+  async function signAndPost(d: repo.DeliveryToDispatch): Promise<PostResult> {
     const msgId = `msg_${d.id}`;
     const at = new Date();
+    let sig: string;
+    try {
+      sig = signature(deps, d, msgId, at, d.body);
+    } catch (err) {
+      const error = `not sent: the endpoint's secret could not be unsealed (${(err as Error).message})`;
+      return { status: null, body: null, error: error.slice(0, 500), outcome: "refused" };
+    }
     const headers = {
       "content-type": "application/json",
       "user-agent": "PigeonPerch-Webhooks/1",
       "webhook-id": msgId,
       "webhook-timestamp": String(Math.floor(at.getTime() / 1000)),
-      "webhook-signature": signature(deps, d, msgId, at, body),
+      "webhook-signature": sig,
     };
+    return await post(new URL(d.url), headers, d.body, postOpts);
+  }
+
+  /**
+   * One attempt of one claimed delivery. Its slot is free once the POST is done: the
+   * outcome's recording (a group commit) goes on while the next POST goes out.
+   */
+  async function attempt(d: repo.DeliveryToDispatch): Promise<void> {
+    // Done already (a redelivery raced a claim): nothing to send.
+    if (d.status !== "pending") return track(recording, repo.unqueue(deps.db, d.id).catch(unrecorded(d)));
+    if (!d.enabled) return track(recording, repo.failDelivery(deps.db, d.id).catch(unrecorded(d)));
     const t0 = performance.now();
-    const r = await post(url, headers, body, postOpts);
+    const r = await signAndPost(d);
     const durationMs = Math.round(performance.now() - t0);
     countWebhookAttempt(r.outcome);
     const ok = r.outcome === "succeeded";
-    const attempt = d.attempts + 1;
-    const delay = RETRY_DELAYS_S[attempt - 1];
+    const delay = RETRY_DELAYS_S[d.attempts];
     const nextAttemptAt = ok || delay === undefined ? null : new Date(Date.now() + delay * 1000);
-    const recorded = outcomes.add({
+    const recorded = record({
       deliveryId: d.id,
       endpointId: d.endpoint_id,
       ok,
@@ -183,39 +263,52 @@ export function dispatchWebhookTask(deps: Deps): Task {
       error: r.error ?? (ok ? null : `answered ${r.status}`),
       durationMs,
       nextAttemptAt,
-    });
-    return {
-      recorded: recorded.then((disabled) => {
-        const facts = { deliveryId: d.id, endpointId: d.endpoint_id, attempt, status: r.status, ms: durationMs };
-        if (ok) deps.log.debug("webhook delivered", facts);
-        else deps.log.info("webhook attempt failed", { ...facts, err: r.error, retryAt: nextAttemptAt?.toISOString() });
-        if (disabled) {
-          deps.log.warn("webhook endpoint disabled after failing for 5 days", { endpointId: d.endpoint_id });
-        }
-      }),
-    };
+    }).then((disabled) => {
+      const facts = { deliveryId: d.id, endpointId: d.endpoint_id, attempt: d.attempts + 1, status: r.status };
+      if (ok) log.debug("webhook delivered", { ...facts, ms: durationMs });
+      else log.info("webhook attempt failed", { ...facts, ms: durationMs, err: r.error, retryAt: nextAttemptAt });
+      if (disabled) log.warn("webhook endpoint disabled after failing for 5 days", { endpointId: d.endpoint_id });
+    }, unrecorded(d));
+    track(recording, recorded);
   }
 
-  return async (payload) => {
-    const p = DispatchWebhookPayload.parse(payload);
-    const ids = "deliveryId" in p ? [p.deliveryId] : p.deliveryIds;
-    // Deleted ones, and those done already (a redelivery raced this job), are skipped.
-    const due = (await Promise.all(ids.map((id) => loads.add(id)))).filter((d) => d?.status === "pending");
-    // A group's deliveries a few at a time: each waits on its receiver, not on the others.
-    // Each recording gets its handler at once: one rejected while the lanes still post would
-    // otherwise be an unhandled rejection, which ends the thread and the process.
-    const recordings: Promise<void>[] = [];
-    let failure: { err: unknown } | null = null;
-    let next = 0;
-    await Promise.all(Array.from({ length: Math.min(GROUP_PARALLEL, due.length) }, async () => {
-      // After a failed recording (the database gone) no more POSTs: each would be sent again.
-      while (next < due.length && !failure) {
-        const { recorded } = await attempt(due[next++]!);
-        recordings.push(recorded.catch((err) => void (failure ??= { err })));
+  /** Claims due deliveries while at least `minFree` slots are free, and starts them. */
+  async function claim(minFree: number): Promise<void> {
+    if (claiming || stopping) return;
+    claiming = true;
+    try {
+      for (let n = free(); n >= minFree && !stopping; n = free()) {
+        const due = await repo.claimDue(deps.db, n, leaseS);
+        if (failing) log.info("webhook dispatcher: claiming again");
+        failing = false;
+        more = due.length === n;
+        // post() never rejects, and attempt() hands what can to its own handlers.
+        for (const d of due) track(posting, attempt(d).catch(unrecorded(d)));
+        if (!more) break;
+        minFree = CLAIM_AT;
       }
-    }));
-    await Promise.all(recordings);
-    // The job fails: graphile-worker retries it, and the retry skips what was recorded.
-    if (failure) throw (failure as { err: unknown }).err;
+    } catch (err) {
+      if (!failing) log.warn("webhook dispatcher: claiming failed; trying again", { err: String(err) });
+      failing = true;
+    } finally {
+      claiming = false;
+    }
+  }
+
+  const timer = setInterval(() => void claim(1), config.workerPollMs);
+  void claim(1);
+  return {
+    async stop(waitMs) {
+      stopping = true;
+      clearInterval(timer);
+      let timeout: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        (async () => {
+          while (posting.size || recording.size) await Promise.all([...posting, ...recording]);
+        })(),
+        new Promise((res) => timeout = setTimeout(res, waitMs)),
+      ]);
+      clearTimeout(timeout);
+    },
   };
 }

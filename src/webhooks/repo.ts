@@ -1,19 +1,20 @@
-/** SQL for webhook endpoints, their deliveries (queued by the email_events trigger, migration 0010) and attempts. */
+/**
+ * SQL for webhook endpoints, their deliveries (made by the email_events trigger, migration
+ * 0010), the queue of pending ones (`webhook_queue`, migration 0023) and their attempts.
+ */
 import { type Insertable, type Kysely, type Selectable, sql, type Updateable } from "kysely";
-import type { Database, WebhookAttemptsTable, WebhookDeliveriesTable, WebhookEndpointsTable } from "../db/tables.ts";
+import type {
+  Database,
+  WebhookAttemptsTable,
+  WebhookDeliveriesTable,
+  WebhookDeliveryStatus,
+  WebhookEndpointsTable,
+} from "../db/tables.ts";
 import type { Cursor } from "../pagination.ts";
-import { WEBHOOK_JOBS } from "../jobs/schemas.ts";
 
 export type EndpointRow = Selectable<WebhookEndpointsTable>;
 export type DeliveryRow = Selectable<WebhookDeliveriesTable>;
 export type AttemptRow = Selectable<WebhookAttemptsTable>;
-
-/**
- * Tries of one dispatch_webhook job. It throws only when the database fails mid-attempt (a
- * receiver's failure is recorded, not thrown): 10 tries of graphile-worker's backoff outlast
- * an outage of hours (migration 0012 gives the trigger's jobs the same).
- */
-const DISPATCH_ATTEMPTS = 10;
 
 /** How long an endpoint may fail without a success before it is disabled. */
 export const DISABLE_AFTER = "5 days";
@@ -66,23 +67,17 @@ export function rotateSecret(db: Kysely<Database>, accountId: string, id: string
     .where("account_id", "=", accountId).where("id", "=", id).returningAll().executeTakeFirst();
 }
 
-/**
- * Queues a delivery's `dispatch_webhook` job under its key (`webhook:<id>`), at `runAt` (null:
- * now), in the webhooks' own queue (jobs/schemas.ts) like every webhook job since migration 0020.
- */
-async function addDispatchJob(db: Kysely<Database>, deliveryId: string, runAt: Date | null): Promise<void> {
-  await sql`select ${
-    sql.id(WEBHOOK_JOBS, "add_job")
-  }('dispatch_webhook', json_build_object('deliveryId', ${deliveryId}::text),
-    run_at := coalesce(${runAt}::timestamptz, now()), max_attempts := ${DISPATCH_ATTEMPTS}::smallint,
-    job_key := 'webhook:' || ${deliveryId}::text, priority := -1)`.execute(db);
+/** Queues a delivery, due now (again, when it is queued already). */
+async function enqueue(db: Kysely<Database>, deliveryId: string): Promise<void> {
+  await sql`insert into webhook_queue (delivery_id) values (${deliveryId})
+    on conflict (delivery_id) do update set run_at = now(), lease_until = null`.execute(db);
 }
 
 /** Adds a delivery that no event made (`webhook.test`) and queues it, in one transaction. */
 export function queueDelivery(db: Kysely<Database>, row: Insertable<WebhookDeliveriesTable>) {
   return db.transaction().execute(async (trx) => {
     const d = await trx.insertInto("webhook_deliveries").values(row).returningAll().executeTakeFirstOrThrow();
-    await addDispatchJob(trx, d.id, null);
+    await enqueue(trx, d.id);
     return d;
   });
 }
@@ -92,36 +87,45 @@ export function redeliver(db: Kysely<Database>, accountId: string, deliveryId: s
   return db.transaction().execute(async (trx) => {
     const d = await trx.updateTable("webhook_deliveries").set({ status: "pending", next_attempt_at: sql`now()` })
       .where("account_id", "=", accountId).where("id", "=", deliveryId).returningAll().executeTakeFirst();
-    if (d) await addDispatchJob(trx, d.id, null);
+    if (d) await enqueue(trx, d.id);
     return d;
   });
 }
 
-/** Deliveries with what sending them needs of their endpoints, by id (missing ids: deleted). */
-export async function deliveriesToDispatch(db: Kysely<Database>, ids: string[]) {
-  const rows = await db.selectFrom("webhook_deliveries as d").innerJoin(
-    "webhook_endpoints as e",
-    "e.id",
-    "d.endpoint_id",
-  )
-    .select([
-      "d.id",
-      "d.endpoint_id",
-      "d.status",
-      "d.attempts",
-      // The body as stored: sent as it is, not parsed and written again.
-      sql<string>`d.payload::text`.as("body"),
-      "e.url",
-      "e.enabled",
-      "e.secret_enc",
-      "e.previous_secret_enc",
-      "e.rotated_at",
-      "e.failing_since",
-    ])
-    .where("d.id", "in", ids).execute();
-  return new Map(rows.map((r) => [r.id, r]));
+/** A claimed delivery with what sending it needs of its endpoint. */
+export interface DeliveryToDispatch {
+  id: string;
+  endpoint_id: string;
+  status: WebhookDeliveryStatus;
+  attempts: number;
+  /** The payload as stored: sent as it is, not parsed and written again. */
+  body: string;
+  url: string;
+  enabled: boolean;
+  secret_enc: string;
+  previous_secret_enc: string | null;
+  rotated_at: Date | null;
 }
-export type DeliveryToDispatch = NonNullable<ReturnType<Awaited<ReturnType<typeof deliveriesToDispatch>>["get"]>>;
+
+/**
+ * Claims up to `limit` due deliveries, oldest due first, skipping those another claimer holds
+ * or is taking: each is leased for `leaseS` seconds, so a delivery whose claimer died before
+ * recording its attempt is claimed again then. Returns them with their endpoints.
+ */
+export async function claimDue(db: Kysely<Database>, limit: number, leaseS: number): Promise<DeliveryToDispatch[]> {
+  const r = await sql<DeliveryToDispatch>`
+    with claimed as (
+      update webhook_queue q set lease_until = now() + make_interval(secs => ${leaseS})
+      from (select delivery_id from webhook_queue where run_at <= now() and (lease_until is null or lease_until < now())
+        order by run_at limit ${limit} for update skip locked) due
+      where q.delivery_id = due.delivery_id
+      returning q.delivery_id)
+    select d.id, d.endpoint_id, d.status, d.attempts, d.payload::text as body,
+      e.url, e.enabled, e.secret_enc, e.previous_secret_enc, e.rotated_at
+    from claimed c join webhook_deliveries d on d.id = c.delivery_id join webhook_endpoints e on e.id = d.endpoint_id`
+    .execute(db);
+  return r.rows;
+}
 
 /** What one POST of a delivery got. */
 export interface AttemptOutcome {
@@ -139,8 +143,8 @@ export interface AttemptOutcome {
 /**
  * Records attempts set-wise in one transaction: their attempt rows, their deliveries' state,
  * their endpoints' runs of failures (a success ends one; failing for DISABLE_AFTER disables
- * the endpoint and ends the delivery) and the next attempts' jobs. Returns, per outcome in
- * order, whether it disabled its endpoint.
+ * the endpoint and ends the delivery) and their queue rows (a retry's is due at its time,
+ * the others' are deleted). Returns, per outcome in order, whether it disabled its endpoint.
  */
 export function recordAttempts(db: Kysely<Database>, outcomes: AttemptOutcome[]): Promise<boolean[]> {
   const col = <K extends keyof AttemptOutcome>(k: K) => outcomes.map((o) => o[k]);
@@ -184,22 +188,32 @@ export function recordAttempts(db: Kysely<Database>, outcomes: AttemptOutcome[])
       await trx.updateTable("webhook_deliveries").set({ status: "failed", next_attempt_at: null })
         .where("id", "in", ended).execute();
     }
-    const retries = outcomes.filter((o) => o.nextAttemptAt && !disabled.has(o.endpointId));
+    const retry = (o: AttemptOutcome) => o.nextAttemptAt !== null && !disabled.has(o.endpointId);
+    const retries = outcomes.filter(retry);
+    const over = outcomes.filter((o) => !retry(o)).map((o) => o.deliveryId);
     if (retries.length) {
-      await sql`select 1 from ${sql.id(WEBHOOK_JOBS, "add_jobs")}(array(
-        select ('dispatch_webhook', json_build_object('deliveryId', id::text), null, run_at, ${DISPATCH_ATTEMPTS}::smallint,
-          'webhook:' || id::text, -1, null)::${sql.id(WEBHOOK_JOBS, "job_spec")}
+      await sql`update webhook_queue q set run_at = u.run_at, lease_until = null
         from unnest(${retries.map((o) => o.deliveryId)}::uuid[], ${retries.map((o) => o.nextAttemptAt)}::timestamptz[])
-          as u(id, run_at)))`.execute(trx);
+          as u(id, run_at)
+        where q.delivery_id = u.id`.execute(trx);
     }
+    if (over.length) await trx.deleteFrom("webhook_queue").where("delivery_id", "in", over).execute();
     return outcomes.map((o) => !o.ok && disabled.has(o.endpointId));
   });
 }
 
-/** Ends a delivery that can no longer be sent (its endpoint is disabled). */
-export async function failDelivery(db: Kysely<Database>, id: string): Promise<void> {
-  await db.updateTable("webhook_deliveries").set({ status: "failed", next_attempt_at: null })
-    .where("id", "=", id).where("status", "=", "pending").execute();
+/** Ends a delivery that can no longer be sent (its endpoint is disabled), and takes it off the queue. */
+export function failDelivery(db: Kysely<Database>, id: string): Promise<void> {
+  return db.transaction().execute(async (trx) => {
+    await trx.updateTable("webhook_deliveries").set({ status: "failed", next_attempt_at: null })
+      .where("id", "=", id).where("status", "=", "pending").execute();
+    await unqueue(trx, id);
+  });
+}
+
+/** Takes a delivery off the queue (one that is over already: a redelivery raced its claim). */
+export async function unqueue(db: Kysely<Database>, id: string): Promise<void> {
+  await db.deleteFrom("webhook_queue").where("delivery_id", "=", id).execute();
 }
 
 /** A page of an endpoint's deliveries, newest first. */
@@ -221,27 +235,13 @@ export function attemptsOf(db: Kysely<Database>, deliveryId: string) {
 }
 
 /**
- * Deliveries waiting for an attempt, and how long the oldest due one has waited (seconds, 0:
- * none), from the webhook queue's jobs: a pending delivery is one that a job still carries
- * (its first attempt's group, or its retry). Deliveries are not indexed by status since
- * migration 0022, so that their updates stay HOT; each id a job carries is looked up by key
- * instead, and counted while it is still pending. A job that used up its tries is left out
- * (the `failed` jobs gauge counts it): its deliveries wait for a redelivery, not for it. The
- * payloads are read from graphile-worker's `_private_jobs` (its public `jobs` view leaves them
- * out; graphile-worker is pinned); jobs queued before migration 0020, in the main queue, are
- * not counted.
+ * Deliveries waiting for an attempt or in one (every row of the queue), and how long the
+ * oldest due one has been due (seconds, 0: none), one in flight included.
  */
 export async function backlog(db: Kysely<Database>): Promise<{ pending: number; oldestDueS: number }> {
   const r = await sql<{ pending: number; oldest: number }>`
-    with carried as (
-      select j.run_at, x.id::uuid as id
-      from ${sql.id(WEBHOOK_JOBS, "_private_jobs")} j,
-        json_array_elements_text(coalesce(j.payload->'deliveryIds', json_build_array(j.payload->>'deliveryId'))) as x(id)
-      where j.attempts < j.max_attempts and x.id is not null),
-    waiting as (
-      select c.run_at, c.id from carried c join webhook_deliveries d on d.id = c.id and d.status = 'pending')
-    select (select count(distinct id) from waiting)::int as pending,
-      coalesce(extract(epoch from now() - (select min(run_at) from waiting where run_at <= now())), 0)::float8 as oldest`
-    .execute(db);
+    select count(*)::int as pending,
+      coalesce(extract(epoch from now() - min(run_at) filter (where run_at <= now())), 0)::float8 as oldest
+    from webhook_queue`.execute(db);
   return { pending: r.rows[0].pending, oldestDueS: r.rows[0].oldest };
 }

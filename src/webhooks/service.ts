@@ -2,8 +2,8 @@
  * Outbound webhooks (API.md "Outbound webhooks", Standard Webhooks): an account's endpoints,
  * their secrets (`whsec_` + base64 of 24 random bytes, shown once, sealed at rest with
  * PP_SECRET like DKIM keys), tests, redeliveries and the delivery log. Deliveries are queued
- * by the database when events are recorded (migration 0010) and sent by `dispatch_webhook`
- * (jobs.ts).
+ * by the database when events are recorded (migrations 0010, 0023) and sent by each worker's
+ * dispatcher (jobs.ts).
  */
 import { Buffer } from "node:buffer";
 import type { Deps, Principal } from "../context.ts";
@@ -17,7 +17,7 @@ import { CreateWebhookEndpointInput, UpdateWebhookEndpointInput } from "./inputs
 import * as repo from "./repo.ts";
 import { registerCollector, webhookBacklog, webhookOldestDueSeconds } from "../metrics/metrics.ts";
 
-// The webhook backlog, read at every scrape (from the webhook queue's jobs: repo.ts backlog).
+// The webhook backlog, read at every scrape (from the webhook queue: repo.ts backlog).
 registerCollector("webhooks", async (db) => {
   const { pending, oldestDueS } = await repo.backlog(db);
   webhookBacklog.set(pending);
