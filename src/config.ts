@@ -85,7 +85,7 @@ export interface Config {
   deliveryConfirmation: "smtp" | "reports";
   /** Jobs run at once per worker process. Default 100. */
   workerConcurrency: number;
-  /** How often the worker looks for due scheduled jobs, ms. Default 100. */
+  /** How often the worker looks for due scheduled jobs and due webhook deliveries, ms. Default 100. */
   workerPollMs: number;
   /** Pooled SMTP connections per worker process. Default 20. */
   smtpPoolSize: number;
