@@ -51,6 +51,24 @@ async function createEndpoint(stack: Stack, key: string, input: Record<string, u
   };
 }
 
+/** Asks for a `webhook.test` delivery to an endpoint; the delivery's id. */
+async function sendTest(stack: Stack, key: string, endpointId: string): Promise<{ id: string }> {
+  return (await gql(stack, key, `mutation($id: ID!) { sendTestWebhook(id: $id) { id } }`, { id: endpointId }))
+    .sendTestWebhook;
+}
+
+/** An endpoint's newest delivery once it has had an attempt. */
+function firstAttempted(stack: Stack, key: string, endpointId: string): Promise<Json> {
+  return waitFor(
+    async () => {
+      const [first] = await deliveries(stack, key, endpointId);
+      return first?.attempts >= 1 ? first : null;
+    },
+    10_000,
+    "the first attempt",
+  );
+}
+
 /** The text of the stack's /metrics. */
 async function metricsText(stack: Stack): Promise<string> {
   const res = await fetch(`${stack.url}/metrics`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
@@ -217,12 +235,7 @@ Deno.test("webhooks: a 5xx and a timeout are retried after 5 s with the same web
 Deno.test("webhooks: redelivery keeps the webhook-id; a rotated secret signs beside the old one", opts, async () => {
   await webhookTest(async ({ stack, tenant, receiver }) => {
     const { endpoint, secret } = await createEndpoint(stack, tenant.key, { url: receiver.url });
-    const { sendTestWebhook: d } = await gql(
-      stack,
-      tenant.key,
-      `mutation($id: ID!) { sendTestWebhook(id: $id) { id } }`,
-      { id: endpoint.id },
-    );
+    const d = await sendTest(stack, tenant.key, endpoint.id);
     await waitFor(() => receiver.got.length === 1, 10_000, "the test delivery");
     const { rotateWebhookSecret: rotated } = await gql(
       stack,
@@ -266,12 +279,7 @@ Deno.test("webhooks: an endpoint failing for 5 days is disabled, says so, and ge
   await webhookTest(async ({ stack, tenant, receiver }) => {
     receiver.answer = () => new Response("down", { status: 500 });
     const { endpoint } = await createEndpoint(stack, tenant.key, { url: receiver.url });
-    const { sendTestWebhook: d } = await gql(
-      stack,
-      tenant.key,
-      `mutation($id: ID!) { sendTestWebhook(id: $id) { id } }`,
-      { id: endpoint.id },
-    );
+    const d = await sendTest(stack, tenant.key, endpoint.id);
     await waitFor(() => receiver.got.length === 1, 10_000, "the first attempt");
     await waitFor(async () => (await deliveries(stack, tenant.key, endpoint.id))[0].attempts === 1);
     // Only the clock is faked: the run of failures began five days ago.
@@ -340,20 +348,8 @@ Deno.test("webhooks: loopback, private and link-local addresses are refused", op
         encryptSecret(stack.service.deps.secrets.secret, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
       ],
     );
-    const { sendTestWebhook: d } = await gql(
-      stack,
-      tenant.key,
-      `mutation($id: ID!) { sendTestWebhook(id: $id) { id } }`,
-      { id: row.id },
-    );
-    const attempted = await waitFor(
-      async () => {
-        const [first] = await deliveries(stack, tenant.key, row.id);
-        return first?.attempts >= 1 ? first : null;
-      },
-      10_000,
-      "the attempt",
-    );
+    const d = await sendTest(stack, tenant.key, row.id);
+    const attempted = await firstAttempted(stack, tenant.key, row.id);
     assertEquals(attempted.id, d.id);
     assertMatch(attempted.attemptLog[0].error, /loopback, private or link-local/);
     assertEquals(receiver.got.length, 0);
@@ -365,15 +361,8 @@ Deno.test("webhooks: loopback, private and link-local addresses are refused", op
       `insert into webhook_endpoints (account_id, url, secret_enc) values ($1, $2, $3) returning id`,
       [tenant.accountId, "https://hooks.example.com/x", encryptSecret("another deployment's PP_SECRET", "whsec_x")],
     );
-    await gql(stack, tenant.key, `mutation($id: ID!) { sendTestWebhook(id: $id) { id } }`, { id: foreign.id });
-    const unsealed = await waitFor(
-      async () => {
-        const [first] = await deliveries(stack, tenant.key, foreign.id);
-        return first?.attempts >= 1 ? first : null;
-      },
-      10_000,
-      "the attempt with a foreign secret",
-    );
+    await sendTest(stack, tenant.key, foreign.id);
+    const unsealed = await firstAttempted(stack, tenant.key, foreign.id);
     assertEquals(unsealed.status, "PENDING");
     assert(unsealed.nextAttemptAt, "a retry is scheduled");
     assertMatch(unsealed.attemptLog[0].error, /^not sent: the endpoint's secret could not be unsealed/);
@@ -391,12 +380,7 @@ Deno.test("webhooks: a worker killed mid-POST; its delivery goes out again when 
     let second: Awaited<ReturnType<typeof spawnWorker>> | undefined;
     try {
       const { endpoint, secret } = await createEndpoint(stack, tenant.key, { url: receiver.url });
-      const { sendTestWebhook: d } = await gql(
-        stack,
-        tenant.key,
-        `mutation($id: ID!) { sendTestWebhook(id: $id) { id } }`,
-        { id: endpoint.id },
-      );
+      const d = await sendTest(stack, tenant.key, endpoint.id);
       await waitFor(() => receiver.got.length === 1, 10_000, "the first POST");
       first.child.kill("SIGKILL");
       await first.child.status;
