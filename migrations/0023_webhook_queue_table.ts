@@ -8,8 +8,9 @@
 // A row is a pending delivery, due at `run_at`. A claim leases it (`lease_until`: the
 // claimer's POST timeout and then some), so a delivery whose claimer died is claimed again
 // when its lease runs out. Recording an attempt deletes the row, or sets `run_at` to the
-// retry's time and ends the lease. A claim changes no indexed column: the update is HOT. Pending deliveries carried by webhook jobs move here, and those jobs go with the
-// webhook queue's graphile-worker schema.
+// retry's time and ends the lease. A claim changes no indexed column: the update is HOT.
+// Pending deliveries carried by webhook jobs move here, and those jobs go with the webhook
+// queue's graphile-worker schema.
 import { type Kysely, sql } from "kysely";
 import { queueWebhooksFunction } from "./0010_webhooks.ts";
 import { groupedJobs } from "./0011_webhook_groups.ts";

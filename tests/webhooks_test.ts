@@ -5,6 +5,7 @@
 import { Webhook } from "standardwebhooks";
 import { type Receiver, startReceiver, verified } from "./webhook_receiver.ts";
 import { encryptSecret } from "../src/crypto.ts";
+import { recordAttempts } from "../src/webhooks/repo.ts";
 import { assert, assertEquals, assertMatch } from "./assert.ts";
 import {
   ADMIN_TOKEN,
@@ -415,3 +416,36 @@ Deno.test("webhooks: a worker killed mid-POST; its delivery goes out again when 
     }
   }, { PP_ROLE: "api" });
 });
+
+Deno.test(
+  "webhooks: a failure recorded after a success (two claims of one delivery) leaves it succeeded and off the queue",
+  opts,
+  async () => {
+    // Role api: no dispatcher, so only the recordings below touch the delivery.
+    await webhookTest(async ({ stack, tenant, receiver }) => {
+      const { endpoint } = await createEndpoint(stack, tenant.key, { url: receiver.url });
+      const d = await sendTest(stack, tenant.key, endpoint.id);
+      const outcome = (ok: boolean, retryInS: number | null) => ({
+        deliveryId: d.id,
+        endpointId: endpoint.id,
+        ok,
+        responseStatus: ok ? 200 : 503,
+        responseBody: null,
+        error: ok ? null : "answered 503",
+        durationMs: 5,
+        nextAttemptAt: retryInS === null ? null : new Date(Date.now() + retryInS * 1000),
+      });
+      const queued = () =>
+        stack.count("select count(*)::int from webhook_queue where delivery_id = $1 and run_at > now()", [d.id]);
+      const db = stack.service.deps.db;
+
+      await recordAttempts(db, [outcome(false, 300)]);
+      assertEquals(await queued(), 1, "a failure with a retry is queued at the retry's time");
+      await recordAttempts(db, [outcome(true, null)]);
+      await recordAttempts(db, [outcome(false, 5)]);
+      const [row] = await deliveries(stack, tenant.key, endpoint.id);
+      assertEquals([row.status, row.attempts, row.nextAttemptAt], ["SUCCEEDED", 3, null]);
+      assertEquals(await stack.count("select count(*)::int from webhook_queue"), 0);
+    }, { PP_ROLE: "api" });
+  },
+);

@@ -154,9 +154,13 @@ export function recordAttempts(db: Kysely<Database>, outcomes: AttemptOutcome[])
       col("responseBody")
     }::text[],
         ${col("error")}::text[], ${col("durationMs")}::int[])`.execute(trx);
+    // A failure recorded after a success (two claims of one delivery: a lease that ran out, a
+    // redelivery during an attempt) is kept in the log but does not undo the success.
     await sql`update webhook_deliveries d set
-        status = case when u.ok then 'succeeded' when u.next_at is not null then 'pending' else 'failed' end,
-        attempts = d.attempts + 1, response_status = u.status, last_attempt_at = now(), next_attempt_at = u.next_at
+        status = case when u.ok or d.status = 'succeeded' then 'succeeded'
+          when u.next_at is not null then 'pending' else 'failed' end,
+        attempts = d.attempts + 1, response_status = u.status, last_attempt_at = now(),
+        next_attempt_at = case when not u.ok and d.status = 'succeeded' then null else u.next_at end
       from unnest(${col("deliveryId")}::uuid[], ${col("ok")}::bool[], ${col("responseStatus")}::int[],
         ${col("nextAttemptAt")}::timestamptz[]) as u(id, ok, status, next_at)
       where d.id = u.id`.execute(trx);
@@ -192,10 +196,12 @@ export function recordAttempts(db: Kysely<Database>, outcomes: AttemptOutcome[])
     const retries = outcomes.filter(retry);
     const over = outcomes.filter((o) => !retry(o)).map((o) => o.deliveryId);
     if (retries.length) {
-      await sql`update webhook_queue q set run_at = u.run_at, lease_until = null
-        from unnest(${retries.map((o) => o.deliveryId)}::uuid[], ${retries.map((o) => o.nextAttemptAt)}::timestamptz[])
-          as u(id, run_at)
-        where q.delivery_id = u.id`.execute(trx);
+      // Upserted: the other claim's outcome may have taken the row off the queue already, and
+      // a pending delivery without one would never be tried again.
+      await sql`insert into webhook_queue (delivery_id, run_at)
+        select id, next_attempt_at from webhook_deliveries
+        where id = any(${retries.map((o) => o.deliveryId)}::uuid[]) and status = 'pending'
+        on conflict (delivery_id) do update set run_at = excluded.run_at, lease_until = null`.execute(trx);
     }
     if (over.length) await trx.deleteFrom("webhook_queue").where("delivery_id", "in", over).execute();
     return outcomes.map((o) => !o.ok && disabled.has(o.endpointId));
