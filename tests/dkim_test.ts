@@ -2,18 +2,27 @@
  * Our DKIM signer (src/mail/dkim.ts) against a real verifier (npm mailauth), on messages that
  * exercise relaxed canonicalization: folded headers, encoded words, whitespace runs, trailing
  * whitespace and blank lines, repeated headers, an empty body. The RSA signature comes from
- * libcrypto (FFI, sync and nonblocking) or node:crypto; all three give the same bytes.
+ * libcrypto (FFI: sync, nonblocking, or on a signing thread of lower priority) or
+ * node:crypto; all four give the same bytes.
  */
 import { dkimVerify } from "mailauth/lib/dkim/verify.js";
 import { Buffer } from "node:buffer";
 import { dkimOptions, dkimTxtValue, generateDkimKeys, signDkim } from "../src/mail/dkim.ts";
-import { nodeCryptoSigner, openSslSigner, type RsaSigner } from "../src/mail/rsa_sign.ts";
+import { nodeCryptoSigner, openSslSigner, type RsaSigner, threadSigner } from "../src/mail/rsa_sign.ts";
+import { createLogger } from "../src/log.ts";
 import { createMailer } from "../src/mail/transport.ts";
 import { assert, assertEquals, assertMatch, assertNotMatch } from "./assert.ts";
 import { txtResolver } from "./helpers.ts";
 
 const DOMAIN = "brand.test";
 const SELECTOR = "pp202611";
+
+/** How many threads this process has (/proc/self/task). */
+async function threadCount(): Promise<number> {
+  let n = 0;
+  for await (const _ of Deno.readDir("/proc/self/task")) n++;
+  return n;
+}
 
 /** The DKIM-Signature header block (folded lines included) of a signed message. */
 const dkimHeader = (raw: string): string => raw.match(/^DKIM-Signature:[^\r\n]*(?:\r\n[ \t][^\r\n]*)*/mi)?.[0] ?? "";
@@ -80,7 +89,11 @@ Deno.test("dkim: our signer verifies with mailauth, with every RSA backend", asy
   const signers: RsaSigner[] = [nodeCryptoSigner()];
   let opensslError = "";
   try {
-    signers.push(openSslSigner({ nonblocking: false }), openSslSigner({ nonblocking: true }));
+    signers.push(
+      openSslSigner({ nonblocking: false }),
+      openSslSigner({ nonblocking: true }),
+      threadSigner({ threads: 2, fallback: openSslSigner({ nonblocking: true }), log: createLogger("error") }),
+    );
   } catch (err) {
     opensslError = String(err);
   }
@@ -138,7 +151,7 @@ Deno.test("dkim: our signer verifies with mailauth, with every RSA backend", asy
     });
 
     await t.step({
-      name: "openssl (sync and nonblocking) and node:crypto sign the same bytes",
+      name: "openssl (sync, nonblocking, on a thread) and node:crypto sign the same bytes",
       ignore: signers.length === 1,
       fn: async () => {
         const time = new Date();
@@ -147,15 +160,53 @@ Deno.test("dkim: our signer verifies with mailauth, with every RSA backend", asy
           for (const out of outputs) assertEquals((await verify(out)).status.result, "pass");
           assertEquals(outputs[1], outputs[0], "openssl sync = node:crypto");
           assertEquals(outputs[2], outputs[0], "openssl nonblocking = node:crypto");
+          assertEquals(outputs[3], outputs[0], "openssl on a signing thread = node:crypto");
         }
         // Many at once through the nonblocking path (the thread pool) stay correct.
         const data = new TextEncoder().encode("dkim-signature:v=1; b=");
         const expected = await signers[0].sign(data, keys.privateKeyPem);
-        const many = await Promise.all(Array.from({ length: 50 }, () => signers[2].sign(data, keys.privateKeyPem)));
-        for (const sig of many) assertEquals(sig, expected);
+        for (const signer of signers.slice(2)) {
+          const many = await Promise.all(Array.from({ length: 50 }, () => signer.sign(data, keys.privateKeyPem)));
+          for (const sig of many) assertEquals(sig, expected);
+        }
       },
     });
     if (opensslError) console.warn(`openssl signer not tested: ${opensslError}`);
+
+    await t.step({
+      name: "a signing thread starts with the first signature, stops when idle, and gives way to the fallback",
+      ignore: signers.length === 1 || Deno.build.os !== "linux",
+      fn: async () => {
+        const data = new TextEncoder().encode("dkim-signature:v=1; b=");
+        const expected = await signers[0].sign(data, keys.privateKeyPem);
+        const log = createLogger("error");
+        const threaded = threadSigner({ threads: 1, fallback: nodeCryptoSigner(), log, idleMs: 300 });
+        try {
+          const before = await threadCount();
+          assertEquals(await threaded.sign(data, keys.privateKeyPem), expected);
+          assert(await threadCount() > before, "a thread of its own signs");
+          // Idle for longer than idleMs: the thread is gone; the next signature starts one again.
+          await new Promise((r) => setTimeout(r, 1_000));
+          assertEquals(await threadCount(), before);
+          assertEquals(await threaded.sign(data, keys.privateKeyPem), expected);
+        } finally {
+          threaded.close();
+        }
+        // No libcrypto where the thread looks: the fallback signs, with the same bytes.
+        const noLib = threadSigner({
+          threads: 1,
+          fallback: nodeCryptoSigner(),
+          log,
+          paths: ["/nonexistent/libcrypto.so.3"],
+        });
+        try {
+          assertEquals(await noLib.sign(data, keys.privateKeyPem), expected);
+          assertEquals(await noLib.sign(data, keys.privateKeyPem), expected);
+        } finally {
+          noLib.close();
+        }
+      },
+    });
 
     await t.step("keys that are not usable RSA keys are refused by every backend", async () => {
       const { privateKey: ec } = await crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, true, [
