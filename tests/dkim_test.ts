@@ -2,8 +2,8 @@
  * Our DKIM signer (src/mail/dkim.ts) against a real verifier (npm mailauth), on messages that
  * exercise relaxed canonicalization: folded headers, encoded words, whitespace runs, trailing
  * whitespace and blank lines, repeated headers, an empty body. The RSA signature comes from
- * libcrypto (FFI: sync, nonblocking, or on a signing thread of lower priority) or
- * node:crypto; all four give the same bytes.
+ * libcrypto (FFI: sync, nonblocking, or on a signing thread of our own) or node:crypto; all
+ * four give the same bytes.
  */
 import { dkimVerify } from "mailauth/lib/dkim/verify.js";
 import { Buffer } from "node:buffer";
@@ -17,10 +17,13 @@ import { txtResolver } from "./helpers.ts";
 const DOMAIN = "brand.test";
 const SELECTOR = "pp202611";
 
-/** How many threads this process has (/proc/self/task). */
-async function threadCount(): Promise<number> {
+/** How many Worker threads this process has (Deno names each one's thread `worker-N`; /proc/self/task). */
+async function workerThreads(): Promise<number> {
   let n = 0;
-  for await (const _ of Deno.readDir("/proc/self/task")) n++;
+  for await (const t of Deno.readDir("/proc/self/task")) {
+    const name = await Deno.readTextFile(`/proc/self/task/${t.name}/comm`).catch(() => "");
+    if (name.startsWith("worker-")) n++;
+  }
   return n;
 }
 
@@ -182,12 +185,12 @@ Deno.test("dkim: our signer verifies with mailauth, with every RSA backend", asy
         const log = createLogger("error");
         const threaded = threadSigner({ threads: 1, fallback: nodeCryptoSigner(), log, idleMs: 300 });
         try {
-          const before = await threadCount();
+          const before = await workerThreads();
           assertEquals(await threaded.sign(data, keys.privateKeyPem), expected);
-          assert(await threadCount() > before, "a thread of its own signs");
+          assertEquals(await workerThreads(), before + 1, "a thread of its own signs");
           // Idle for longer than idleMs: the thread is gone; the next signature starts one again.
           await new Promise((r) => setTimeout(r, 1_000));
-          assertEquals(await threadCount(), before);
+          assertEquals(await workerThreads(), before);
           assertEquals(await threaded.sign(data, keys.privateKeyPem), expected);
         } finally {
           threaded.close();

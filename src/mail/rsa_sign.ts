@@ -19,7 +19,7 @@ import { createLogger, type Logger, type LogLevel } from "../log.ts";
 export interface RsaSigner {
   /**
    * Which implementation signs: libcrypto through FFI (on Deno's blocking pool or the calling
-   * thread), libcrypto on signing threads of lower priority, or the node:crypto fallback.
+   * thread), libcrypto on signing threads of our own (threadSigner), or the node:crypto fallback.
    */
   readonly backend: "openssl" | "openssl-thread" | "node:crypto";
   /**
