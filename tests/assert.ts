@@ -25,3 +25,19 @@ export function assertMatch(actual: string, re: RegExp, msg?: string): void {
 export function assertNotMatch(actual: string, re: RegExp, msg?: string): void {
   nodeAssert.doesNotMatch(actual, re, msg);
 }
+
+/** `fn`'s promise rejects (with an instance of `type`, and a message containing `includes`, when given). */
+export async function assertRejects(
+  fn: () => Promise<unknown>,
+  // deno-lint-ignore no-explicit-any
+  type?: new (...args: any[]) => Error,
+  includes?: string,
+): Promise<void> {
+  await nodeAssert.rejects(fn, (err: unknown) => {
+    if (type) nodeAssert.ok(err instanceof type, `rejected with ${err}, not a ${type.name}`);
+    if (includes) {
+      nodeAssert.ok(String((err as Error)?.message).includes(includes), `${err} does not say "${includes}"`);
+    }
+    return true;
+  });
+}

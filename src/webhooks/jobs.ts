@@ -9,10 +9,10 @@
  * - Every retry keeps the delivery's `webhook-id` (`msg_<delivery id>`) and body; the
  *   timestamp and signature are the attempt's own.
  * - Each attempt resolves the endpoint's host and checks every address (address.ts); the
- *   request then goes over a keep-alive client pinned to the checked address (Deno's fetch
- *   with a `tcp` transport: the URL's host still names the site, for Host and TLS). Redirects
- *   are never followed. (node:http's keep-alive agent was not used: under Deno it sent a
- *   POST again when an attempt on a reused connection was cut at its timeout.)
+ *   request then goes over a keep-alive connection to the checked address (http.ts, the
+ *   dispatcher's own client: the URL's host still names the site, for Host and TLS).
+ *   Redirects are never followed. (node:http's keep-alive agent was not used: under Deno it
+ *   sent a POST again when an attempt on a reused connection was cut at its timeout.)
  * - Up to IN_FLIGHT POSTs at once per process. A claim takes as many due deliveries as there
  *   is room for, and leases them (repo.claimDue). An outcome is recorded again until the
  *   database takes it; a delivery whose outcome never was (its process killed, or stopped
@@ -20,13 +20,13 @@
  *   with the same `webhook-id`. Claims are made every PP_WORKER_POLL_MS, and as soon
  *   as CLAIM_AT slots are free while the queue still had more.
  */
-import { Buffer } from "node:buffer";
 import { LRUCache } from "lru-cache";
 import { Webhook } from "standardwebhooks";
 import type { Deps } from "../context.ts";
 import { decryptSecret } from "../crypto.ts";
 import { countWebhookAttempt, type WebhookOutcome } from "../metrics/metrics.ts";
 import { AddressNotAllowed, addressToDial } from "./address.ts";
+import { HttpTimeout, PostClient } from "./http.ts";
 import * as repo from "./repo.ts";
 import { GroupCommit } from "../db/group_commit.ts";
 import { isDatabaseUnavailable } from "../errors.ts";
@@ -59,22 +59,6 @@ interface PostResult {
   outcome: WebhookOutcome;
 }
 
-/** Keep-alive clients by the address they are pinned to, at most 256 (the least used is closed). */
-const clients = new LRUCache<string, Deno.HttpClient>({
-  max: 256,
-  dispose: (client) => client.close(),
-});
-
-function clientFor(address: string, port: number): Deno.HttpClient {
-  const key = `${address}|${port}`;
-  let client = clients.get(key);
-  if (!client) {
-    client = Deno.createHttpClient({ proxy: { transport: "tcp", hostname: address, port }, poolIdleTimeout: 60_000 });
-    clients.set(key, client);
-  }
-  return client;
-}
-
 /**
  * Checked addresses by host for 30 s: a lookup per POST went to the resolver's thread pool
  * for every event. Only allowed answers are kept (the connection still goes to the checked
@@ -90,55 +74,38 @@ async function dialable(host: string, allowPrivate: boolean): Promise<string> {
 }
 
 const decoder = new TextDecoder();
+const encoder = new TextEncoder();
 
-/** POSTs `body` to `url` on a client pinned to an allowed address, reading at most KEPT_BODY; never rejects. */
+/** POSTs `body` to `url` at an allowed address of its host, keeping at most KEPT_BODY of the answer; never rejects. */
 async function post(
+  client: PostClient,
   url: URL,
   headers: Record<string, string>,
   body: string,
   opts: { timeoutMs: number; allowPrivate: boolean },
 ): Promise<PostResult> {
-  // A timer cleared when the POST is done: AbortSignal.timeout's fires anyway, making a
-  // TimeoutError and an abort event for every POST, 10 s after it.
-  const aborter = new AbortController();
-  const timer = setTimeout(() => aborter.abort(), opts.timeoutMs);
   try {
     const address = await dialable(url.hostname, opts.allowPrivate);
     const port = Number(url.port) || (url.protocol === "https:" ? 443 : 80);
-    const res = await fetch(url, {
-      method: "POST",
-      headers,
-      body,
-      redirect: "manual",
-      signal: aborter.signal,
-      client: clientFor(address, port),
+    const res = await client.post({ address, port, url }, headers, encoder.encode(body), {
+      timeoutMs: opts.timeoutMs,
+      keep: KEPT_BODY,
     });
-    const kept: Uint8Array[] = [];
-    if (res.body) {
-      const reader = res.body.getReader();
-      for (let n = 0; n < KEPT_BODY;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        kept.push(value);
-        n += value.length;
-        // Enough kept: the rest is not read.
-        if (n >= KEPT_BODY) await reader.cancel().catch(() => {});
-      }
-    }
     const ok = res.status >= 200 && res.status < 300;
     return {
       status: res.status,
-      body: decoder.decode(Buffer.concat(kept).subarray(0, KEPT_BODY)),
+      body: decoder.decode(res.body),
       error: null,
       outcome: ok ? "succeeded" : "http_error",
     };
   } catch (err) {
-    const timedOut = aborter.signal.aborted;
-    const message = timedOut ? `no answer within ${opts.timeoutMs} ms` : String((err as Error)?.message ?? err);
-    const outcome = timedOut ? "timeout" : err instanceof AddressNotAllowed ? "refused" : "network_error";
+    const message = String((err as Error)?.message ?? err);
+    const outcome = err instanceof HttpTimeout
+      ? "timeout"
+      : err instanceof AddressNotAllowed
+      ? "refused"
+      : "network_error";
     return { status: null, body: null, error: message.slice(0, 500), outcome };
-  } finally {
-    clearTimeout(timer);
   }
 }
 
@@ -169,6 +136,7 @@ export function startWebhookDispatcher(deps: Deps): WebhookDispatcher {
   const { config, log } = deps;
   const postOpts = { timeoutMs: config.webhookTimeoutMs, allowPrivate: config.webhookAllowPrivate };
   const leaseS = Math.ceil(config.webhookTimeoutMs / 1000) + LEASE_MARGIN_S;
+  const client = new PostClient();
   const outcomes = new GroupCommit<repo.AttemptOutcome, boolean>((os) => repo.recordAttempts(deps.db, os));
   /** Attempts whose POST is under way, and those whose outcome is being recorded. */
   const posting = new Set<Promise<unknown>>();
@@ -236,7 +204,7 @@ export function startWebhookDispatcher(deps: Deps): WebhookDispatcher {
       "webhook-timestamp": String(Math.floor(at.getTime() / 1000)),
       "webhook-signature": sig,
     };
-    return await post(new URL(d.url), headers, d.body, postOpts);
+    return await post(client, new URL(d.url), headers, d.body, postOpts);
   }
 
   /**
@@ -309,6 +277,7 @@ export function startWebhookDispatcher(deps: Deps): WebhookDispatcher {
         new Promise((res) => timeout = setTimeout(res, waitMs)),
       ]);
       clearTimeout(timeout);
+      client.close();
     },
   };
 }
