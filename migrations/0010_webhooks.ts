@@ -21,9 +21,9 @@ export const ONE_JOB_EACH = `      perform graphile_worker.add_jobs(array(
  * The trigger function: the rows one statement inserted into email_events become deliveries
  * for the subscribed endpoints, then `queueJobs` queues their jobs (migration 0011 changes
  * only that). The body of each delivery is built here once (API.md): retries send the same
- * bytes.
+ * bytes. `build` makes its objects (migration 0024 builds json, not jsonb).
  */
-export function queueWebhooksFunction(queueJobs: string): string {
+export function queueWebhooksFunction(queueJobs: string, build = "jsonb_build_object"): string {
   return `
     create or replace function pp_queue_webhooks() returns trigger language plpgsql as $$
     declare
@@ -34,12 +34,12 @@ export function queueWebhooksFunction(queueJobs: string): string {
       with d as (
         insert into webhook_deliveries (endpoint_id, account_id, event_id, event_type, payload)
         select w.id, ev.account_id, ev.id, 'email.' || ev.type,
-          jsonb_build_object(
+          ${build}(
             'type', 'email.' || ev.type,
             'timestamp', to_char(ev.occurred_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
-            'data', jsonb_build_object(
+            'data', ${build}(
               'sendId', s.id, 'batchId', s.batch_id, 'to', s.to_email, 'tags', s.tags,
-              'event', jsonb_build_object(
+              'event', ${build}(
                 'type', ev.type,
                 'occurredAt', to_char(ev.occurred_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
                 'data', ev.data)))

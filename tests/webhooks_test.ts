@@ -6,6 +6,7 @@ import { Webhook } from "standardwebhooks";
 import { type Receiver, startReceiver, verified } from "./webhook_receiver.ts";
 import { encryptSecret } from "../src/crypto.ts";
 import { recordAttempts } from "../src/webhooks/repo.ts";
+import { sign, signingKey } from "../src/webhooks/sign.ts";
 import { assert, assertEquals, assertMatch } from "./assert.ts";
 import {
   ADMIN_TOKEN,
@@ -170,8 +171,22 @@ Deno.test("webhooks: REST endpoints and event-type filters", opts, async () => {
     assertEquals(bad.status, 422);
     assertEquals(bad.body.errors.map((e: Json) => e.path).sort(), ["eventTypes.0", "url"]);
 
+    // A delivery still queued, with attempts: the endpoint's delete takes them all.
+    await stack.service.deps.pool.query(
+      `insert into webhook_queue (delivery_id, run_at)
+       select id, now() + interval '1 hour' from webhook_deliveries where endpoint_id = $1 limit 1`,
+      [id],
+    );
+    const rows = `(select id from webhook_deliveries where endpoint_id = $1)`;
+    assert(await stack.count(`select count(*)::int from webhook_attempts where delivery_id in ${rows}`, [id]) >= 2);
     assertEquals((await stack.api("DELETE", `/api/v1/webhooks/${id}`, { key: tenant.key })).status, 204);
     assertEquals((await stack.api("GET", `/api/v1/webhooks/${id}`, { key: tenant.key })).status, 404);
+    assertEquals(
+      await stack.count(`select (select count(*) from webhook_attempts) + (select count(*) from webhook_queue)
+        + (select count(*) from webhook_deliveries)`),
+      0,
+      "no delivery, attempt or queue row is left",
+    );
     const other = await stack.tenant({ domain: "other.test" });
     assertEquals((await stack.api("GET", "/api/v1/webhooks", { key: other.key })).body.data, []);
   });
@@ -449,3 +464,73 @@ Deno.test(
     }, { PP_ROLE: "api" });
   },
 );
+
+Deno.test(
+  "webhooks: recorded outcomes keep an endpoint's run of failures — a failure starts it, a success ends it, 5 days of it disable",
+  opts,
+  async () => {
+    // Role api: no dispatcher, so only the recordings below touch the deliveries.
+    await webhookTest(async ({ stack, tenant, receiver }) => {
+      const { endpoint } = await createEndpoint(stack, tenant.key, { url: receiver.url });
+      const [a, b, c] = [
+        await sendTest(stack, tenant.key, endpoint.id),
+        await sendTest(stack, tenant.key, endpoint.id),
+        await sendTest(stack, tenant.key, endpoint.id),
+      ];
+      const outcome = (id: string, ok: boolean) => ({
+        deliveryId: id,
+        endpointId: endpoint.id,
+        ok,
+        responseStatus: ok ? 200 : 503,
+        responseBody: ok ? "fine" : "busy",
+        error: ok ? null : "answered 503",
+        durationMs: 5,
+        nextAttemptAt: ok ? null : new Date(Date.now() + 300_000),
+      });
+      const db = stack.service.deps.db;
+      const failingSince = async () =>
+        (await stack.service.deps.pool.query("select failing_since from webhook_endpoints where id = $1", [
+          endpoint.id,
+        ])).rows[0].failing_since as Date | null;
+
+      assertEquals(await recordAttempts(db, [outcome(a.id, false)]), [false]);
+      const since = await failingSince();
+      assert(since, "a failure starts a run");
+      await recordAttempts(db, [outcome(a.id, false)]);
+      assertEquals(await failingSince(), since, "another failure continues it");
+      await recordAttempts(db, [outcome(b.id, true)]);
+      assertEquals(await failingSince(), null, "a success ends it");
+      await recordAttempts(db, [outcome(a.id, true), outcome(b.id, false)]);
+      assert(await failingSince(), "a failure beside a success starts a new one");
+
+      await stack.service.deps.pool.query(
+        `update webhook_endpoints set failing_since = now() - interval '5 days 1 minute' where id = $1`,
+        [endpoint.id],
+      );
+      assertEquals(await recordAttempts(db, [outcome(c.id, false)]), [true], "5 days of failures disable it");
+      const rows = await deliveries(stack, tenant.key, endpoint.id);
+      const byId = Object.fromEntries(rows.map((r: Json) => [r.id, r]));
+      // The failure that disabled it ends its delivery (no retry); a success stays one.
+      assertEquals([byId[a.id].status, byId[b.id].status], ["SUCCEEDED", "SUCCEEDED"]);
+      assertEquals([byId[c.id].status, byId[c.id].attempts, byId[c.id].nextAttemptAt], ["FAILED", 1, null]);
+      assertEquals(await stack.count("select count(*)::int from webhook_queue"), 0);
+      const [ep] = (await gql(stack, tenant.key, `{ webhookEndpoints { id enabled disabledReason } }`, {}))
+        .webhookEndpoints;
+      assertEquals(ep.enabled, false);
+      assertMatch(ep.disabledReason, /every attempt failed since .* \(5 days\)/);
+    }, { PP_ROLE: "api" });
+  },
+);
+
+Deno.test("webhooks: our signatures are the standardwebhooks package's, byte for byte", () => {
+  for (
+    const [i, body] of ['{"type":"email.sent"}', JSON.stringify({ to: "ünï@exämple.test", n: "😀" }), ""].entries()
+  ) {
+    const secret = `whsec_${btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(24 + i))))}`;
+    const at = new Date(1_700_000_000_000 + i * 1234);
+    const theirs = new Webhook(secret).sign(`msg_${i}`, at, body);
+    assertEquals(sign(signingKey(secret), `msg_${i}`, at, body), theirs);
+    // Without the prefix, as the package takes it too.
+    assertEquals(sign(signingKey(secret.slice(6)), `msg_${i}`, at, body), theirs);
+  }
+});

@@ -56,21 +56,24 @@ const encoder = new TextEncoder();
 const latin1 = new TextDecoder("latin1");
 const CRLFCRLF = [13, 10, 13, 10];
 
-/** A connection with what was read past the last answer's end. */
+/** A connection, and the buffer its answers are read into (kept with it: one per POST was garbage). */
 interface Conn {
   conn: Deno.Conn;
+  buf: Uint8Array;
   idleSince: number;
   reused: boolean;
 }
 
 /** The reader of one answer on one connection. */
 class Reader {
-  #buf = new Uint8Array(16 * 1024);
+  #buf: Uint8Array;
   #start = 0;
   #end = 0;
   /** Bytes of the answer received so far (0: the server said nothing yet). */
   received = 0;
-  constructor(private readonly conn: Deno.Conn) {}
+  constructor(private readonly c: Conn) {
+    this.#buf = c.buf;
+  }
 
   /** Reads more; false at the end of the stream. */
   async #fill(): Promise<boolean> {
@@ -81,12 +84,12 @@ class Reader {
       if (live * 2 > this.#buf.length) {
         const next = new Uint8Array(this.#buf.length * 2);
         next.set(this.#buf.subarray(this.#start, this.#end));
-        this.#buf = next;
+        this.#buf = this.c.buf = next;
       } else this.#buf.copyWithin(0, this.#start, this.#end);
       this.#start = 0;
       this.#end = live;
     }
-    const n = await this.conn.read(this.#buf.subarray(this.#end));
+    const n = await this.c.conn.read(this.#buf.subarray(this.#end));
     if (n === null) return false;
     this.#end += n;
     this.received += n;
@@ -305,7 +308,7 @@ export class PostClient {
           c = await Promise.race([connecting, expired]);
         }
         current = c;
-        const r = new Reader(c.conn);
+        const r = new Reader(c);
         try {
           await writeAll(c.conn, request);
           const h = await readHead(r);
@@ -375,7 +378,7 @@ export class PostClient {
         throw err;
       }
     }
-    return { conn, idleSince: 0, reused: false };
+    return { conn, buf: new Uint8Array(4096), idleSince: 0, reused: false };
   }
 
   #key(t: PostTarget): string {

@@ -1,7 +1,7 @@
 /**
  * The webhook dispatcher: each worker process claims due deliveries from `webhook_queue`
- * (migration 0023) as it has room for them and POSTs each one, signed (Standard Webhooks, with
- * the npm `standardwebhooks` package); each outcome is recorded with a group commit.
+ * (migration 0023) as it has room for them and POSTs each one, signed (Standard Webhooks,
+ * sign.ts); each outcome is recorded with a group commit.
  *
  * - A `2xx` within PP_WEBHOOK_TIMEOUT_MS (10 s) is success; anything else (another status, a
  *   redirect, a timeout, a refused or reset connection, an address not allowed) is a failed
@@ -21,12 +21,12 @@
  *   as CLAIM_AT slots are free while the queue still had more.
  */
 import { LRUCache } from "lru-cache";
-import { Webhook } from "standardwebhooks";
 import type { Deps } from "../context.ts";
 import { decryptSecret } from "../crypto.ts";
 import { countWebhookAttempt, type WebhookOutcome } from "../metrics/metrics.ts";
 import { AddressNotAllowed, addressToDial } from "./address.ts";
 import { HttpTimeout, PostClient } from "./http.ts";
+import { sign, type SigningKey, signingKey } from "./sign.ts";
 import * as repo from "./repo.ts";
 import { GroupCommit } from "../db/group_commit.ts";
 import { isDatabaseUnavailable } from "../errors.ts";
@@ -109,8 +109,8 @@ async function post(
   }
 }
 
-/** Signers by sealed secret (a rotation seals a new one, so an entry never goes stale): decrypting is not free. */
-const signers = new LRUCache<string, Webhook>({ max: 1_000 });
+/** Signing keys by sealed secret (a rotation seals a new one, so an entry never goes stale): decrypting is not free. */
+const keys = new LRUCache<string, SigningKey>({ max: 1_000 });
 
 /** The `webhook-signature` value: `v1,…` with the current secret, and the previous one during the overlap. */
 function signature(deps: Deps, d: repo.DeliveryToDispatch, msgId: string, at: Date, body: string): string {
@@ -119,9 +119,9 @@ function signature(deps: Deps, d: repo.DeliveryToDispatch, msgId: string, at: Da
     sealed.push(d.previous_secret_enc);
   }
   return sealed.map((enc) => {
-    let signer = signers.get(enc);
-    if (!signer) signers.set(enc, signer = new Webhook(decryptSecret(deps.secrets.secret, enc)));
-    return signer.sign(msgId, at, body);
+    let key = keys.get(enc);
+    if (!key) keys.set(enc, key = signingKey(decryptSecret(deps.secrets.secret, enc)));
+    return sign(key, msgId, at, body);
   }).join(" ");
 }
 

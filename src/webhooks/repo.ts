@@ -141,71 +141,71 @@ export interface AttemptOutcome {
 }
 
 /**
- * Records attempts set-wise in one transaction: their attempt rows, their deliveries' state,
+ * Records attempts set-wise in one statement: their attempt rows, their deliveries' state,
  * their endpoints' runs of failures (a success ends one; failing for DISABLE_AFTER disables
  * the endpoint and ends the delivery) and their queue rows (a retry's is due at its time,
  * the others' are deleted). Returns, per outcome in order, whether it disabled its endpoint.
+ *
+ * One statement rather than a transaction of five: each was a round trip and a statement's
+ * fixed cost for a few outcomes (the dispatcher's group commit writes as outcomes come).
+ * Every part reads the rows as they were before it (Postgres runs a statement's parts on one
+ * snapshot), which is what each part needs: an endpoint is disabled by a run of failures that
+ * began in an earlier statement, and a delivery already succeeded stays so.
  */
-export function recordAttempts(db: Kysely<Database>, outcomes: AttemptOutcome[]): Promise<boolean[]> {
+export async function recordAttempts(db: Kysely<Database>, outcomes: AttemptOutcome[]): Promise<boolean[]> {
   const col = <K extends keyof AttemptOutcome>(k: K) => outcomes.map((o) => o[k]);
-  return db.transaction().execute(async (trx) => {
-    await sql`insert into webhook_attempts (delivery_id, response_status, response_body, error, duration_ms)
-      select * from unnest(${col("deliveryId")}::uuid[], ${col("responseStatus")}::int[], ${
-      col("responseBody")
-    }::text[],
-        ${col("error")}::text[], ${col("durationMs")}::int[])`.execute(trx);
-    // A failure recorded after a success (two claims of one delivery: a lease that ran out, a
-    // redelivery during an attempt) is kept in the log but does not undo the success.
-    await sql`update webhook_deliveries d set
+  const r = await sql<{ id: string }>`
+    with u as (
+      select * from unnest(${col("deliveryId")}::uuid[], ${col("endpointId")}::uuid[], ${col("ok")}::bool[],
+        ${col("responseStatus")}::int[], ${col("responseBody")}::text[], ${col("error")}::text[],
+        ${col("durationMs")}::int[], ${col("nextAttemptAt")}::timestamptz[])
+        as u(id, endpoint_id, ok, status, body, error, ms, next_at)),
+    ep as (
+      select endpoint_id, bool_or(ok) as any_ok, bool_or(not ok) as any_failed from u group by endpoint_id),
+    -- Failing since DISABLE_AFTER, and failing again with no success among these outcomes.
+    off as (
+      select w.id from webhook_endpoints w join ep on ep.endpoint_id = w.id
+      where ep.any_failed and not ep.any_ok and w.enabled
+        and w.failing_since <= now() - interval '${sql.raw(DISABLE_AFTER)}'),
+    -- A success ends a run of failures, a failure starts one (written only when that changes it).
+    e as (
+      update webhook_endpoints w set
+        failing_since = case when not ep.any_failed then null
+          when ep.any_ok then now() else coalesce(w.failing_since, now()) end,
+        enabled = w.enabled and w.id not in (select id from off),
+        disabled_reason = case when w.id in (select id from off) then 'every attempt failed since ' ||
+          to_char(w.failing_since at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') ||
+          ' (${sql.raw(DISABLE_AFTER)}); re-enable it with enabled: true' else w.disabled_reason end,
+        updated_at = case when w.id in (select id from off) then now() else w.updated_at end
+      from ep where w.id = ep.endpoint_id
+        and ((w.failing_since is null) = ep.any_failed or (ep.any_failed and ep.any_ok) or w.id in (select id from off))
+      returning w.id),
+    -- A failure recorded after a success (two claims of one delivery: a lease that ran out, a
+    -- redelivery during an attempt) is kept in the log but does not undo the success.
+    d as (
+      update webhook_deliveries d set
         status = case when u.ok or d.status = 'succeeded' then 'succeeded'
-          when u.next_at is not null then 'pending' else 'failed' end,
+          when u.next_at is not null and u.endpoint_id not in (select id from off) then 'pending' else 'failed' end,
         attempts = d.attempts + 1, response_status = u.status, last_attempt_at = now(),
-        next_attempt_at = case when not u.ok and d.status = 'succeeded' then null else u.next_at end
-      from unnest(${col("deliveryId")}::uuid[], ${col("ok")}::bool[], ${col("responseStatus")}::int[],
-        ${col("nextAttemptAt")}::timestamptz[]) as u(id, ok, status, next_at)
-      where d.id = u.id`.execute(trx);
-    const okEndpoints = [...new Set(outcomes.filter((o) => o.ok).map((o) => o.endpointId))];
-    const failedEndpoints = [...new Set(outcomes.filter((o) => !o.ok).map((o) => o.endpointId))];
-    if (okEndpoints.length) {
-      await trx.updateTable("webhook_endpoints").set({ failing_since: null })
-        .where("id", "in", okEndpoints).where("failing_since", "is not", null).execute();
-    }
-    let disabled = new Set<string>();
-    if (failedEndpoints.length) {
-      await trx.updateTable("webhook_endpoints").set({ failing_since: sql`coalesce(failing_since, now())` })
-        .where("id", "in", failedEndpoints).where("failing_since", "is", null).execute();
-      const off = await trx.updateTable("webhook_endpoints")
-        .set({
-          enabled: false,
-          disabled_reason: sql`'every attempt failed since ' || to_char(failing_since at time zone 'UTC',
-            'YYYY-MM-DD"T"HH24:MI:SS"Z"') || ' (${sql.raw(DISABLE_AFTER)}); re-enable it with enabled: true'`,
-          updated_at: sql`now()`,
-        })
-        .where("id", "in", failedEndpoints).where("enabled", "=", true)
-        .where(sql<boolean>`failing_since <= now() - interval '${sql.raw(DISABLE_AFTER)}'`)
-        .returning("id").execute();
-      disabled = new Set(off.map((r) => r.id));
-    }
-    const ended = outcomes.filter((o) => !o.ok && disabled.has(o.endpointId)).map((o) => o.deliveryId);
-    // Disabled: these deliveries are over; the endpoint's other pending ones end when their jobs run.
-    if (ended.length) {
-      await trx.updateTable("webhook_deliveries").set({ status: "failed", next_attempt_at: null })
-        .where("id", "in", ended).execute();
-    }
-    const retry = (o: AttemptOutcome) => o.nextAttemptAt !== null && !disabled.has(o.endpointId);
-    const retries = outcomes.filter(retry);
-    const over = outcomes.filter((o) => !retry(o)).map((o) => o.deliveryId);
-    if (retries.length) {
-      // Upserted: the other claim's outcome may have taken the row off the queue already, and
-      // a pending delivery without one would never be tried again.
-      await sql`insert into webhook_queue (delivery_id, run_at)
-        select id, next_attempt_at from webhook_deliveries
-        where id = any(${retries.map((o) => o.deliveryId)}::uuid[]) and status = 'pending'
-        on conflict (delivery_id) do update set run_at = excluded.run_at, lease_until = null`.execute(trx);
-    }
-    if (over.length) await trx.deleteFrom("webhook_queue").where("delivery_id", "in", over).execute();
-    return outcomes.map((o) => !o.ok && disabled.has(o.endpointId));
-  });
+        next_attempt_at = case when (not u.ok and d.status = 'succeeded') or u.endpoint_id in (select id from off)
+          then null else u.next_at end
+      from u where d.id = u.id
+      returning d.id, d.status, d.next_attempt_at),
+    -- Only for deliveries still there (d holds them): attempts have no foreign key (migration 0024).
+    a as (
+      insert into webhook_attempts (delivery_id, response_status, response_body, error, duration_ms)
+      select id, status, body, error, ms from u where id in (select id from d)),
+    -- A retry's queue row is upserted: the other claim's outcome may have taken it off the
+    -- queue already, and a pending delivery without one would never be tried again.
+    q as (
+      insert into webhook_queue (delivery_id, run_at)
+      select id, next_attempt_at from d where status = 'pending'
+      on conflict (delivery_id) do update set run_at = excluded.run_at, lease_until = null),
+    gone as (
+      delete from webhook_queue where delivery_id in (select id from d where status <> 'pending'))
+    select id from off`.execute(db);
+  const disabled = new Set(r.rows.map((row) => row.id));
+  return outcomes.map((o) => !o.ok && disabled.has(o.endpointId));
 }
 
 /** Ends a delivery that can no longer be sent (its endpoint is disabled), and takes it off the queue. */
