@@ -5,7 +5,12 @@
  *
  * Role `all` runs the worker on a thread of its own (jobs/thread.ts) unless
  * PP_WORKER_THREAD=false: the API and the worker each get an event loop, so a delivery burst
- * or a slow render never delays an HTTP answer. Each loop builds its handles with deps.ts
+ * or a slow render never delays an HTTP answer. The webhook dispatcher gets a third: on the
+ * worker's loop each webhook took 110–150 µs of it, so 2,000/s took a quarter of the loop
+ * that delivers the emails (the drain with webhooks ran at 0.66–0.74 of the drain without);
+ * on the API's loop it slowed, and was slowed by, the acceptance of batches. That thread runs
+ * only while there is webhook work (an enabled endpoint, or a delivery queued): see
+ * jobs/on_demand.ts. Each loop builds its handles with deps.ts
  * openDeps, and the worker half is jobs/side.ts wherever it runs.
  */
 import { resolve } from "node:path";
@@ -19,11 +24,17 @@ import { migrate } from "./db/migrate.ts";
 import { stopLiveEvents } from "./events/live.ts";
 import { startWorkerSide, type WorkerSide } from "./jobs/side.ts";
 import { startWorkerThread, type WorkerThread } from "./jobs/thread.ts";
+import { onDemandThread } from "./jobs/on_demand.ts";
+import { hasWebhookWork, WEBHOOK_WORK_CHANNEL } from "./webhooks/repo.ts";
 import { type InboundSmtp, startInboundSmtp } from "./inbound/smtp.ts";
 import { startSubmission, type Submission } from "./submission/smtp.ts";
 import { createLogger } from "./log.ts";
 import { resolveSecrets } from "./secrets.ts";
 import { seedIfEmpty, type SeedResult } from "./seed.ts";
+
+/** How often role `all` looks for webhook work to start its webhook thread for, and how long it idles before it stops. */
+const WEBHOOK_THREAD_CHECK_MS = 1_000;
+const WEBHOOK_THREAD_IDLE_MS = 60_000;
 
 /** A running service. */
 export interface Service {
@@ -63,12 +74,12 @@ export async function startService(config: Readonly<Config>): Promise<Service> {
   // Listen first (PORT=0 learns its port here, and the default public URL with it), but
   // answer /healthz 503 until the worker runs too.
   let ready = false;
-  let thread: WorkerThread | null = null;
+  const threads: Pick<WorkerThread, "metrics" | "stop">[] = [];
   const app = createApp(deps, {
     healthOnly: config.role === "worker",
     ready: () => ready,
-    // The worker thread's counters belong to this process's /metrics.
-    moreMetrics: () => thread?.metrics() ?? Promise.resolve([]),
+    // The threads' counters belong to this process's /metrics (added up series by series).
+    moreMetrics: async () => (await Promise.all(threads.map((t) => t.metrics()))).flat(),
   });
   const server = Deno.serve({ port: config.port, hostname: config.host, onListen: () => {} }, app.fetch);
   const addr = server.addr as Deno.NetAddr;
@@ -77,7 +88,19 @@ export async function startService(config: Readonly<Config>): Promise<Service> {
 
   let worker: WorkerSide | null = null;
   if (config.role === "all" && config.workerThread) {
-    thread = await startWorkerThread({ config, databaseUrl, secrets, publicUrl: deps.publicUrl }, log);
+    const init = { config, databaseUrl, secrets, publicUrl: deps.publicUrl };
+    threads.push(await startWorkerThread({ ...init, part: "worker" }, log));
+    const webhooks = onDemandThread({
+      name: "webhooks",
+      start: () => startWorkerThread({ ...init, part: "webhooks" }, log),
+      wanted: () => hasWebhookWork(deps.db),
+      everyMs: WEBHOOK_THREAD_CHECK_MS,
+      idleMs: WEBHOOK_THREAD_IDLE_MS,
+      log,
+    });
+    // An endpoint added or enabled (by any process) starts it at once.
+    deps.notices.on(WEBHOOK_WORK_CHANNEL, () => webhooks.wake());
+    threads.push(webhooks);
   } else if (config.role !== "api") {
     worker = await startWorkerSide(deps);
   }
@@ -95,7 +118,7 @@ export async function startService(config: Readonly<Config>): Promise<Service> {
   ready = true;
   log.info("service started", {
     role: config.role,
-    workerThread: thread !== null,
+    workerThread: threads.length > 0,
     url,
     ms: Math.round(performance.now() - t0),
   });
@@ -117,7 +140,7 @@ export async function startService(config: Readonly<Config>): Promise<Service> {
       await drained;
       // Before the database closes: reports being read still queue their events.
       await inbound?.close();
-      await thread?.stop();
+      for (const t of threads) await t.stop();
       await worker?.stop();
       await own.close();
       await embedded?.stop();

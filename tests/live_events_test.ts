@@ -258,6 +258,27 @@ Deno.test("live events: LISTEN path, reconnects, bounded queues, errors", opts, 
       },
     );
 
+    await t.step("channels added one after the other while listening are all LISTENed", async () => {
+      const listener = new Listener(
+        () => new pg.Client({ connectionString: stack.databaseUrl }),
+        createLogger("error"),
+      );
+      const got: string[] = [];
+      try {
+        listener.on("pp_test_a", (p) => got.push(`a:${p}`));
+        await listener.whenListening();
+        // The second is added while the first one's LISTEN is under way (it was left out).
+        listener.on("pp_test_b", (p) => got.push(`b:${p}`));
+        listener.on("pp_test_c", (p) => got.push(`c:${p}`));
+        await listener.whenListening();
+        await stack.service.deps.pool.query("select pg_notify('pp_test_b', '1'), pg_notify('pp_test_c', '2')");
+        await waitFor(() => got.length === 2, 5_000, "both notices");
+        assertEquals(got.sort(), ["b:1", "c:2"]);
+      } finally {
+        await listener.stop();
+      }
+    });
+
     await t.step("a subscriber that falls behind keeps a bounded queue and loses nothing", async () => {
       // A hub of its own with a tiny queue, on the real database.
       const listener = new Listener(

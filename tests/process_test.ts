@@ -1,10 +1,15 @@
 /**
  * main.ts as a real process: roles (an `api` process accepts but never delivers; a
  * `worker` process serves only /healthz and delivers; an `all` process delivers on its
- * worker thread), and SIGTERM exits 0.
+ * worker thread, and its webhooks on a third started with the first endpoint), and SIGTERM
+ * exits 0.
  */
 import { assert, assertEquals, assertMatch } from "./assert.ts";
+import { startReceiver, verified } from "./webhook_receiver.ts";
+import { onDemandThread } from "../src/jobs/on_demand.ts";
+import { createLogger } from "../src/log.ts";
 import {
+  ADMIN_TOKEN,
   dropDatabase,
   freshDatabase,
   opts,
@@ -124,6 +129,55 @@ Deno.test("process: role all delivers on a thread of its own and answers HTTP on
   }
 });
 
+Deno.test(
+  "process: role all starts its webhook thread when an endpoint is added, and sends from it",
+  opts,
+  async () => {
+    const stack = await startStack({ env: { PP_ROLE: "api", PP_WEBHOOK_ALLOW_PRIVATE: "true" } });
+    const tenant = await stack.tenant();
+    const all = await spawnWorker(stack, { PP_ROLE: "all", PP_WEBHOOK_ALLOW_PRIVATE: "true" });
+    const receiver = startReceiver();
+    const workers = async () =>
+      [...(await threadTicks(all.child.pid)).values()].filter((t) => t.name.startsWith("worker-"));
+    try {
+      // No endpoint: the delivery thread alone (its DKIM thread starts with the first signature).
+      await new Promise((r) => setTimeout(r, 1_500));
+      const before = (await workers()).length;
+      assertEquals(before, 1, "no webhook thread without an endpoint");
+      // Added through the api process: its announcement wakes the all process.
+      const t0 = performance.now();
+      const created = await stack.api("POST", "/api/v1/webhooks", { key: tenant.key, body: { url: receiver.url } });
+      assertEquals(created.status, 201);
+      await waitFor(async () => (await workers()).length === before + 1, 10_000, "the webhook thread");
+      console.log(`webhook thread up ${Math.round(performance.now() - t0)} ms after the endpoint was added`);
+      const send = await stack.api("POST", "/api/v1/sends", {
+        key: tenant.key,
+        body: { templateId: tenant.templateId, to: "hooked@example.test", personalizations: { order_id: "W-1" } },
+      });
+      assertEquals(send.status, 202);
+      await waitFor(() => receiver.got.length >= 3, 20_000, "queued, sent and delivered webhooks");
+      assertEquals(verified(receiver, created.body.secret).map((b) => b.type).sort(), [
+        "email.delivered",
+        "email.queued",
+        "email.sent",
+      ]);
+      // The thread's counters are in the process's /metrics.
+      const metrics = await (await fetch(`${all.url}/metrics`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } }))
+        .text();
+      assertMatch(metrics, /pp_webhook_attempts_total\{outcome="succeeded"\} [3-9]/);
+      all.child.kill("SIGTERM");
+      assertEquals((await all.child.status).code, 0);
+    } finally {
+      try {
+        all.child.kill("SIGKILL");
+      } catch { /* exited */ }
+      await all.child.status;
+      await receiver.close();
+      await stack.stop();
+    }
+  },
+);
+
 Deno.test("process: a start with the defaults logs no warning", opts, async () => {
   const databaseUrl = await freshDatabase();
   const dataDir = await Deno.makeTempDir({ prefix: "pp-test-data-" });
@@ -160,3 +214,50 @@ Deno.test("process: a start with the defaults logs no warning", opts, async () =
     await Deno.remove(dataDir, { recursive: true }).catch(() => {});
   }
 });
+
+Deno.test(
+  "process: an on-demand thread starts when wanted, stops after its idle time, and wakes at once",
+  opts,
+  async () => {
+    let wanted = false;
+    const events: string[] = [];
+    const log = createLogger("error");
+    const demand = onDemandThread({
+      name: "test",
+      start: () => {
+        events.push("start");
+        return Promise.resolve({
+          metrics: () => Promise.resolve([]),
+          stop: () => (events.push("stop"), Promise.resolve()),
+        });
+      },
+      wanted: () => Promise.resolve(wanted),
+      everyMs: 10_000, // only wake() and the first check run within this test's time
+      idleMs: 200,
+      log,
+    });
+    try {
+      await new Promise((r) => setTimeout(r, 50));
+      assertEquals(events, [], "not wanted: not started");
+      wanted = true;
+      demand.wake();
+      await new Promise((r) => setTimeout(r, 50));
+      assertEquals(events, ["start"], "woken and wanted: started");
+      wanted = false;
+      demand.wake();
+      await new Promise((r) => setTimeout(r, 50));
+      assertEquals(events, ["start"], "not wanted for less than its idle time: still running");
+      await new Promise((r) => setTimeout(r, 250));
+      demand.wake();
+      await new Promise((r) => setTimeout(r, 50));
+      assertEquals(events, ["start", "stop"], "idle for longer: stopped");
+      wanted = true;
+      demand.wake();
+      await new Promise((r) => setTimeout(r, 50));
+      assertEquals(events, ["start", "stop", "start"], "wanted again: started again");
+    } finally {
+      await demand.stop();
+    }
+    assertEquals(events, ["start", "stop", "start", "stop"], "stop() stops it");
+  },
+);

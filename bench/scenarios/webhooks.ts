@@ -26,10 +26,27 @@ export async function webhooks(b: Bench, drainRate: number): Promise<Record<stri
       lags: number[];
       types: string[];
     };
+  const created = performance.now();
   const endpoint = await b.api("POST", "/api/v1/webhooks", { url: `http://127.0.0.1:${port}/hooks` });
   if (endpoint.status !== 201) throw new Error(JSON.stringify(endpoint.body));
   try {
-    const expected = b.drainN * 3;
+    // A test webhook first, as a user sends one after adding an endpoint: the first delivery
+    // waits for the webhook thread, which role `all` starts when an endpoint is added
+    // (server.ts). That wait is reported apart (first_webhook_ms), not in the lags.
+    const test = await fetch(`${b.base}/graphql`, {
+      method: "POST",
+      headers: b.auth,
+      body: JSON.stringify({
+        query: `mutation($id: ID!) { sendTestWebhook(id: $id) { id } }`,
+        variables: { id: endpoint.body.id },
+      }),
+    });
+    await test.body?.cancel();
+    while ((await stats()).count < 1) await sleep(20);
+    const firstMs = performance.now() - created;
+    const skip = (await stats()).count;
+    const mainFrom = Date.now();
+    const expected = b.drainN * 3 + skip;
     const sinkBefore = await b.sink.count();
     const since = new Date();
     const at = new Date(Date.now() + (b.quick ? 3000 : 6000));
@@ -51,12 +68,15 @@ export async function webhooks(b: Bench, drainRate: number): Promise<Record<stri
       await sleep(200);
       s = await stats();
     }
-    const perS = s.count > 1 ? (s.count - 1) / ((s.last - s.first) / 1000) : 0;
-    const lagP99 = pct(s.lags, 99);
+    const lags = s.lags.slice(skip);
+    const types = s.types.slice(skip);
+    // From the first batch's queueing (the test webhook's arrival is the receiver's `first`).
+    const perS = s.count > skip ? (s.count - skip) / ((s.last - mainFrom) / 1000) : 0;
+    const lagP99 = pct(lags, 99);
     // The lag p99 of each event type: queued events arrive in one burst at acceptance.
     const byType: Record<string, number> = {};
-    for (const type of new Set(s.types)) {
-      byType[`lag_p99_${type}_ms`] = round(pct(s.lags.filter((_, i) => s.types[i] === type), 99));
+    for (const type of new Set(types)) {
+      byType[`lag_p99_${type}_ms`] = round(pct(lags.filter((_, i) => types[i] === type), 99));
     }
     return {
       "webhooks": {
@@ -70,11 +90,12 @@ export async function webhooks(b: Bench, drainRate: number): Promise<Record<stri
           ...cpu,
           drain_emails_per_s: round(rate),
           webhooks_per_s: round(perS),
-          webhooks: s.count,
-          expected,
-          lag_p50_ms: round(pct(s.lags, 50)),
+          webhooks: s.count - skip,
+          expected: expected - skip,
+          lag_p50_ms: round(pct(lags, 50)),
           ...byType,
           pending_at_drain_end: pending.n,
+          first_webhook_ms: round(firstMs),
         },
       },
     };

@@ -37,6 +37,8 @@ export class Listener {
   #attempt = 0;
   #lastError = "";
   #retry: ReturnType<typeof setTimeout> | undefined;
+  // LISTENs sent by `on` on the current connection and not answered yet.
+  #adding = 0;
   // Whether this listener counts as down for the caches (reported once per change).
   #reportedDown = false;
 
@@ -61,12 +63,16 @@ export class Listener {
     const added = !this.#handlers.has(channel);
     this.#handlers.set(channel, handler);
     const client = this.#client;
-    if (!added || !client || this.#state !== "listening") return; // the next connect LISTENs it
-    // Already connected: LISTEN on it now, and count as listening again only once that holds,
-    // so that `whenListening` means every channel.
+    if (!added || !client) return; // the next connect LISTENs it
+    // A connect under way LISTENs it too (its loop walks the channels as they are then).
+    if (this.#state !== "listening" && this.#adding === 0) return;
+    // Connected (or adding another channel): LISTEN on it now, and count as listening again
+    // only once every such LISTEN holds, so that `whenListening` means every channel. (A
+    // channel added while another's LISTEN was under way used to be left out for good.)
     this.#state = "connecting";
+    this.#adding++;
     client.query(`listen ${channel}`).then(() => {
-      if (this.#client !== client || this.#state !== "connecting") return;
+      if (this.#client !== client || this.#state !== "connecting" || --this.#adding > 0) return;
       this.#state = "listening";
       for (const w of this.#waiters) w.resolve();
       this.#waiters.clear();
@@ -114,6 +120,7 @@ export class Listener {
   async stop(): Promise<void> {
     if (this.#state === "stopped") return;
     this.#state = "stopped";
+    this.#adding = 0;
     clearTimeout(this.#retry);
     for (const w of this.#waiters) w.reject(new Error("notice connection is stopped"));
     this.#waiters.clear();
@@ -162,6 +169,7 @@ export class Listener {
   #lost(client: pg.Client, err: unknown): void {
     if (client !== this.#client) return; // an old client's late news
     this.#client = null;
+    this.#adding = 0;
     client.end().catch(() => {});
     if (this.#state === "stopped") return;
     this.#markDown(true);

@@ -16,8 +16,11 @@ export interface WorkerSide {
   stop(): Promise<void>;
 }
 
-/** Starts the worker half on `deps`' event loop (this one, or the worker thread's). */
-export async function startWorkerSide(deps: Deps): Promise<WorkerSide> {
+/**
+ * Starts the worker half on `deps`' event loop (this one, or the worker thread's); with
+ * `webhooks: false`, without the webhook dispatcher (it has a thread of its own).
+ */
+export async function startWorkerSide(deps: Deps, opts = { webhooks: true }): Promise<WorkerSide> {
   const { config, log } = deps;
   const mailer = createMailer({
     smtpUrl: config.smtpUrl,
@@ -26,7 +29,7 @@ export async function startWorkerSide(deps: Deps): Promise<WorkerSide> {
     timeoutMs: config.smtpTimeoutMs,
     log,
   });
-  const runner = await startWorker(deps, mailer);
+  const runner = await startWorker(deps, mailer, opts);
   return {
     async stop() {
       await runner.stop();

@@ -11,6 +11,11 @@ import type { MetricsJson } from "../metrics/metrics.ts";
 
 /** What the worker thread needs to start: everything the API side resolved already. */
 export interface ThreadInit {
+  /**
+   * What the thread runs: the worker half without webhooks (`worker`), or the webhook
+   * dispatcher alone (`webhooks`, a thread of its own: see server.ts).
+   */
+  part: "worker" | "webhooks";
   config: Readonly<Config>;
   /** The database URL actually in use (the embedded one's, when it was started). */
   databaseUrl: string;
@@ -45,7 +50,7 @@ const METRICS_TIMEOUT_MS = 5_000;
 
 /** One thread's life: started, ready, answering, stopped or dead. */
 class Thread {
-  readonly worker = new Worker(new URL("./thread_main.ts", import.meta.url), { type: "module", name: "pp-worker" });
+  readonly worker: Worker;
   readonly ready: Promise<void>;
   /** Settles when the thread is gone, whichever way. */
   readonly ended: Promise<"stopped" | "died">;
@@ -54,13 +59,14 @@ class Thread {
   #end!: (how: "stopped" | "died") => void;
 
   constructor(init: ThreadInit, log: Logger) {
+    this.worker = new Worker(new URL("./thread_main.ts", import.meta.url), { type: "module", name: `pp-${init.part}` });
     this.ended = new Promise((res) => this.#end = res);
     this.ready = new Promise((resolve, reject) => {
       this.worker.onmessage = (e: MessageEvent<FromThread>) => {
         const m = e.data;
         if (m.kind === "ready") resolve();
         else if (m.kind === "start_failed") {
-          reject(new Error(`the worker thread could not start: ${m.error}`));
+          reject(new Error(`the ${init.part} thread could not start: ${m.error}`));
           this.#finish("died");
         } else if (m.kind === "metrics") this.#pending.get(m.id)?.(m.metrics);
         else if (m.kind === "stopped") this.#finish("stopped");
@@ -68,8 +74,8 @@ class Thread {
       this.worker.onerror = (e: ErrorEvent) => {
         // Handled here: unhandled, a thread's error would end the whole process.
         e.preventDefault();
-        log.error("worker thread failed", { err: e.message });
-        reject(new Error(`the worker thread failed: ${e.message}`));
+        log.error("worker thread failed", { part: init.part, err: e.message });
+        reject(new Error(`the ${init.part} thread failed: ${e.message}`));
         this.#finish("died");
       };
     });
@@ -119,7 +125,7 @@ export async function startWorkerThread(init: ThreadInit, log: Logger): Promise<
   let stopping = false;
   thread.ended.then((how) => {
     if (how === "stopped" || stopping) return;
-    log.error("the worker thread died; exiting");
+    log.error("the worker thread died; exiting", { part: init.part });
     Deno.exit(1);
   });
   return {

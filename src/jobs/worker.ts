@@ -83,11 +83,12 @@ export interface Worker {
 
 /**
  * Starts the runner, on the service's pool, with its heartbeat (heartbeat.ts), and the webhook
- * dispatcher; resolves once the runner is listening for jobs. It also (re)starts the
+ * dispatcher unless `opts.webhooks` is false (role `all` runs it on a thread of its own);
+ * resolves once the runner is listening for jobs. It also (re)starts the
  * promote_scheduled and fold_stats cycles at once, so deferred sends and stats deltas are
  * looked at on start.
  */
-export async function startWorker(deps: Deps, mailer: Mailer): Promise<Worker> {
+export async function startWorker(deps: Deps, mailer: Mailer, opts: { webhooks: boolean }): Promise<Worker> {
   const { config, log } = deps;
   surviveRunnerShutdowns(log);
   await schedulePromotion(deps.db, 0);
@@ -205,7 +206,7 @@ export async function startWorker(deps: Deps, mailer: Mailer): Promise<Worker> {
   const heartbeat = startHeartbeat(deps, () => pools, (since) => restart("the database is back", since));
   // Webhooks are not graphile-worker jobs (webhooks/jobs.ts): their dispatcher rides out an
   // outage by itself.
-  const webhooks = startWebhookDispatcher(deps);
+  const webhooks = opts.webhooks ? startWebhookDispatcher(deps) : null;
 
   return {
     async stop() {
@@ -213,7 +214,7 @@ export async function startWorker(deps: Deps, mailer: Mailer): Promise<Worker> {
       await restarting;
       await Promise.all([
         ...runners.map((r) => r.stop().catch(() => {})),
-        webhooks.stop(Math.max(100, config.shutdownTimeoutMs - 2_000)),
+        webhooks?.stop(Math.max(100, config.shutdownTimeoutMs - 2_000)),
       ]);
       await heartbeat.stop();
     },

@@ -19,9 +19,21 @@ export type AttemptRow = Selectable<WebhookAttemptsTable>;
 /** How long an endpoint may fail without a success before it is disabled. */
 export const DISABLE_AFTER = "5 days";
 
-/** Adds an endpoint. */
-export function insertEndpoint(db: Kysely<Database>, row: Insertable<WebhookEndpointsTable>) {
-  return db.insertInto("webhook_endpoints").values(row).returningAll().executeTakeFirstOrThrow();
+/**
+ * Announced when an endpoint is added or enabled: a process whose dispatcher runs on demand
+ * (role `all`, server.ts) starts it now rather than at its next check.
+ */
+export const WEBHOOK_WORK_CHANNEL = "pp_webhook_work";
+
+async function announceWork(db: Kysely<Database>): Promise<void> {
+  await sql`select pg_notify(${WEBHOOK_WORK_CHANNEL}, '')`.execute(db);
+}
+
+/** Adds an endpoint, and announces it (WEBHOOK_WORK_CHANNEL). */
+export async function insertEndpoint(db: Kysely<Database>, row: Insertable<WebhookEndpointsTable>) {
+  const endpoint = await db.insertInto("webhook_endpoints").values(row).returningAll().executeTakeFirstOrThrow();
+  await announceWork(db);
+  return endpoint;
 }
 
 /** An account's endpoints, oldest first. */
@@ -36,16 +48,21 @@ export function findEndpoint(db: Kysely<Database>, accountId: string, id: string
     .executeTakeFirst();
 }
 
-/** Changes an endpoint; enabling it again forgets why it was disabled and its run of failures. */
-export function updateEndpoint(
+/**
+ * Changes an endpoint; enabling it again forgets why it was disabled and its run of
+ * failures, and is announced (WEBHOOK_WORK_CHANNEL).
+ */
+export async function updateEndpoint(
   db: Kysely<Database>,
   accountId: string,
   id: string,
   set: Updateable<WebhookEndpointsTable>,
 ) {
   const reset = set.enabled === true ? { disabled_reason: null, failing_since: null } : {};
-  return db.updateTable("webhook_endpoints").set({ ...set, ...reset, updated_at: sql`now()` })
+  const row = await db.updateTable("webhook_endpoints").set({ ...set, ...reset, updated_at: sql`now()` })
     .where("account_id", "=", accountId).where("id", "=", id).returningAll().executeTakeFirst();
+  if (row && set.enabled === true) await announceWork(db);
+  return row;
 }
 
 /** Deletes an endpoint with its deliveries and attempts; the id, or undefined when unknown. */
@@ -225,6 +242,14 @@ export function failDelivery(db: Kysely<Database>, id: string): Promise<void> {
 /** Takes a delivery off the queue (one that is over already: a redelivery raced its claim). */
 export async function unqueue(db: Kysely<Database>, id: string): Promise<void> {
   await db.deleteFrom("webhook_queue").where("delivery_id", "=", id).execute();
+}
+
+/** Whether there is anything for a dispatcher to do or soon to do: an enabled endpoint, or a delivery queued. */
+export async function hasWebhookWork(db: Kysely<Database>): Promise<boolean> {
+  const r = await sql<{ yes: boolean }>`
+    select exists (select 1 from webhook_endpoints where enabled) or exists (select 1 from webhook_queue) as yes`
+    .execute(db);
+  return r.rows[0].yes;
 }
 
 /** A page of an endpoint's deliveries, newest first. */
