@@ -294,6 +294,60 @@ Deno.test(
   },
 );
 
+Deno.test(
+  "webhook client: a chunked body of many small chunks across its read buffer is read to its end",
+  opts,
+  async () => {
+    // Chunk sizes 1..13 in turn: size lines and CRLFs fall on every offset of the 4 KB buffer.
+    const chunks = Array.from({ length: 3_000 }, (_, i) => "x".repeat(1 + (i % 13)) + String(i % 10));
+    const s = serve(() => new Response(ReadableStream.from(chunks.map((c) => new TextEncoder().encode(c)))));
+    const client = new PostClient();
+    try {
+      const whole = chunks.join("");
+      for (let i = 0; i < 3; i++) {
+        const a = await client.post(target(s.port), headers, body, { timeoutMs: 5000, keep: KEEP });
+        assertEquals([a.status, text(a.body)], [200, whole.slice(0, KEEP)]);
+      }
+      // Each answer was read to its end (under DRAIN_MAX): one connection carried the three.
+      assertEquals(new Set(s.seen.map((r) => r.port)).size, 1);
+    } finally {
+      client.close();
+      await s.close();
+    }
+  },
+);
+
+Deno.test("webhook client: a hostile answer is refused at once, not read for the whole timeout", opts, async () => {
+  const answers = [
+    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + "-5\r\n".repeat(10_000),
+    "HTTP/1.1 100 Continue\r\n\r\n".repeat(1_000) + "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n" + "X-Trailer: y\r\n".repeat(10_000),
+    `HTTP/1.1 200 OK\r\nX-Long: ${"z".repeat(20_000)}\r\n\r\n`,
+  ];
+  const server = rawServer(async (conn, n) => {
+    if (await readRequest(conn) === null) return;
+    await write(conn, answers[n - 1]);
+    await new Promise((r) => setTimeout(r, 3000)); // and the connection stays open
+  });
+  const client = new PostClient();
+  try {
+    for (
+      const [i, says] of ["size is not valid", "interim answers", "trailers are over", "headers are over"].entries()
+    ) {
+      const t0 = performance.now();
+      await assertRejects(
+        () => client.post(target(server.port), headers, body, { timeoutMs: 3000, keep: KEEP }),
+        Error,
+        says,
+      );
+      assert(performance.now() - t0 < 1000, `answer ${i + 1} refused at once`);
+    }
+  } finally {
+    client.close();
+    server.close();
+  }
+});
+
 Deno.test("webhook client: a header value with CR or LF is refused before anything is sent", opts, async () => {
   const client = new PostClient();
   await assertRejects(

@@ -42,7 +42,10 @@ export async function webhooks(b: Bench, drainRate: number): Promise<Record<stri
       }),
     });
     await test.body?.cancel();
-    while ((await stats()).count < 1) await sleep(20);
+    for (const until = Date.now() + 30_000; (await stats()).count < 1;) {
+      if (Date.now() > until) throw new Error("the test webhook did not arrive within 30 s");
+      await sleep(20);
+    }
     const firstMs = performance.now() - created;
     const skip = (await stats()).count;
     const mainFrom = Date.now();

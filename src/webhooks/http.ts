@@ -54,7 +54,10 @@ const MAX_HEAD = 16 * 1024;
 
 const encoder = new TextEncoder();
 const latin1 = new TextDecoder("latin1");
+const CRLF = [13, 10];
 const CRLFCRLF = [13, 10, 13, 10];
+/** Interim (1xx) answers skipped before the answer, at most. */
+const MAX_INTERIM = 8;
 
 /** A connection, and the buffer its answers are read into (kept with it: one per POST was garbage). */
 interface Conn {
@@ -98,30 +101,28 @@ class Reader {
 
   /** The bytes up to and including the next CRLF CRLF (an answer's head), as latin1. */
   async head(): Promise<string> {
-    for (let from = this.#start;;) {
-      const at = indexOf(this.#buf, CRLFCRLF, from, this.#end);
-      if (at >= 0) {
-        const s = latin1.decode(this.#buf.subarray(this.#start, at + 4));
-        this.#start = at + 4;
-        return s;
-      }
-      if (this.#end - this.#start > MAX_HEAD) throw new Error(`the answer's headers are over ${MAX_HEAD} bytes`);
-      from = Math.max(this.#start, this.#end - 3);
-      if (!await this.#fill()) throw new ConnectionEnded();
-    }
+    return latin1.decode(await this.#until(CRLFCRLF, `the answer's headers are over ${MAX_HEAD} bytes`, true));
   }
 
   /** One CRLF-ended line (a chunk's size line, a trailer), without the CRLF. */
   async line(): Promise<string> {
-    for (let from = this.#start;;) {
-      const at = indexOf(this.#buf, CRLFCRLF.slice(0, 2), from, this.#end);
+    return latin1.decode(await this.#until(CRLF, "a chunked body's line is too long", false));
+  }
+
+  /**
+   * The bytes up to `end` (with it when `keepEnd`), at most MAX_HEAD of them. What was searched
+   * already is counted from `#start`: a fill may move the unread bytes to the front.
+   */
+  async #until(end: number[], tooLong: string, keepEnd: boolean): Promise<Uint8Array> {
+    for (let searched = 0;;) {
+      const at = indexOf(this.#buf, end, this.#start + searched, this.#end);
+      if (at - this.#start > MAX_HEAD || (at < 0 && this.#end - this.#start > MAX_HEAD)) throw new Error(tooLong);
       if (at >= 0) {
-        const s = latin1.decode(this.#buf.subarray(this.#start, at));
-        this.#start = at + 2;
-        return s;
+        const bytes = this.#buf.subarray(this.#start, keepEnd ? at + end.length : at);
+        this.#start = at + end.length;
+        return bytes;
       }
-      if (this.#end - this.#start > MAX_HEAD) throw new Error("a chunked body's line is too long");
-      from = Math.max(this.#start, this.#end - 1);
+      searched = Math.max(0, this.#end - this.#start - (end.length - 1));
       if (!await this.#fill()) throw new ConnectionEnded();
     }
   }
@@ -189,12 +190,15 @@ class Kept {
 async function readHead(
   r: Reader,
 ): Promise<{ status: number; length: number | null; chunked: boolean; close: boolean }> {
-  for (;;) {
+  for (let interim = 0;; interim++) {
     const head = await r.head();
     const m = /^HTTP\/1\.([01]) (\d{3})(?: |\r)/.exec(head);
     if (!m) throw new Error("the answer is not HTTP/1.x");
     const status = Number(m[2]);
-    if (status >= 100 && status < 200 && status !== 101) continue;
+    if (status >= 100 && status < 200 && status !== 101) {
+      if (interim >= MAX_INTERIM) throw new Error(`more than ${MAX_INTERIM} interim answers`);
+      continue;
+    }
     let length: number | null = null;
     let chunked = false;
     let close = m[1] === "0";
@@ -243,8 +247,9 @@ async function readBody(
   if (h.chunked) {
     let total = 0;
     for (;;) {
-      const size = parseInt((await r.line()).split(";")[0].trim(), 16);
-      if (Number.isNaN(size)) throw new Error("a chunked body's size is not valid");
+      const hex = (await r.line()).split(";")[0].trim();
+      if (!/^[0-9a-fA-F]{1,8}$/.test(hex)) throw new Error("a chunked body's size is not valid");
+      const size = parseInt(hex, 16);
       if (size === 0) break;
       if (total + size > DRAIN_MAX) {
         // Too long to read to its end: what is kept of it, then the connection is closed.
@@ -255,7 +260,12 @@ async function readBody(
       total += size;
       await r.line();
     }
-    while ((await r.line()) !== ""); // trailers
+    // Trailers, up to an empty line; no more of them than a head may have.
+    for (let n = 0;;) {
+      const trailer = await r.line();
+      if (trailer === "") break;
+      if ((n += trailer.length + 2) > MAX_HEAD) throw new Error(`the answer's trailers are over ${MAX_HEAD} bytes`);
+    }
     return !h.close && !r.leftover;
   }
   // No framing: the body ends with the connection. Read what is kept, then hang up.
