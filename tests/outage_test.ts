@@ -9,6 +9,7 @@ import { assert, assertEquals } from "./assert.ts";
 import { freePort, opts, startStack, waitFor } from "./helpers.ts";
 import { startReceiver, verified } from "./webhook_receiver.ts";
 import { startEmbeddedPostgres } from "../src/db/embedded.ts";
+import { isRunnerOutage } from "../src/jobs/worker.ts";
 
 interface Answer {
   at: number;
@@ -211,3 +212,12 @@ Deno.test(
     }
   },
 );
+
+Deno.test("outage: graphile-worker's rethrown 'returning jobs' error counts as the database being away", () => {
+  const rethrown = (cause: string) =>
+    new Error(`Error occurred whilst returning jobs from local queue to database queue: ${cause}`);
+  assert(isRunnerOutage(rethrown("connect ECONNREFUSED 127.0.0.1:41963")), "a refused connection");
+  assert(isRunnerOutage(rethrown("Connection terminated unexpectedly")), "a dropped connection");
+  assert(!isRunnerOutage(rethrown('relation "jobs" does not exist')), "another database error is not");
+  assert(!isRunnerOutage(new Error("connect ECONNREFUSED 127.0.0.1:41963 in some other error")), "nor another error");
+});

@@ -60,12 +60,28 @@ let guarded = false;
  * dropped: the runner has stopped, and startWorker's supervision starts fresh runners when
  * Postgres is back. Any other stays fatal.
  */
+/** How graphile-worker's local queue rethrows a failed return of its jobs: a new Error with the cause's message only. */
+const RETURN_FAILED = "Error occurred whilst returning jobs from local queue to database queue: ";
+
+/**
+ * Whether an unhandled rejection is the database being away, also when graphile-worker's
+ * local queue rethrew it as a bare message (`…: connect ECONNREFUSED 127.0.0.1:5432`, no code
+ * and no cause: it ended the worker thread, and the process, in an outage test).
+ */
+export function isRunnerOutage(reason: unknown): boolean {
+  if (isDatabaseUnavailable(reason)) return true;
+  const message = reason instanceof Error ? reason.message : "";
+  if (!message.startsWith(RETURN_FAILED)) return false;
+  const rest = message.slice(RETURN_FAILED.length);
+  return isDatabaseUnavailable({ message: rest, code: /\b(E[A-Z]+)\b/.exec(rest)?.[1] });
+}
+
 function surviveRunnerShutdowns(log: Deps["log"]): void {
   if (guarded) return;
   guarded = true;
   globalThis.addEventListener("unhandledrejection", (e) => {
     const reasons = e.reason instanceof AggregateError ? e.reason.errors : [e.reason];
-    if (!reasons.length || !reasons.every(isDatabaseUnavailable)) return;
+    if (!reasons.length || !reasons.every(isRunnerOutage)) return;
     e.preventDefault();
     log.warn("job runner: an unhandled database error while Postgres is away, dropped", { err: String(e.reason) });
   });
