@@ -400,7 +400,8 @@ Deno.test("webhooks: a worker killed mid-POST; its delivery goes out again when 
       await waitFor(() => receiver.got.length === 1, 10_000, "the first POST");
       first.child.kill("SIGKILL");
       await first.child.status;
-      // Its claim holds the delivery for the 2 s timeout and a 10 s margin: not sooner.
+      // Its claim holds the delivery for twice the 2 s timeout (a claim may wait for a slot,
+      // then POST) and a 10 s margin: not sooner.
       second = await spawnWorker(stack, env);
       await new Promise((r) => setTimeout(r, 3_000));
       assertEquals(receiver.got.length, 1, "no second POST while the dead worker's claim lasts");
@@ -414,7 +415,7 @@ Deno.test("webhooks: a worker killed mid-POST; its delivery goes out again when 
         "the delivery to go out again and succeed",
       );
       const [a, b] = receiver.got;
-      assert(b.at - a.at >= 11_000, `the second POST came ${b.at - a.at} ms after the first`);
+      assert(b.at - a.at >= 13_000, `the second POST came ${b.at - a.at} ms after the first`);
       assertEquals([a.headers["webhook-id"], b.headers["webhook-id"]], [`msg_${d.id}`, `msg_${d.id}`]);
       assertEquals(verified(receiver, secret).map((x) => x.type), ["webhook.test", "webhook.test"]);
       // The killed worker's attempt was never recorded: one attempt, the one that succeeded.
@@ -431,6 +432,67 @@ Deno.test("webhooks: a worker killed mid-POST; its delivery goes out again when 
     }
   }, { PP_ROLE: "api" });
 });
+
+Deno.test(
+  "webhooks: a worker claims ahead of its free slots; stopped, it holds no claim it did not send, and the next sends those at once",
+  opts,
+  async () => {
+    await webhookTest(async ({ stack, tenant, receiver }) => {
+      let release = () => {};
+      const gate = new Promise<void>((res) => release = res);
+      receiver.answer = () => gate.then(() => new Response("late"));
+      const env = { PP_WEBHOOK_ALLOW_PRIVATE: "true", PP_WEBHOOK_TIMEOUT_MS: "5000", PP_SHUTDOWN_TIMEOUT_MS: "2500" };
+      const { endpoint } = await createEndpoint(stack, tenant.key, { url: receiver.url });
+      const ids: string[] = [];
+      for (let i = 0; i < 500; i += 25) {
+        ids.push(...(await Promise.all(Array.from({ length: 25 }, () => sendTest(stack, tenant.key, endpoint.id))))
+          .map((d) => d.id));
+      }
+      const leased = () => stack.count("select count(*)::int from webhook_queue where lease_until > now()");
+      const first = await spawnWorker(stack, env);
+      let second: Awaited<ReturnType<typeof spawnWorker>> | undefined;
+      try {
+        // 200 POSTs in flight (all hung), and as many claimed ahead of them.
+        await waitFor(() => receiver.got.length === 200, 15_000, "200 POSTs in flight");
+        await waitFor(async () => (await leased()) === 400, 5_000, "200 more claimed ahead");
+        first.child.kill("SIGTERM");
+        assertEquals((await first.child.status).code, 0);
+        const posted = new Set(receiver.got.map((g) => g.headers["webhook-id"].slice("msg_".length)));
+        assertEquals(posted.size, 200);
+        const unsent = ids.filter((id) => !posted.has(id));
+        // Those it never sent are due at once; only those it sent may still be held.
+        assertEquals(
+          await stack.count(
+            "select count(*)::int from webhook_queue where lease_until > now() and delivery_id = any($1::uuid[])",
+            [unsent],
+          ),
+          0,
+        );
+        release();
+        receiver.answer = () => new Response("ok");
+        const t0 = Date.now();
+        second = await spawnWorker(stack, env);
+        // Well within the claims' lease (twice the 5 s timeout and 10 s): not waited for.
+        // (Those cut at the stop may go out again too: they are not counted.)
+        const later = () =>
+          receiver.got.slice(200).map((g) => g.headers["webhook-id"].slice("msg_".length)).filter((id) =>
+            !posted.has(id)
+          );
+        await waitFor(() => new Set(later()).size === 300, 12_000, "the 300 never sent to go out");
+        assert(Date.now() - t0 < 12_000);
+        assertEquals(later().length, 300, "each of them once");
+      } finally {
+        release();
+        for (const w of [first, second]) {
+          try {
+            w?.child.kill("SIGKILL");
+          } catch { /* exited */ }
+        }
+        await Promise.all([first, second].map((w) => w?.child.status));
+      }
+    }, { PP_ROLE: "api", PP_RATE_LIMIT: "100000:100000" });
+  },
+);
 
 Deno.test(
   "webhooks: a failure recorded after a success (two claims of one delivery) leaves it succeeded and off the queue",

@@ -146,6 +146,11 @@ export async function claimDue(db: Kysely<Database>, limit: number, leaseS: numb
   return r.rows;
 }
 
+/** Ends the leases of claimed deliveries that were not sent (their dispatcher stopped first): due again at once. */
+export async function release(db: Kysely<Database>, ids: string[]): Promise<void> {
+  await sql`update webhook_queue set lease_until = null where delivery_id = any(${ids}::uuid[])`.execute(db);
+}
+
 /** What one POST of a delivery got. */
 export interface AttemptOutcome {
   deliveryId: string;
