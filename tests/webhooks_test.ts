@@ -5,7 +5,7 @@
 import { Webhook } from "standardwebhooks";
 import { type Receiver, startReceiver, verified } from "./webhook_receiver.ts";
 import { encryptSecret } from "../src/crypto.ts";
-import { recordAttempts } from "../src/webhooks/repo.ts";
+import { claimDue, recordAttempts, release } from "../src/webhooks/repo.ts";
 import { sign, signingKey } from "../src/webhooks/sign.ts";
 import { assert, assertEquals, assertMatch } from "./assert.ts";
 import {
@@ -441,7 +441,8 @@ Deno.test(
       let release = () => {};
       const gate = new Promise<void>((res) => release = res);
       receiver.answer = () => gate.then(() => new Response("late"));
-      const env = { PP_WEBHOOK_ALLOW_PRIVATE: "true", PP_WEBHOOK_TIMEOUT_MS: "5000", PP_SHUTDOWN_TIMEOUT_MS: "2500" };
+      // A long timeout: no hung POST ends (and frees a slot) before the stop.
+      const env = { PP_WEBHOOK_ALLOW_PRIVATE: "true", PP_WEBHOOK_TIMEOUT_MS: "15000", PP_SHUTDOWN_TIMEOUT_MS: "2500" };
       const { endpoint } = await createEndpoint(stack, tenant.key, { url: receiver.url });
       const ids: string[] = [];
       for (let i = 0; i < 500; i += 25) {
@@ -472,7 +473,7 @@ Deno.test(
         receiver.answer = () => new Response("ok");
         const t0 = Date.now();
         second = await spawnWorker(stack, env);
-        // Well within the claims' lease (twice the 5 s timeout and 10 s): not waited for.
+        // Well within the claims' lease (twice the 15 s timeout and 10 s): not waited for.
         // (Those cut at the stop may go out again too: they are not counted.)
         const later = () =>
           receiver.got.slice(200).map((g) => g.headers["webhook-id"].slice("msg_".length)).filter((id) =>
@@ -493,6 +494,29 @@ Deno.test(
     }, { PP_ROLE: "api", PP_RATE_LIMIT: "100000:100000" });
   },
 );
+
+Deno.test("webhooks: a release ends only the caller's own lease, not another worker's claim since", opts, async () => {
+  // Role api: no dispatcher, so only the claims below touch the queue.
+  await webhookTest(async ({ stack, tenant, receiver }) => {
+    const { endpoint } = await createEndpoint(stack, tenant.key, { url: receiver.url });
+    const d = await sendTest(stack, tenant.key, endpoint.id);
+    const db = stack.service.deps.db;
+    const leased = () =>
+      stack.count("select count(*)::int from webhook_queue where delivery_id = $1 and lease_until > now()", [d.id]);
+    const [mine] = await claimDue(db, 10, 30);
+    assertEquals(mine.id, d.id);
+    // Its lease runs out, and another worker claims it.
+    await stack.service.deps.pool.query("update webhook_queue set lease_until = now() - interval '1 s'");
+    const [theirs] = await claimDue(db, 10, 30);
+    assertEquals(theirs.id, d.id);
+    await release(db, [mine]);
+    assertEquals(await leased(), 1, "the other worker's claim holds");
+    await release(db, [theirs]);
+    assertEquals(await leased(), 0, "released by its own claimer");
+    const [again] = await claimDue(db, 10, 30);
+    assertEquals(again?.id, d.id, "due again at once");
+  }, { PP_ROLE: "api" });
+});
 
 Deno.test(
   "webhooks: a failure recorded after a success (two claims of one delivery) leaves it succeeded and off the queue",

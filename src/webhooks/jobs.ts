@@ -145,6 +145,10 @@ export function startWebhookDispatcher(deps: Deps): WebhookDispatcher {
   // A claimed delivery may wait ahead while the IN_FLIGHT before it run (each within one
   // timeout: there are never more waiting than posting), then its own POST takes one more.
   const leaseS = 2 * Math.ceil(config.webhookTimeoutMs / 1000) + LEASE_MARGIN_S;
+  // A delivery may still start after waiting a timeout and half the margin: its POST then
+  // ends within the lease with half the margin left to record it. (Waiting exactly one timeout
+  // is common: the POSTs before it, to an endpoint that hangs, time out just then.)
+  const staleAfterMs = config.webhookTimeoutMs + LEASE_MARGIN_S * 500;
   const client = new PostClient();
   const outcomes = new GroupCommit<repo.AttemptOutcome, boolean>((os) => repo.recordAttempts(deps.db, os));
   /** Attempts whose POST is under way, and those whose outcome is being recorded. */
@@ -154,6 +158,8 @@ export function startWebhookDispatcher(deps: Deps): WebhookDispatcher {
   const ahead: { d: repo.DeliveryToDispatch; at: number }[] = [];
   let stopping = false;
   let claiming = false;
+  /** The claim under way, or the last one (settled). */
+  let claimRun: Promise<void> = Promise.resolve();
   /** Whether the last claim filled every free slot: the queue may have more. */
   let more = false;
   /** Whether the last claim failed (the database away): logged once per outage. */
@@ -162,8 +168,16 @@ export function startWebhookDispatcher(deps: Deps): WebhookDispatcher {
   /** Slots free: a POST each, while not too many outcomes wait for their group commit. */
   const free = () => Math.min(IN_FLIGHT - posting.size, UNRECORDED - posting.size - recording.size);
 
-  /** How many a claim may take now: room for the free slots and the places ahead. */
-  const room = () => free() + AHEAD - ahead.length;
+  /**
+   * How many a claim may take now: room for the free slots and the places ahead. Those ahead
+   * count against UNRECORDED too: while outcomes wait for the database, nothing is claimed
+   * that could not be started (it would be held from the other workers).
+   */
+  const room = () =>
+    Math.min(
+      IN_FLIGHT + AHEAD - posting.size - ahead.length,
+      UNRECORDED - posting.size - recording.size - ahead.length,
+    );
 
   /** Tracks a step of an attempt in `set` until it settles; its end may free a slot, and make room for a claim. */
   const track = (set: Set<Promise<unknown>>, p: Promise<unknown>) => {
@@ -177,17 +191,17 @@ export function startWebhookDispatcher(deps: Deps): WebhookDispatcher {
 
   /**
    * Starts the deliveries waiting ahead while there are free slots (not once stopping: stop()
-   * releases them). One that waited longer than a timeout (slots held by a slow endpoint, or
+   * releases them). One that waited longer than STALE_AFTER_MS (slots held by a slow endpoint,
    * outcomes the database cannot take) is not sent but released: its lease could run out
    * during its POST, and another worker send it too; released, any worker may claim it.
    */
   function start(): void {
-    const stale = performance.now() - config.webhookTimeoutMs;
-    const released: string[] = [];
+    const stale = performance.now() - staleAfterMs;
+    const released: repo.DeliveryToDispatch[] = [];
     for (let n = free(); n > 0 && ahead.length && !stopping;) {
       const { d, at } = ahead.shift()!;
       if (at < stale) {
-        released.push(d.id);
+        released.push(d);
         continue;
       }
       // post() never rejects, and attempt() hands what can to its own handlers.
@@ -198,10 +212,10 @@ export function startWebhookDispatcher(deps: Deps): WebhookDispatcher {
   }
 
   /** Ends the leases of claimed deliveries not sent; if that fails, they come back when the leases run out. */
-  async function release(ids: string[]): Promise<void> {
-    await repo.release(deps.db, ids).catch((err) =>
+  async function release(ds: repo.DeliveryToDispatch[]): Promise<void> {
+    await repo.release(deps.db, ds).catch((err) =>
       log.warn("webhook dispatcher: claims not released; they are sent when their leases run out", {
-        deliveries: ids.length,
+        deliveries: ds.length,
         err: String(err),
       })
     );
@@ -288,12 +302,21 @@ export function startWebhookDispatcher(deps: Deps): WebhookDispatcher {
   }
 
   /** Claims due deliveries while there is room for at least `minRoom`, and starts what slots are free for. */
-  async function claim(minRoom: number): Promise<void> {
-    if (claiming || stopping) return;
+  function claim(minRoom: number): Promise<void> {
+    if (claiming || stopping) return claimRun;
     claiming = true;
+    return claimRun = claimWhileRoom(minRoom);
+  }
+
+  async function claimWhileRoom(minRoom: number): Promise<void> {
     try {
       for (let n = room(); n >= minRoom && !stopping; n = room()) {
         const due = await repo.claimDue(deps.db, n, leaseS);
+        // Stopped while it was under way: none of these will be sent here.
+        if (stopping) {
+          if (due.length) await release(due);
+          break;
+        }
         if (failing) log.info("webhook dispatcher: claiming again");
         failing = false;
         more = due.length === n;
@@ -320,15 +343,19 @@ export function startWebhookDispatcher(deps: Deps): WebhookDispatcher {
       let timeout: ReturnType<typeof setTimeout> | undefined;
       await Promise.race([
         (async () => {
-          while (posting.size || recording.size) await Promise.all([...posting, ...recording]);
+          while (posting.size || recording.size || claiming) await Promise.all([...posting, ...recording, claimRun]);
         })(),
         new Promise((res) => timeout = setTimeout(res, waitMs)),
       ]);
       clearTimeout(timeout);
       client.close();
-      // Those waiting ahead were never sent: due again now, not when their leases run out.
-      const unsent = ahead.splice(0).map((a) => a.d.id);
-      if (unsent.length) await release(unsent);
+      // Those waiting ahead were never sent: due again now, not when their leases run out
+      // (within a second: the stop has a deadline, and the leases are the fallback).
+      const unsent = ahead.splice(0).map((a) => a.d);
+      if (unsent.length) {
+        await Promise.race([release(unsent), new Promise((res) => timeout = setTimeout(res, 1_000))]);
+        clearTimeout(timeout);
+      }
     },
   };
 }

@@ -112,6 +112,8 @@ export function redeliver(db: Kysely<Database>, accountId: string, deliveryId: s
 /** A claimed delivery with what sending it needs of its endpoint. */
 export interface DeliveryToDispatch {
   id: string;
+  /** This claim's lease (`lease_until` as Postgres writes it), to release it by (release). */
+  lease: string;
   endpoint_id: string;
   status: WebhookDeliveryStatus;
   attempts: number;
@@ -138,17 +140,23 @@ export async function claimDue(db: Kysely<Database>, limit: number, leaseS: numb
       where delivery_id = any(array(
         select delivery_id from webhook_queue where run_at <= now() and (lease_until is null or lease_until < now())
         order by run_at limit ${limit} for update skip locked))
-      returning delivery_id)
-    select d.id, d.endpoint_id, d.status, d.attempts, d.payload::text as body,
+      returning delivery_id, lease_until)
+    select d.id, c.lease_until::text as lease, d.endpoint_id, d.status, d.attempts, d.payload::text as body,
       e.url, e.enabled, e.secret_enc, e.previous_secret_enc, e.rotated_at
     from claimed c join webhook_deliveries d on d.id = c.delivery_id join webhook_endpoints e on e.id = d.endpoint_id`
     .execute(db);
   return r.rows;
 }
 
-/** Ends the leases of claimed deliveries that were not sent (their dispatcher stopped first): due again at once. */
-export async function release(db: Kysely<Database>, ids: string[]): Promise<void> {
-  await sql`update webhook_queue set lease_until = null where delivery_id = any(${ids}::uuid[])`.execute(db);
+/**
+ * Ends the leases of claimed deliveries that were not sent: due again at once. Only leases
+ * still the caller's (`lease` as claimDue returned it): one that ran out and was claimed by
+ * another worker is left to that worker, whose POST may be under way.
+ */
+export async function release(db: Kysely<Database>, claims: { id: string; lease: string }[]): Promise<void> {
+  await sql`update webhook_queue set lease_until = null
+    where delivery_id = any(${claims.map((c) => c.id)}::uuid[])
+      and lease_until = any(${claims.map((c) => c.lease)}::timestamptz[])`.execute(db);
 }
 
 /** What one POST of a delivery got. */
